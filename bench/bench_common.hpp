@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0
+// What every ropekit benchmark compares itself with, measured in the same run on this machine:
+// memcpy bandwidth (the limit of a memory-bound kernel), a read-only sweep (the limit of decode
+// attention) and the fp32 FMA peak of one core (the limit of compute-bound kernels).
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace ropekit_bench {
+
+using clock = std::chrono::steady_clock;
+
+/// Median of repeated timings of f(), in seconds.
+template <class F>
+double median_seconds(F&& f, int repetitions) {
+    std::vector<double> t;
+    for (int r = 0; r < repetitions; ++r) {
+        const auto t0 = clock::now();
+        f();
+        t.push_back(std::chrono::duration<double>(clock::now() - t0).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+/// Repetitions so that one measurement moves about `target_bytes` in total.
+inline int repetitions_for(std::size_t bytes, std::size_t target_bytes = std::size_t(1) << 30) {
+    return int(std::clamp<std::size_t>(target_bytes / std::max<std::size_t>(bytes, 1), 5, 20000));
+}
+
+/// Bytes per second of memcpy between two buffers of `bytes` each, counted like a kernel that
+/// reads and writes `bytes` (2 * bytes moved per call). Median of many calls, cached per size.
+inline double memcpy_bytes_per_second(std::size_t bytes) {
+    static std::mutex m;
+    static std::map<std::size_t, double> cache;
+    std::lock_guard<std::mutex> lock(m);
+    if (auto it = cache.find(bytes); it != cache.end()) return it->second;
+    std::vector<char> src(bytes, 1), dst(bytes, 0);
+    std::memcpy(dst.data(), src.data(), bytes);  // fault the pages in
+    const int reps = repetitions_for(bytes);
+    // Chunks of calls, median over chunks: small copies are timed in batches.
+    const int per_chunk = std::max(1, reps / 9);
+    const double t = median_seconds(
+        [&] {
+            for (int i = 0; i < per_chunk; ++i) {
+                std::memcpy(dst.data(), src.data(), bytes);
+                benchmark::ClobberMemory();
+            }
+        },
+        9);
+    const double bw = 2.0 * double(bytes) * per_chunk / t;
+    cache[bytes] = bw;
+    return bw;
+}
+
+/// Bytes per second of a read-only sweep (sum of all floats) over `bytes`, cached per size.
+inline double read_bytes_per_second(std::size_t bytes) {
+    static std::mutex m;
+    static std::map<std::size_t, double> cache;
+    std::lock_guard<std::mutex> lock(m);
+    if (auto it = cache.find(bytes); it != cache.end()) return it->second;
+    std::vector<float> buf(bytes / sizeof(float), 1.0f);
+    const int reps = repetitions_for(bytes);
+    const int per_chunk = std::max(1, reps / 9);
+    const double t = median_seconds(
+        [&] {
+            for (int r = 0; r < per_chunk; ++r) {
+                float acc[16] = {};
+                const std::size_t n = buf.size() / 16 * 16;
+                for (std::size_t i = 0; i < n; i += 16)
+                    for (int j = 0; j < 16; ++j) acc[j] += buf[i + j];
+                benchmark::DoNotOptimize(acc);
+            }
+        },
+        9);
+    const double bw = double(bytes) * per_chunk / t;
+    cache[bytes] = bw;
+    return bw;
+}
+
+/// fp32 FLOP/s of one core running independent FMA chains (2 FLOP per lane per FMA), measured
+/// once per process. This is the ceiling `of_fma_peak` counters divide by.
+inline double fma_peak_flops() {
+    static const double peak = [] {
+#if defined(__AVX512F__)
+        using V = __m512;
+        constexpr int lanes = 16;
+        auto fma = [](V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); };
+        auto set = [](float x) { return _mm512_set1_ps(x); };
+#elif defined(__FMA__)
+        using V = __m256;
+        constexpr int lanes = 8;
+        auto fma = [](V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); };
+        auto set = [](float x) { return _mm256_set1_ps(x); };
+#else
+        using V = float;
+        constexpr int lanes = 1;
+        auto fma = [](V a, V b, V c) { return a * b + c; };
+        auto set = [](float x) { return x; };
+#endif
+        constexpr int chains = 12;
+        const long iters = 20'000'000;
+        const double t = median_seconds(
+            [&] {
+                V acc[chains];
+                for (int c = 0; c < chains; ++c) acc[c] = set(1.0f + 1e-7f * c);
+                const V mul = set(0.9999999f), add = set(1e-7f);
+                for (long i = 0; i < iters; ++i)
+                    for (int c = 0; c < chains; ++c) acc[c] = fma(acc[c], mul, add);
+                benchmark::DoNotOptimize(acc);
+            },
+            5);
+        return 2.0 * lanes * chains * double(iters) / t;
+    }();
+    return peak;
+}
+
+}  // namespace ropekit_bench

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Overridable macros: the hot-path assertion and the cold-path throw.
+///
+/// Kernels never throw: they check preconditions with ROPEKIT_ASSERT, which an engine may
+/// define before including any ropekit header (to log, to abort in release builds, or to
+/// compile the checks out). Table builders and config readers validate their input and throw
+/// ropekit::error through ROPEKIT_THROW; with exceptions disabled that becomes an abort
+/// carrying the same message.
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+
+#ifndef ROPEKIT_ASSERT
+#include <cassert>
+/// Precondition check on hot paths. Defaults to `assert` (compiled out under NDEBUG).
+/// Define it before including ropekit to route failures elsewhere; `msg` is a string literal.
+#define ROPEKIT_ASSERT(cond, msg) assert((cond) && (msg))
+#endif
+
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define ROPEKIT_HAS_EXCEPTIONS 1
+#else
+#define ROPEKIT_HAS_EXCEPTIONS 0
+#endif
+
+#ifndef ROPEKIT_THROW
+#if ROPEKIT_HAS_EXCEPTIONS
+/// Raises a validation failure. `x` is a ropekit::error.
+#define ROPEKIT_THROW(x) throw x
+#else
+#define ROPEKIT_THROW(x) \
+    (std::fprintf(stderr, "ropekit: %s\n", (x).what()), std::fflush(stderr), std::abort())
+#endif
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ROPEKIT_RESTRICT __restrict__
+#define ROPEKIT_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ROPEKIT_RESTRICT
+#define ROPEKIT_ALWAYS_INLINE inline
+#endif

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The only place that knows which xsimd major version is installed (8.1 on Debian 12, up to
+/// 14 elsewhere). Kernels call these shims instead of the renamed xsimd functions.
+#pragma once
+
+#if defined(ROPEKIT_NO_SIMD)
+#define ROPEKIT_HAS_XSIMD 0
+#elif defined(__has_include)
+#if __has_include(<xsimd/xsimd.hpp>)
+#include <xsimd/xsimd.hpp>
+#if defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+#define ROPEKIT_HAS_XSIMD 0
+#else
+#define ROPEKIT_HAS_XSIMD 1
+#endif
+#else
+#define ROPEKIT_HAS_XSIMD 0
+#endif
+#else
+#include <xsimd/xsimd.hpp>
+#define ROPEKIT_HAS_XSIMD 1
+#endif
+
+#if ROPEKIT_HAS_XSIMD
+namespace ropekit::detail::simd {
+
+/// Horizontal sum of a batch (xsimd 8: hadd; 9+: reduce_add).
+template <class T, class A>
+ROPEKIT_ALWAYS_INLINE T reduce_add(const xsimd::batch<T, A>& b) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_add(b);
+#else
+    return xsimd::hadd(b);
+#endif
+}
+
+/// Horizontal maximum of a batch (xsimd 8 has no reduce_max: go through memory).
+template <class T, class A>
+ROPEKIT_ALWAYS_INLINE T reduce_max(const xsimd::batch<T, A>& b) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_max(b);
+#else
+    alignas(64) T lanes[xsimd::batch<T, A>::size];
+    b.store_aligned(lanes);
+    T m = lanes[0];
+    for (std::size_t i = 1; i < xsimd::batch<T, A>::size; ++i) m = lanes[i] > m ? lanes[i] : m;
+    return m;
+#endif
+}
+
+/// Reinterprets the bits of a batch as another element type of the same width.
+template <class To, class From, class A>
+ROPEKIT_ALWAYS_INLINE xsimd::batch<To, A> bit_cast(const xsimd::batch<From, A>& b) noexcept {
+#if XSIMD_VERSION_MAJOR >= 11
+    return xsimd::bitwise_cast<To>(b);
+#else
+    return xsimd::bitwise_cast<xsimd::batch<To, A>>(b);
+#endif
+}
+
+}  // namespace ropekit::detail::simd
+#endif

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The one exception type ropekit throws, and helpers that name the offending field.
+#pragma once
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "config.hpp"
+
+namespace ropekit {
+
+/// Every validation failure in ropekit: bad scaling parameters, bad config.json, positions
+/// outside a table. The message names the field and the value, e.g.
+/// `ropekit: rotary_dim must be even and positive (got 63)`.
+class error : public std::invalid_argument {
+public:
+    /// \param field the parameter or key at fault, as the user spells it (`rotary_dim`, `beta_fast`).
+    /// \param message what is wrong, including the offending value.
+    error(std::string field, const std::string& message)
+        : std::invalid_argument("ropekit: " + message), field_(std::move(field)) {}
+
+    /// The parameter or key the error is about.
+    const std::string& field() const noexcept { return field_; }
+
+private:
+    std::string field_;
+};
+
+namespace detail {
+
+/// Formats a value for an error message: integers as integers, doubles with enough digits to
+/// round-trip, strings quoted.
+template <class T>
+std::string format_value(const T& v) {
+    std::ostringstream os;
+    if constexpr (std::is_floating_point_v<T>) {
+        os.precision(17);
+        os << v;
+    } else if constexpr (std::is_convertible_v<T, std::string>) {
+        os << '"' << std::string(v) << '"';
+    } else {
+        os << v;
+    }
+    return os.str();
+}
+
+/// Throws ropekit::error "`field` `requirement` (got `value`)".
+template <class T>
+[[noreturn]] void fail(const char* field, const char* requirement, const T& value) {
+    ROPEKIT_THROW(error(field, std::string(field) + " " + requirement + " (got " +
+                                   format_value(value) + ")"));
+#if !ROPEKIT_HAS_EXCEPTIONS
+    std::abort();
+#endif
+}
+
+/// Checks a cold-path condition; on failure throws ropekit::error naming field and value.
+template <class T>
+void require(bool ok, const char* field, const char* requirement, const T& value) {
+    if (!ok) fail(field, requirement, value);
+}
+
+/// Requires a finite, strictly positive number.
+inline void require_finite_positive(double v, const char* field) {
+    require(std::isfinite(v) && v > 0.0, field, "must be finite and > 0", v);
+}
+
+}  // namespace detail
+}  // namespace ropekit

@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Umbrella header: everything public in ropekit except the optional config.json reader
+/// (ropekit/config_json.hpp, which needs nlohmann/json).
+#pragma once
+
+#include "arch.hpp"
+#include "config.hpp"
+#include "error.hpp"
+#include "layout.hpp"
+#include "storage.hpp"
+#include "table.hpp"
+#include "version.hpp"

@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// 16-bit storage types for q, k and v: bfloat16 and IEEE half. Math is always float; these
+/// types only say how a value is stored. Conversions to 16 bits round to nearest, ties to even
+/// (what torch's `.to(bfloat16)` and F16C's `vcvtps2ph` with rounding mode 0 do).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace ropekit {
+
+namespace detail {
+inline std::uint32_t float_bits(float f) noexcept {
+    std::uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+inline float bits_float(std::uint32_t u) noexcept {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+}  // namespace detail
+
+/// bfloat16: the upper 16 bits of an IEEE float32 (8-bit exponent, 7-bit stored mantissa).
+struct bfloat16 {
+    std::uint16_t bits = 0;  ///< raw bit pattern
+
+    bfloat16() = default;
+    /// Rounds `f` to nearest even; NaN stays a (quiet) NaN, never turns into infinity.
+    explicit bfloat16(float f) noexcept : bits(round_from_float(f)) {}
+    /// Exact widening to float.
+    explicit operator float() const noexcept { return detail::bits_float(std::uint32_t(bits) << 16); }
+    /// Wraps a raw bit pattern.
+    static bfloat16 from_bits(std::uint16_t b) noexcept {
+        bfloat16 r;
+        r.bits = b;
+        return r;
+    }
+    /// The round-to-nearest-even bit pattern of `f`.
+    static std::uint16_t round_from_float(float f) noexcept {
+        std::uint32_t u = detail::float_bits(f);
+        if ((u & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((u >> 16) | 0x0040u);
+        u += 0x7fffu + ((u >> 16) & 1u);
+        return std::uint16_t(u >> 16);
+    }
+};
+
+/// IEEE 754 binary16 ("half", fp16): 5-bit exponent, 10-bit mantissa, max 65504.
+struct half {
+    std::uint16_t bits = 0;  ///< raw bit pattern
+
+    half() = default;
+    /// Rounds `f` to nearest even; overflow gives infinity, tiny values become subnormals.
+    explicit half(float f) noexcept : bits(round_from_float(f)) {}
+    /// Exact widening to float.
+    explicit operator float() const noexcept { return to_float(bits); }
+    /// Wraps a raw bit pattern.
+    static half from_bits(std::uint16_t b) noexcept {
+        half r;
+        r.bits = b;
+        return r;
+    }
+    /// The round-to-nearest-even bit pattern of `f`.
+    static std::uint16_t round_from_float(float f) noexcept {
+        std::uint32_t u = detail::float_bits(f);
+        const std::uint32_t sign = (u >> 16) & 0x8000u;
+        u &= 0x7fffffffu;
+        if (u >= 0x47800000u) {  // |f| >= 65536 (or inf/nan): inf, or a quiet NaN
+            return std::uint16_t(sign | (u > 0x7f800000u ? 0x7e00u : 0x7c00u));
+        }
+        if (u < 0x38800000u) {  // below 2^-14: subnormal or zero.
+            // Adding 0.5 aligns the binary16 subnormal grid (step 2^-24) with float's
+            // last mantissa bit, so the FPU's own rounding is the round-to-nearest-even.
+            const float aligned = detail::bits_float(u) + 0.5f;
+            return std::uint16_t(sign | (detail::float_bits(aligned) - 0x3f000000u));
+        }
+        // Normal: rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits to
+        // nearest even; a carry out of the mantissa correctly bumps the exponent (up to inf).
+        const std::uint32_t odd = (u >> 13) & 1u;
+        u += 0xc8000fffu + odd;  // (15 - 127) << 23, plus the rounding bias
+        return std::uint16_t(sign | (u >> 13));
+    }
+    /// Exact widening of a binary16 bit pattern.
+    static float to_float(std::uint16_t h) noexcept {
+        const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
+        const std::uint32_t exponent = (h >> 10) & 0x1fu;
+        const std::uint32_t mantissa = h & 0x3ffu;
+        if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24
+            const float mag = float(mantissa) * 5.9604644775390625e-08f;
+            return detail::bits_float(detail::float_bits(mag) | sign);
+        }
+        if (exponent == 31) return detail::bits_float(sign | 0x7f800000u | (mantissa << 13));
+        return detail::bits_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+    }
+};
+
+static_assert(sizeof(bfloat16) == 2 && sizeof(half) == 2, "16-bit storage types must be 2 bytes");
+
+/// True for the element types ropekit kernels accept as storage: float, bfloat16, half.
+template <class T>
+inline constexpr bool is_storage_type_v =
+    std::is_same_v<T, float> || std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
+
+/// Widens a stored value to float.
+template <class T>
+inline float to_float(T v) noexcept {
+    static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
+    if constexpr (std::is_same_v<T, float>) return v;
+    else return static_cast<float>(v);
+}
+
+/// Rounds a float to the storage type (nearest even for the 16-bit types).
+template <class T>
+inline T from_float(float f) noexcept {
+    static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
+    if constexpr (std::is_same_v<T, float>) return f;
+    else return T(f);
+}
+
+/// Short name for logs and benchmark labels: "f32", "bf16", "f16".
+template <class T>
+constexpr const char* storage_name() noexcept {
+    if constexpr (std::is_same_v<T, float>) return "f32";
+    else if constexpr (std::is_same_v<T, bfloat16>) return "bf16";
+    else return "f16";
+}
+
+}  // namespace ropekit
