@@ -8,6 +8,8 @@
 #include "config.hpp"
 #include "error.hpp"
 #include "layout.hpp"
+#include "rerope.hpp"
+#include "scaling.hpp"
 #include "storage.hpp"
 #include "table.hpp"
 #include "version.hpp"

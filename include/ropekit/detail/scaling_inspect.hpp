@@ -1,0 +1,487 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The `rope-inspect` command line (examples/rope_inspect.cpp) as a library function, so its
+/// behaviour (exit codes, JSON, SVG) is unit-tested: reads a config.json and/or flags, prints
+/// the method, geometry, attention factor and per-pair inv_freq / wavelength.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../config_json.hpp"
+
+namespace ropekit {
+namespace detail {
+namespace inspect {
+
+/// Usage text, also printed by --help.
+inline const char* usage() {
+    return "usage: rope-inspect [--config config.json] [--seq-len N] [--json] [--svg FILE]\n"
+           "                    [--layer-type NAME] [--layout neox|gptj] [method flags]\n"
+           "method flags (override the file's values, or describe a model without a file):\n"
+           "  --rope-type default|linear|ntk|dynamic|yarn|llama3|longrope\n"
+           "  --head-dim N  --rotary-dim N  --partial-rotary-factor F  --base THETA\n"
+           "  --max-position N  --original-max-position N  --factor F  --alpha A\n"
+           "  --beta-fast B  --beta-slow B  --attention-factor A  --mscale M  --mscale-all-dim M\n"
+           "  --truncate true|false  --low-freq-factor F  --high-freq-factor F\n"
+           "  --short-factor a,b,...  --long-factor a,b,...\n"
+           "  --brief  one header line and one summary line (used by scripts/demo.sh)\n"
+           "exit status: 0 on success, 2 on bad input (the message names the field and value)\n";
+}
+
+/// What the command line asked for.
+struct request {
+    std::string config_path;  ///< empty: flags only
+    std::optional<std::int64_t> seq_len;
+    bool json = false;
+    bool brief = false;
+    bool help = false;
+    std::string svg_path;
+    config_json_options options;
+    nlohmann::json top_overrides = nlohmann::json::object();   ///< top-level config keys
+    nlohmann::json dict_overrides = nlohmann::json::object();  ///< rope dict keys
+};
+
+[[noreturn]] inline void bad_flag(const std::string& flag, const std::string& what) {
+    json_config::fail(flag, what);
+}
+
+inline double parse_double(const std::string& flag, const std::string& v) {
+    std::size_t used = 0;
+    double d = 0;
+    try {
+        d = std::stod(v, &used);
+    } catch (...) {
+        used = 0;
+    }
+    if (used == 0 || used != v.size()) bad_flag(flag, "expects a number (got \"" + v + "\")");
+    return d;
+}
+
+inline std::int64_t parse_int(const std::string& flag, const std::string& v) {
+    std::size_t used = 0;
+    long long i = 0;
+    try {
+        i = std::stoll(v, &used);
+    } catch (...) {
+        used = 0;
+    }
+    if (used == 0 || used != v.size()) bad_flag(flag, "expects an integer (got \"" + v + "\")");
+    return i;
+}
+
+inline nlohmann::json parse_list(const std::string& flag, const std::string& v) {
+    nlohmann::json out = nlohmann::json::array();
+    std::stringstream ss(v);
+    std::string item;
+    while (std::getline(ss, item, ',')) out.push_back(parse_double(flag, item));
+    if (out.empty()) bad_flag(flag, "expects a comma-separated list of numbers");
+    return out;
+}
+
+/// Parses argv (without argv[0]). Throws ropekit::error for unknown flags and bad values.
+inline request parse_args(const std::vector<std::string>& args) {
+    request r;
+    auto value = [&](std::size_t& i) -> const std::string& {
+        if (i + 1 >= args.size()) bad_flag(args[i], "needs a value");
+        return args[++i];
+    };
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "--help" || a == "-h")
+            r.help = true;
+        else if (a == "--json")
+            r.json = true;
+        else if (a == "--brief")
+            r.brief = true;
+        else if (a == "--config")
+            r.config_path = value(i);
+        else if (a == "--svg")
+            r.svg_path = value(i);
+        else if (a == "--seq-len")
+            r.seq_len = parse_int(a, value(i));
+        else if (a == "--layer-type")
+            r.options.layer_type = value(i);
+        else if (a == "--layout") {
+            const std::string& v = value(i);
+            r.options.layout = parse_rope_layout(v);
+            if (!r.options.layout) bad_flag(a, "expects neox or gptj (got \"" + v + "\")");
+        } else if (a == "--rope-type")
+            r.dict_overrides["rope_type"] = value(i);
+        else if (a == "--head-dim")
+            r.top_overrides["head_dim"] = parse_int(a, value(i));
+        else if (a == "--rotary-dim")
+            r.top_overrides["rotary_dim"] = parse_int(a, value(i));
+        else if (a == "--partial-rotary-factor")
+            r.top_overrides["partial_rotary_factor"] = parse_double(a, value(i));
+        else if (a == "--base")
+            r.top_overrides["rope_theta"] = parse_double(a, value(i));
+        else if (a == "--max-position")
+            r.top_overrides["max_position_embeddings"] = parse_int(a, value(i));
+        else if (a == "--original-max-position")
+            r.dict_overrides["original_max_position_embeddings"] = parse_int(a, value(i));
+        else if (a == "--truncate") {
+            const std::string& v = value(i);
+            if (v != "true" && v != "false")
+                bad_flag(a, "expects true or false (got \"" + v + "\")");
+            r.dict_overrides["truncate"] = v == "true";
+        } else if (a == "--short-factor")
+            r.dict_overrides["short_factor"] = parse_list(a, value(i));
+        else if (a == "--long-factor")
+            r.dict_overrides["long_factor"] = parse_list(a, value(i));
+        else {
+            static const char* const numeric[][2] = {{"--factor", "factor"},
+                                                     {"--alpha", "alpha"},
+                                                     {"--beta-fast", "beta_fast"},
+                                                     {"--beta-slow", "beta_slow"},
+                                                     {"--mscale", "mscale"},
+                                                     {"--mscale-all-dim", "mscale_all_dim"},
+                                                     {"--attention-factor", "attention_factor"},
+                                                     {"--low-freq-factor", "low_freq_factor"},
+                                                     {"--high-freq-factor", "high_freq_factor"}};
+            bool known = false;
+            for (const auto& n : numeric)
+                if (a == n[0]) {
+                    r.dict_overrides[n[1]] = parse_double(a, value(i));
+                    known = true;
+                }
+            if (!known) bad_flag(a, "is not a rope-inspect option (see --help)");
+        }
+    }
+    return r;
+}
+
+/// The config.json object the request describes: the file (if any) with the flags applied.
+inline nlohmann::json effective_config(const request& r) {
+    nlohmann::json cfg = nlohmann::json::object();
+    if (!r.config_path.empty()) {
+        std::ifstream in(r.config_path, std::ios::binary);
+        if (!in) json_config::fail("--config", "cannot open \"" + r.config_path + "\"");
+        std::ostringstream ss;
+        ss << in.rdbuf();
+        const std::string text = ss.str();
+        cfg = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+        if (cfg.is_discarded()) (void)parse_config_json(text, r.options);  // throws with detail
+    } else if (r.dict_overrides.empty() && r.top_overrides.empty()) {
+        json_config::fail("--config", "is missing (give a config.json or method flags)");
+    } else {
+        cfg["rope_theta"] = 10000.0;  // flags only: HF's default base unless --base
+    }
+    if (!cfg.is_object()) return cfg;  // config_from_json reports it
+    nlohmann::json* root = &cfg;
+    if (!cfg.contains("num_attention_heads") && !cfg.contains("head_dim") &&
+        cfg.contains("text_config") && cfg["text_config"].is_object())
+        root = &cfg["text_config"];
+    for (auto it = r.top_overrides.begin(); it != r.top_overrides.end(); ++it) {
+        (*root)[it.key()] = it.value();
+        if (it.key() == "head_dim") root->erase("qk_rope_head_dim");
+        if (it.key() == "rotary_dim") {
+            root->erase("partial_rotary_factor");
+            root->erase("rotary_pct");
+        }
+    }
+    if (!r.dict_overrides.empty() || r.top_overrides.contains("rope_theta") ||
+        r.top_overrides.contains("partial_rotary_factor")) {
+        const bool v5 = root->contains("rope_parameters") && (*root)["rope_parameters"].is_object();
+        nlohmann::json& dict = v5 ? (*root)["rope_parameters"] : (*root)["rope_scaling"];
+        if (!dict.is_object()) dict = nlohmann::json::object();
+        nlohmann::json* target = &dict;
+        if (v5 && !dict.contains("rope_type") && !dict.contains("type") && !dict.empty() &&
+            dict.begin()->is_object()) {
+            const std::string lt =
+                r.options.layer_type.empty() ? dict.begin().key() : r.options.layer_type;
+            target = &dict[lt];
+        }
+        if (r.dict_overrides.contains("rope_type")) target->erase("type");
+        for (auto it = r.dict_overrides.begin(); it != r.dict_overrides.end(); ++it)
+            (*target)[it.key()] = it.value();
+        for (const char* k : {"rope_theta", "partial_rotary_factor"})
+            if (r.top_overrides.contains(k) && target->contains(k))
+                (*target)[k] = r.top_overrides[k];
+        if (!target->contains("rope_type") && !target->contains("type"))
+            (*target)["rope_type"] = "default";
+    }
+    return cfg;
+}
+
+inline std::string fmt(const char* f, double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, f, v);
+    return buf;
+}
+
+/// wavelength = 2 pi / inv_freq (tokens per full turn of the pair), in double.
+inline double wavelength(float inv_freq) {
+    return 2.0 * 3.141592653589793 / double(inv_freq);
+}
+
+inline std::string json_string(const std::string& s) {
+    return nlohmann::json(s).dump();
+}
+
+/// The method's parameters as a JSON object (for --json).
+inline nlohmann::json method_parameters(const rope_scaling& s) {
+    nlohmann::json j = nlohmann::json::object();
+    auto opt = [](const std::optional<double>& v) {
+        return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+    };
+    if (const auto* m = std::get_if<linear_scaling>(&s)) j["factor"] = m->factor;
+    if (const auto* m = std::get_if<ntk_scaling>(&s)) j["alpha"] = m->alpha;
+    if (const auto* m = std::get_if<dynamic_ntk_scaling>(&s)) {
+        j["factor"] = m->factor;
+        j["original_max_position"] = m->original_max_position;
+    }
+    if (const auto* m = std::get_if<yarn_scaling>(&s)) {
+        j["factor"] = m->factor;
+        j["original_max_position"] = m->original_max_position;
+        j["beta_fast"] = m->beta_fast;
+        j["beta_slow"] = m->beta_slow;
+        j["attention_factor"] = opt(m->attention_factor);
+        j["mscale"] = opt(m->mscale);
+        j["mscale_all_dim"] = opt(m->mscale_all_dim);
+        j["truncate"] = m->truncate;
+    }
+    if (const auto* m = std::get_if<llama3_scaling>(&s)) {
+        j["factor"] = m->factor;
+        j["low_freq_factor"] = m->low_freq_factor;
+        j["high_freq_factor"] = m->high_freq_factor;
+        j["original_max_position"] = m->original_max_position;
+    }
+    if (const auto* m = std::get_if<longrope_scaling>(&s)) {
+        j["factor"] = m->factor;
+        j["original_max_position"] = m->original_max_position;
+        j["attention_factor"] = opt(m->attention_factor);
+        j["uses_long_factor"] = false;
+    }
+    return j;
+}
+
+/// The original (pre-training) context the method refers to, if it has one.
+inline std::optional<std::int64_t> original_context(const rope_scaling& s) {
+    if (const auto* m = std::get_if<dynamic_ntk_scaling>(&s)) return m->original_max_position;
+    if (const auto* m = std::get_if<yarn_scaling>(&s)) return m->original_max_position;
+    if (const auto* m = std::get_if<llama3_scaling>(&s)) return m->original_max_position;
+    if (const auto* m = std::get_if<longrope_scaling>(&s)) return m->original_max_position;
+    return std::nullopt;
+}
+
+/// The report as exactly one JSON object. Float32 values use 9 significant digits (enough to
+/// round-trip a float32); doubles use 17.
+inline std::string to_json(const model_rope_config& c, const rope_frequencies& f,
+                           const rope_frequencies& def, std::optional<std::int64_t> seq_len,
+                           const std::string& source) {
+    std::ostringstream o;
+    auto floats = [&](const char* key, const std::vector<float>& v, bool wl) {
+        o << "  \"" << key << "\": [";
+        for (std::size_t i = 0; i < v.size(); ++i)
+            o << (i ? ", " : "") << (wl ? fmt("%.9g", wavelength(v[i])) : fmt("%.9g", v[i]));
+        o << "],\n";
+    };
+    nlohmann::json params = method_parameters(c.scaling);
+    if (const auto* m = std::get_if<longrope_scaling>(&c.scaling))
+        params["uses_long_factor"] = m->uses_long_factor(seq_len);
+    o << "{\n";
+    o << "  \"rope_type\": " << json_string(std::string(name(c.scaling))) << ",\n";
+    o << "  \"rope_type_in_file\": " << json_string(c.rope_type) << ",\n";
+    o << "  \"source\": " << json_string(source) << ",\n";
+    o << "  \"head_dim\": " << c.params.head_dim << ",\n";
+    o << "  \"rotary_dim\": " << c.params.rotary_dim << ",\n";
+    o << "  \"pairs\": " << f.pairs() << ",\n";
+    o << "  \"layout\": " << json_string(std::string(to_string(c.params.layout))) << ",\n";
+    o << "  \"base\": " << fmt("%.17g", c.params.base) << ",\n";
+    o << "  \"seq_len\": " << (seq_len ? std::to_string(*seq_len) : std::string("null")) << ",\n";
+    o << "  \"max_position_embeddings\": "
+      << (c.max_position_embeddings ? std::to_string(*c.max_position_embeddings) : "null") << ",\n";
+    o << "  \"attention_factor\": " << fmt("%.17g", attention_factor(c.scaling)) << ",\n";
+    o << "  \"logit_scale\": " << fmt("%.17g", std::pow(attention_factor(c.scaling), 2)) << ",\n";
+    o << "  \"parameters\": " << params.dump() << ",\n";
+    floats("inv_freq", f.inv_freq, false);
+    floats("wavelength", f.inv_freq, true);
+    floats("default_inv_freq", def.inv_freq, false);
+    o << "  \"warnings\": " << nlohmann::json(c.warnings).dump() << "\n";
+    o << "}\n";
+    return o.str();
+}
+
+/// A person-readable report: header lines and one row per pair.
+inline std::string to_text(const model_rope_config& c, const rope_frequencies& f,
+                           const rope_frequencies& def, std::optional<std::int64_t> seq_len,
+                           const std::string& source) {
+    std::ostringstream o;
+    const double af = attention_factor(c.scaling);
+    o << "source            " << source << "\n";
+    o << "rope_type         " << name(c.scaling);
+    if (c.rope_type != name(c.scaling)) o << " (written \"" << c.rope_type << "\")";
+    o << "\n";
+    o << "parameters        " << method_parameters(c.scaling).dump() << "\n";
+    o << "head_dim          " << c.params.head_dim << "\n";
+    o << "rotary_dim        " << c.params.rotary_dim << " (" << f.pairs() << " pairs, "
+      << to_string(c.params.layout) << ")\n";
+    o << "base              " << fmt("%.17g", c.params.base) << "\n";
+    o << "seq_len           " << (seq_len ? std::to_string(*seq_len) : std::string("(none)"))
+      << "\n";
+    o << "attention_factor  " << fmt("%.17g", af) << "  (softmax logits x " << fmt("%.9g", af * af)
+      << " when applied once, on the scale)\n";
+    o << "\n pair        inv_freq    wavelength   default wavelength   stretch\n";
+    for (int i = 0; i < f.pairs(); ++i) {
+        const double w = wavelength(f.inv_freq[std::size_t(i)]);
+        const double w0 = wavelength(def.inv_freq[std::size_t(i)]);
+        o << fmt("%5.0f", i) << fmt("  %14.9g", f.inv_freq[std::size_t(i)]) << fmt("  %12.6g", w)
+          << fmt("  %19.6g", w0) << fmt("  %8.4f", w / w0) << "\n";
+    }
+    return o.str();
+}
+
+/// Two lines: a header and one row (method, rotary dim, base, attention factor, the wavelength
+/// of pairs 0, n/4, n/2, 3n/4 and n-1 of the n pairs, and how much the last pair's wavelength is
+/// stretched compared with default RoPE).
+inline std::string to_brief(const model_rope_config& c, const rope_frequencies& f,
+                            const rope_frequencies& def, const std::string& source) {
+    std::string file = source.substr(source.find_last_of('/') + 1);
+    if (file.size() > 20) file = file.substr(0, 17) + "...";
+    const int n = f.pairs();
+    const int picks[5] = {0, n / 4, n / 2, (3 * n) / 4, n - 1};
+    std::ostringstream o;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%-20s %-8s %4s %9s %8s", "config", "method", "rot", "base",
+                  "attn");
+    o << buf;
+    for (const char* k : {"wl[0]", "wl[n/4]", "wl[n/2]", "wl[3n/4]", "wl[n-1]"}) {
+        std::snprintf(buf, sizeof buf, " %9s", k);
+        o << buf;
+    }
+    o << "  stretch\n";
+    std::snprintf(buf, sizeof buf, "%-20s %-8s %4d %9.6g %8.5f", file.c_str(),
+                  std::string(name(c.scaling)).c_str(), c.params.rotary_dim, c.params.base,
+                  attention_factor(c.scaling));
+    o << buf;
+    for (int k : picks) o << fmt(" %9.4g", wavelength(f.inv_freq[std::size_t(k)]));
+    o << fmt("  %6.2fx", double(def.inv_freq[std::size_t(n - 1)]) / f.inv_freq[std::size_t(n - 1)])
+      << "\n";
+    return o.str();
+}
+
+/// A self-contained SVG: wavelength per pair on a log scale, method against default RoPE, with
+/// the original context length marked (the picture the PI / NTK / YaRN papers explain with).
+inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
+                          const rope_frequencies& def, std::optional<std::int64_t> seq_len) {
+    const double W = 760, H = 460, left = 80, right = 190, top = 50, bottom = 60;
+    const double pw = W - left - right, ph = H - top - bottom;
+    const int n = f.pairs();
+    double lo = 1e300, hi = 0;
+    for (int i = 0; i < n; ++i)
+        for (double w :
+             {wavelength(f.inv_freq[std::size_t(i)]), wavelength(def.inv_freq[std::size_t(i)])}) {
+            lo = std::min(lo, w);
+            hi = std::max(hi, w);
+        }
+    const auto ctx = original_context(c.scaling);
+    if (ctx) hi = std::max(hi, double(*ctx));
+    const double d0 = std::floor(std::log10(lo)), d1 = std::ceil(std::log10(hi));
+    auto X = [&](double i) { return left + (n > 1 ? i / double(n - 1) : 0.5) * pw; };
+    auto Y = [&](double w) { return top + ph - (std::log10(w) - d0) / (d1 - d0) * ph; };
+    std::ostringstream o;
+    o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+      << "\" viewBox=\"0 0 " << W << " " << H
+      << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+    o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+    o << "<text x=\"" << left << "\" y=\"24\" font-size=\"15\" font-weight=\"bold\">"
+      << name(c.scaling) << ": wavelength per rotation pair</text>\n";
+    o << "<text x=\"" << left << "\" y=\"40\" fill=\"#555\">rotary_dim " << c.params.rotary_dim
+      << ", base " << fmt("%g", c.params.base) << ", attention factor "
+      << fmt("%.6g", attention_factor(c.scaling))
+      << (seq_len ? ", seq_len " + std::to_string(*seq_len) : std::string()) << "</text>\n";
+    for (double d = d0; d <= d1; d += 1) {  // decade grid lines and labels
+        const double y = Y(std::pow(10.0, d));
+        o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << y << "\" y2=\"" << y
+          << "\" stroke=\"#ddd\"/>\n";
+        o << "<text x=\"" << left - 8 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">1e" << int(d)
+          << "</text>\n";
+    }
+    for (int i = 0; i < n; i += std::max(1, n / 8)) {
+        o << "<text x=\"" << X(i) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">" << i
+          << "</text>\n";
+    }
+    o << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
+      << "\" fill=\"none\" stroke=\"#333\"/>\n";
+    o << "<text x=\"" << left + pw / 2 << "\" y=\"" << H - 18
+      << "\" text-anchor=\"middle\">pair index i</text>\n";
+    o << "<text transform=\"translate(22," << top + ph / 2
+      << ") rotate(-90)\" text-anchor=\"middle\">wavelength 2&#960;/&#952;&#7522; (tokens, log "
+         "scale)</text>\n";
+    if (ctx) {
+        const double y = Y(double(*ctx));
+        o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << y << "\" y2=\"" << y
+          << "\" stroke=\"#c0392b\" stroke-dasharray=\"6,4\"/>\n";
+    }
+    auto poly = [&](const std::vector<float>& inv, const char* color, const char* extra) {
+        o << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\" " << extra
+          << " points=\"";
+        for (int i = 0; i < n; ++i)
+            o << fmt("%.2f", X(i)) << "," << fmt("%.2f", Y(wavelength(inv[std::size_t(i)]))) << " ";
+        o << "\"/>\n";
+    };
+    poly(def.inv_freq, "#888", "stroke-dasharray=\"5,3\"");
+    poly(f.inv_freq, "#1f5fbf", "");
+    const double lx = left + pw + 16;
+    o << "<line x1=\"" << lx << "\" x2=\"" << lx + 28 << "\" y1=\"" << top + 12 << "\" y2=\""
+      << top + 12 << "\" stroke=\"#1f5fbf\" stroke-width=\"2\"/>\n";
+    o << "<text x=\"" << lx + 34 << "\" y=\"" << top + 16 << "\">" << name(c.scaling)
+      << "</text>\n";
+    o << "<line x1=\"" << lx << "\" x2=\"" << lx + 28 << "\" y1=\"" << top + 32 << "\" y2=\""
+      << top + 32 << "\" stroke=\"#888\" stroke-width=\"2\" stroke-dasharray=\"5,3\"/>\n";
+    o << "<text x=\"" << lx + 34 << "\" y=\"" << top + 36 << "\">default RoPE</text>\n";
+    if (ctx) {
+        o << "<line x1=\"" << lx << "\" x2=\"" << lx + 28 << "\" y1=\"" << top + 52 << "\" y2=\""
+          << top + 52 << "\" stroke=\"#c0392b\" stroke-dasharray=\"6,4\"/>\n";
+        o << "<text x=\"" << lx + 34 << "\" y=\"" << top + 56 << "\">original context " << *ctx
+          << "</text>\n";
+    }
+    o << "</svg>\n";
+    return o.str();
+}
+
+/// Runs rope-inspect: writes the report to `out`, errors and warnings to `err`; returns the
+/// exit status (0 success, 2 bad input).
+inline int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    try {
+        const request r = parse_args(args);
+        if (r.help) {
+            out << usage();
+            return 0;
+        }
+        const nlohmann::json cfg = effective_config(r);
+        const model_rope_config c = config_from_json(cfg, r.options);
+        const rope_frequencies f = c.frequencies(r.seq_len);
+        const rope_frequencies def = default_rope{}.frequencies(c.params);
+        const std::string source = r.config_path.empty() ? "(flags)" : r.config_path;
+        if (!r.svg_path.empty()) {  // before the report: a failure leaves stdout empty
+            std::ofstream svg(r.svg_path, std::ios::binary);
+            if (!svg) json_config::fail("--svg", "cannot write \"" + r.svg_path + "\"");
+            svg << to_svg(c, f, def, r.seq_len);
+            if (!svg) json_config::fail("--svg", "cannot write \"" + r.svg_path + "\"");
+        }
+        for (const auto& w : c.warnings) err << "rope-inspect: warning: " << w << "\n";
+        if (r.json)
+            out << to_json(c, f, def, r.seq_len, source);
+        else if (r.brief)
+            out << to_brief(c, f, def, source);
+        else
+            out << to_text(c, f, def, r.seq_len, source);
+        return 0;
+    } catch (const ropekit::error& e) {
+        err << "rope-inspect: " << e.what() << "\n";
+        return 2;
+    }
+}
+
+}  // namespace inspect
+}  // namespace detail
+}  // namespace ropekit

@@ -1,0 +1,508 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// RoPE scaling methods (default, linear PI, NTK-aware, dynamic NTK, YaRN, Llama 3.1, LongRoPE) as
+/// small value types that all produce the same rope_frequencies, equal to Hugging Face
+/// transformers' `modeling_rope_utils.py`.
+///
+/// Precision contract. HF computes inv_freq with float32 tensor operations (pow, reciprocal,
+/// blends) on top of float64 Python scalars. ropekit reproduces that formula step by step, every
+/// float32 step correctly rounded (detail/scaling_f32.hpp) and every Python scalar step in double,
+/// so the result is HF's formula evaluated exactly; torch's own float32 pow is within 1 ulp of
+/// that, so ropekit matches HF within 2 float32 ulps (tests/data/hf_golden.inc, made by torch:
+/// 99% bit-identical). Computing the ideal real-number value instead would be closer to the
+/// math but further from HF: YaRN's float32 blend alone moves inv_freq by up to factor/2 ulps.
+/// See docs/scaling.md for each method's formula, config keys and where engines differ.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "detail/scaling_f32.hpp"
+#include "error.hpp"
+#include "layout.hpp"
+#include "table.hpp"
+
+namespace ropekit {
+
+/// Parameters every method shares: the model's RoPE geometry.
+struct rope_params {
+    double base = 10000.0;  ///< rope_theta (ABF models just use a larger base)
+    int head_dim = 0;       ///< channels per attention head
+    int rotary_dim = 0;     ///< rotated channels (even, <= head_dim); the `dim` of every formula
+    rope_layout layout = rope_layout::neox;  ///< which channels form a pair
+
+    /// Throws ropekit::error unless head_dim > 0, rotary_dim is even, > 0 and <= head_dim, and
+    /// base is finite and > 1.
+    void validate() const {
+        detail::require(head_dim > 0, "head_dim", "must be > 0", head_dim);
+        detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
+                        rotary_dim);
+        detail::require(rotary_dim <= head_dim, "rotary_dim", "must be <= head_dim", rotary_dim);
+        detail::require(std::isfinite(base) && base > 1.0, "base", "must be finite and > 1", base);
+    }
+
+    /// Parameters with `rotary_dim = int(head_dim * partial_rotary_factor)`, truncated exactly as
+    /// HF's Python `int()` does (Phi-2: 80 * 0.4 -> 32; NeoX: 128 * 0.25 -> 32). Throws
+    /// ropekit::error unless 0 < partial_rotary_factor <= 1 and the result is valid.
+    static rope_params from_partial_rotary_factor(int head_dim, double partial_rotary_factor,
+                                                  double base = 10000.0,
+                                                  rope_layout layout = rope_layout::neox) {
+        detail::require(std::isfinite(partial_rotary_factor) && partial_rotary_factor > 0.0 &&
+                            partial_rotary_factor <= 1.0,
+                        "partial_rotary_factor", "must be in (0, 1]", partial_rotary_factor);
+        rope_params p;
+        p.base = base;
+        p.head_dim = head_dim;
+        p.rotary_dim = int(double(head_dim) * partial_rotary_factor);
+        p.layout = layout;
+        p.validate();
+        return p;
+    }
+};
+
+namespace detail {
+
+inline void check_seq_len(std::optional<std::int64_t> seq_len) {
+    if (seq_len) require(*seq_len >= 0, "seq_len", "must be >= 0", *seq_len);
+}
+
+/// `dim / (dim - 2)`, the NTK exponent; needs dim > 2.
+inline void require_ntk_dim(const rope_params& p) {
+    require(p.rotary_dim > 2, "rotary_dim", "must be > 2 for NTK-aware scaling", p.rotary_dim);
+}
+
+inline void require_factor_at_least_one(double v, const char* field) {
+    require(std::isfinite(v) && v >= 1.0, field, "must be finite and >= 1", v);
+}
+
+/// HF's `base ** (arange(0, dim, 2).float() / dim)`: float32 exponent 2i/dim, float32 base, one
+/// float32 pow per pair.
+inline std::vector<float> hf_pos_freqs(double base, int dim) {
+    std::vector<float> out(std::size_t(dim / 2));
+    const float b = f32::round(base);
+    for (int i = 0; i < dim / 2; ++i) out[std::size_t(i)] = f32::pow(b, float(2 * i) / float(dim));
+    return out;
+}
+
+/// HF's default inv_freq, `1.0 / pos_freqs` (a float32 reciprocal).
+inline std::vector<float> hf_default_inv_freq(double base, int dim) {
+    std::vector<float> inv = hf_pos_freqs(base, dim);
+    for (float& v : inv) v = f32::div(1.0f, v);
+    return inv;
+}
+
+inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<float> inv_freq,
+                                              double attention_factor) {
+    rope_frequencies f;
+    f.inv_freq = std::move(inv_freq);
+    f.attention_factor = float(attention_factor);
+    f.head_dim = p.head_dim;
+    f.rotary_dim = p.rotary_dim;
+    f.layout = p.layout;
+    f.validate();
+    return f;
+}
+
+}  // namespace detail
+
+/// Plain RoPE (Su et al. 2021): `inv_freq[i] = 1 / base^(2i/dim)`, attention factor 1.
+struct default_rope {
+    static constexpr std::string_view rope_type = "default";  ///< HF's rope_type string
+
+    /// Throws ropekit::error for invalid parameters.
+    void validate(const rope_params& p) const { p.validate(); }
+
+    /// The frequencies (seq_len is ignored).
+    rope_frequencies frequencies(const rope_params& p,
+                                 std::optional<std::int64_t> seq_len = {}) const {
+        validate(p);
+        detail::check_seq_len(seq_len);
+        return detail::make_rope_frequencies(p, detail::hf_default_inv_freq(p.base, p.rotary_dim),
+                                             1.0);
+    }
+};
+
+/// Linear position interpolation (Chen et al. 2023, "PI"; kaiokendev's SuperHOT): every
+/// frequency divided by `factor`, so position p rotates like default position p / factor.
+struct linear_scaling {
+    static constexpr std::string_view rope_type = "linear";  ///< HF's rope_type string
+    double factor = 1.0;                                     ///< context extension ratio, >= 1
+
+    /// Throws ropekit::error for invalid parameters or factor < 1.
+    void validate(const rope_params& p) const {
+        p.validate();
+        detail::require_factor_at_least_one(factor, "factor");
+    }
+
+    /// `default_inv_freq / factor` (one float32 division, as HF's in-place `inv_freq /= factor`).
+    rope_frequencies frequencies(const rope_params& p,
+                                 std::optional<std::int64_t> seq_len = {}) const {
+        validate(p);
+        detail::check_seq_len(seq_len);
+        std::vector<float> inv = detail::hf_default_inv_freq(p.base, p.rotary_dim);
+        const float f = detail::f32::round(factor);
+        for (float& v : inv) v = detail::f32::div(v, f);
+        return detail::make_rope_frequencies(p, std::move(inv), 1.0);
+    }
+};
+
+/// Static NTK-aware scaling (bloc97, r/LocalLLaMA, 2023): a larger base,
+/// `base' = base * alpha^(dim/(dim-2))`, which leaves pair 0 alone and divides the last pair's
+/// frequency by exactly alpha. HF's short-lived `rope_type: "ntk"` read `factor` as alpha.
+struct ntk_scaling {
+    static constexpr std::string_view rope_type = "ntk";  ///< HF's rope_type string
+    double alpha = 1.0;                                   ///< NTK alpha, >= 1 (1 is default RoPE)
+
+    /// Throws ropekit::error for invalid parameters, alpha < 1 or rotary_dim <= 2.
+    void validate(const rope_params& p) const {
+        p.validate();
+        detail::require_ntk_dim(p);
+        detail::require_factor_at_least_one(alpha, "alpha");
+    }
+
+    /// The scaled base `base * alpha^(dim/(dim-2))`, in double as HF's Python computes it.
+    double scaled_base(const rope_params& p) const {
+        const double dim = p.rotary_dim;
+        return p.base * std::pow(alpha, dim / (dim - 2.0));
+    }
+
+    /// Default frequencies of the scaled base.
+    rope_frequencies frequencies(const rope_params& p,
+                                 std::optional<std::int64_t> seq_len = {}) const {
+        validate(p);
+        detail::check_seq_len(seq_len);
+        return detail::make_rope_frequencies(
+            p, detail::hf_default_inv_freq(scaled_base(p), p.rotary_dim), 1.0);
+    }
+};
+
+/// Dynamic NTK (emozilla, 2023): NTK-aware scaling whose alpha follows the current sequence
+/// length `s`: `base' = base * (factor * s / L0 - (factor - 1))^(dim/(dim-2))` for s > L0, and
+/// plain RoPE for s <= L0.
+///
+/// A pure function of (parameters, seq_len): no hidden state. HF's model wrapper keeps the
+/// largest length seen and only resets below L0 (FORMULAS.md section 2), and vLLM evaluates once
+/// at s = factor * L0; an engine that wants either passes that length. seq_len is an integer and
+/// base' is computed in double (HF's int path); HF's model passes a 0-d int64 tensor, which
+/// computes base' in float32 and moves inv_freq by up to 2 ulps. At or below L0 the result is
+/// default RoPE bit for bit (the multiplier is 1 in exact arithmetic).
+struct dynamic_ntk_scaling {
+    static constexpr std::string_view rope_type = "dynamic";  ///< HF's rope_type string
+    double factor = 1.0;                                      ///< scaling factor, >= 1
+    std::int64_t original_max_position = 0;  ///< L0; HF uses config.max_position_embeddings
+
+    /// Throws ropekit::error for invalid parameters, factor < 1, L0 <= 0 or rotary_dim <= 2.
+    void validate(const rope_params& p) const {
+        p.validate();
+        detail::require_ntk_dim(p);
+        detail::require_factor_at_least_one(factor, "factor");
+        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
+                        original_max_position);
+    }
+
+    /// The base used for sequence length `seq_len` (the plain base when seq_len <= L0 or absent).
+    double scaled_base(const rope_params& p, std::optional<std::int64_t> seq_len) const {
+        if (!seq_len || *seq_len <= original_max_position) return p.base;
+        const double dim = p.rotary_dim;
+        const double s = double(*seq_len), l0 = double(original_max_position);
+        return p.base * std::pow(factor * s / l0 - (factor - 1.0), dim / (dim - 2.0));
+    }
+
+    /// Default frequencies of scaled_base(p, seq_len).
+    rope_frequencies frequencies(const rope_params& p,
+                                 std::optional<std::int64_t> seq_len = {}) const {
+        validate(p);
+        detail::check_seq_len(seq_len);
+        return detail::make_rope_frequencies(
+            p, detail::hf_default_inv_freq(scaled_base(p, seq_len), p.rotary_dim), 1.0);
+    }
+};
+
+/// YaRN (Peng et al. 2023, arXiv:2309.00071): pairs that rotate more than `beta_fast` times over
+/// the original context keep their frequency, pairs that rotate less than `beta_slow` times are
+/// divided by `factor` (linear PI), and a linear ramp over the pair index blends the ones in
+/// between. The attention factor (the paper's sqrt(1/t)) is `0.1 ln(factor) + 1` unless given.
+///
+/// Follows HF's current `_compute_yarn_parameters`: `truncate` (default true) floors/ceils the
+/// correction range, `mscale`/`mscale_all_dim` give the attention factor
+/// `get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)` only when both are non-zero,
+/// and an explicit attention_factor wins over both. DeepSeek-V2/V3 additionally multiply their
+/// softmax scale by `get_mscale(factor, mscale_all_dim)^2` inside the attention module; that is
+/// not part of RoPE and not included here.
+struct yarn_scaling {
+    static constexpr std::string_view rope_type = "yarn";  ///< HF's rope_type string
+    double factor = 1.0;                                   ///< context extension ratio s, >= 1
+    std::int64_t original_max_position = 0;                ///< L, the pre-training context
+    double beta_fast = 32.0;                               ///< rotations above which a pair is kept
+    double beta_slow = 1.0;                    ///< rotations below which a pair is interpolated
+    std::optional<double> attention_factor{};  ///< explicit final attention factor (wins)
+    std::optional<double> mscale{};            ///< DeepSeek-style mscale (0 or absent: unused)
+    std::optional<double> mscale_all_dim{};    ///< DeepSeek-style mscale_all_dim
+    bool truncate = true;                      ///< floor/ceil the correction range (gpt-oss: false)
+
+    /// The ramp's ends, in pair indices: pairs <= low keep their frequency, pairs >= high are
+    /// divided by factor.
+    struct correction_range_t {
+        double low;   ///< max(floor(dim(beta_fast)), 0) (no floor when !truncate)
+        double high;  ///< min(ceil(dim(beta_slow)), dim - 1) (no ceil when !truncate)
+    };
+
+    /// Throws ropekit::error for invalid parameters: factor < 1, L <= 0, betas not finite and
+    /// > 0, beta_fast <= beta_slow, a non-positive attention_factor, a negative mscale.
+    void validate(const rope_params& p) const {
+        p.validate();
+        detail::require_factor_at_least_one(factor, "factor");
+        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
+                        original_max_position);
+        detail::require_finite_positive(beta_fast, "beta_fast");
+        detail::require_finite_positive(beta_slow, "beta_slow");
+        detail::require(beta_fast > beta_slow, "beta_fast", "must be > beta_slow", beta_fast);
+        if (attention_factor)
+            detail::require_finite_positive(*attention_factor, "attention_factor");
+        if (mscale)
+            detail::require(std::isfinite(*mscale) && *mscale >= 0.0, "mscale",
+                            "must be finite and >= 0", *mscale);
+        if (mscale_all_dim)
+            detail::require(std::isfinite(*mscale_all_dim) && *mscale_all_dim >= 0.0,
+                            "mscale_all_dim", "must be finite and >= 0", *mscale_all_dim);
+    }
+
+    /// `get_mscale(s, m) = 1 if s <= 1 else 0.1 m ln(s) + 1` (DeepSeek's yarn_get_mscale).
+    static double get_mscale(double s, double m = 1.0) {
+        return s <= 1.0 ? 1.0 : 0.1 * m * std::log(s) + 1.0;
+    }
+
+    /// The attention factor HF returns: explicit, else the mscale ratio when mscale and
+    /// mscale_all_dim are both non-zero, else get_mscale(factor).
+    double resolved_attention_factor() const {
+        if (attention_factor) return *attention_factor;
+        const double m = mscale.value_or(0.0), m_all = mscale_all_dim.value_or(0.0);
+        if (m != 0.0 && m_all != 0.0) return get_mscale(factor, m) / get_mscale(factor, m_all);
+        return get_mscale(factor);
+    }
+
+    /// The extra softmax-scale multiplier DeepSeek-V2/V3-style attention applies on top of RoPE:
+    /// `get_mscale(factor, mscale_all_dim)^2` (their `softmax_scale = d^-0.5 * mscale^2`, HF PR
+    /// #47435). Not part of attention_factor and not applied by ropekit's tables; an engine
+    /// running such a model multiplies its softmax scale by it. 1 without mscale_all_dim.
+    double deepseek_softmax_factor() const {
+        const double m = get_mscale(factor, mscale_all_dim.value_or(0.0));
+        return m * m;
+    }
+
+    /// YaRN's inverse-dimension formula: the (fractional) pair index whose wavelength fits
+    /// `rotations` times into the original context, `dim ln(L / (2 pi r)) / (2 ln base)`.
+    static double correction_dim(double rotations, int dim, double base, double context) {
+        constexpr double pi = 3.141592653589793;
+        return (double(dim) * std::log(context / (rotations * 2.0 * pi))) / (2.0 * std::log(base));
+    }
+
+    /// The ramp's ends for these parameters (see correction_range_t).
+    correction_range_t correction_range(const rope_params& p) const {
+        const double ctx = double(original_max_position);
+        double low = correction_dim(beta_fast, p.rotary_dim, p.base, ctx);
+        double high = correction_dim(beta_slow, p.rotary_dim, p.base, ctx);
+        if (truncate) {
+            low = std::floor(low);
+            high = std::ceil(high);
+        }
+        // The clamp is dim - 1 (HF), not dim/2 - 1; only indices < dim/2 are ever used.
+        return {std::max(low, 0.0), std::min(high, double(p.rotary_dim - 1))};
+    }
+
+    /// The blended frequencies and resolved_attention_factor().
+    rope_frequencies frequencies(const rope_params& p,
+                                 std::optional<std::int64_t> seq_len = {}) const {
+        namespace f32 = detail::f32;
+        validate(p);
+        detail::check_seq_len(seq_len);
+        const std::vector<float> pos = detail::hf_pos_freqs(p.base, p.rotary_dim);
+        auto [low, high] = correction_range(p);
+        if (low == high) high += 0.001;  // HF's guard; ggml uses max(0.001, high - low) instead
+        const float low_f = f32::round(low), span_f = f32::round(high - low);
+        const float s = f32::round(factor);
+        std::vector<float> inv(pos.size());
+        for (std::size_t j = 0; j < pos.size(); ++j) {
+            const float extrapolated = f32::div(1.0f, pos[j]);
+            const float interpolated = f32::div(1.0f, f32::mul(s, pos[j]));
+            float ramp = f32::div(f32::sub(float(j), low_f), span_f);
+            ramp = std::min(std::max(ramp, 0.0f), 1.0f);
+            const float extrapolation_weight = f32::sub(1.0f, ramp);
+            inv[j] = f32::add(f32::mul(interpolated, f32::sub(1.0f, extrapolation_weight)),
+                              f32::mul(extrapolated, extrapolation_weight));
+        }
+        return detail::make_rope_frequencies(p, std::move(inv), resolved_attention_factor());
+    }
+};
+
+/// Llama 3.1 scaling (Meta, 2024): pairs whose wavelength is shorter than
+/// `L / high_freq_factor` keep their frequency, pairs longer than `L / low_freq_factor` are
+/// divided by `factor`, and the band in between (inclusive at both ends) is blended by
+/// `smooth = (L / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)`.
+/// Attention factor 1. The wavelength is `2 pi / inv_freq` from the float32 default inv_freq, as
+/// HF.
+struct llama3_scaling {
+    static constexpr std::string_view rope_type = "llama3";  ///< HF's rope_type string
+    double factor = 8.0;                        ///< divisor of the low-frequency pairs, >= 1
+    double low_freq_factor = 1.0;               ///< > 0
+    double high_freq_factor = 4.0;              ///< > low_freq_factor
+    std::int64_t original_max_position = 8192;  ///< L
+
+    /// Throws ropekit::error for invalid parameters, factor < 1, a non-positive low_freq_factor,
+    /// low_freq_factor >= high_freq_factor or L <= 0.
+    void validate(const rope_params& p) const {
+        p.validate();
+        detail::require_factor_at_least_one(factor, "factor");
+        detail::require_finite_positive(low_freq_factor, "low_freq_factor");
+        detail::require(std::isfinite(high_freq_factor), "high_freq_factor", "must be finite",
+                        high_freq_factor);
+        detail::require(low_freq_factor < high_freq_factor, "low_freq_factor",
+                        "must be < high_freq_factor", low_freq_factor);
+        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
+                        original_max_position);
+    }
+
+    /// The three-band frequencies.
+    rope_frequencies frequencies(const rope_params& p,
+                                 std::optional<std::int64_t> seq_len = {}) const {
+        namespace f32 = detail::f32;
+        validate(p);
+        detail::check_seq_len(seq_len);
+        constexpr double two_pi = 2.0 * 3.141592653589793;
+        const double ctx = double(original_max_position);
+        // Python floats, compared against float32 tensors: torch rounds them to float32 first.
+        const float low_wavelen = f32::round(ctx / low_freq_factor);
+        const float high_wavelen = f32::round(ctx / high_freq_factor);
+        const float f = f32::round(factor), lf = f32::round(low_freq_factor);
+        const float band = f32::round(high_freq_factor - low_freq_factor);
+        std::vector<float> inv = detail::hf_default_inv_freq(p.base, p.rotary_dim);
+        for (float& v : inv) {
+            const float wavelen = f32::rdiv(two_pi, v);
+            const float scaled = wavelen > low_wavelen ? f32::div(v, f) : v;
+            const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+            if (medium) {
+                const float smooth = f32::div(f32::sub(f32::rdiv(ctx, wavelen), lf), band);
+                v = f32::add(f32::div(f32::mul(f32::sub(1.0f, smooth), scaled), f),
+                             f32::mul(smooth, scaled));
+            } else {
+                v = scaled;
+            }
+        }
+        return detail::make_rope_frequencies(p, std::move(inv), 1.0);
+    }
+};
+
+/// LongRoPE (Ding et al. 2024; Phi-3/3.5): per-pair rescale factors found by search,
+/// `inv_freq[i] = 1 / (ext[i] * base^(2i/dim))`, with `ext = long_factor` when the sequence is
+/// strictly longer than the original context and `short_factor` otherwise (also when seq_len is
+/// absent). Attention factor `sqrt(1 + ln(factor) / ln(L))` unless given (1 when factor <= 1).
+///
+/// Switching sets changes every key's rotation: HF drops its cache and recomputes; an engine
+/// that keeps a rotated KV cache must re-rotate it at the crossing.
+struct longrope_scaling {
+    static constexpr std::string_view rope_type = "longrope";  ///< HF's rope_type string
+    std::vector<double> short_factor{};      ///< rotary_dim/2 factors, used for seq_len <= L
+    std::vector<double> long_factor{};       ///< rotary_dim/2 factors, used for seq_len > L
+    std::int64_t original_max_position = 0;  ///< L
+    double factor = 1.0;  ///< context ratio for the default attention factor (Phi-3: max_pos / L)
+    std::optional<double> attention_factor{};  ///< explicit final attention factor (wins)
+
+    /// Throws ropekit::error for invalid parameters, factor lists of the wrong length or with
+    /// non-positive entries, factor < 1, L <= 0 or a non-positive attention_factor.
+    void validate(const rope_params& p) const {
+        p.validate();
+        const std::size_t pairs = std::size_t(p.rotary_dim / 2);
+        detail::require(short_factor.size() == pairs, "short_factor",
+                        "must have rotary_dim/2 entries", short_factor.size());
+        detail::require(long_factor.size() == pairs, "long_factor",
+                        "must have rotary_dim/2 entries", long_factor.size());
+        for (double v : short_factor) detail::require_finite_positive(v, "short_factor");
+        for (double v : long_factor) detail::require_finite_positive(v, "long_factor");
+        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
+                        original_max_position);
+        detail::require_factor_at_least_one(factor, "factor");
+        if (attention_factor)
+            detail::require_finite_positive(*attention_factor, "attention_factor");
+    }
+
+    /// True when `seq_len` selects long_factor (strictly above L).
+    bool uses_long_factor(std::optional<std::int64_t> seq_len) const noexcept {
+        return seq_len && *seq_len > original_max_position;
+    }
+
+    /// The attention factor HF returns.
+    double resolved_attention_factor() const {
+        if (attention_factor) return *attention_factor;
+        if (factor <= 1.0) return 1.0;
+        return std::sqrt(1.0 + std::log(factor) / std::log(double(original_max_position)));
+    }
+
+    /// The frequencies for sequence length seq_len.
+    rope_frequencies frequencies(const rope_params& p,
+                                 std::optional<std::int64_t> seq_len = {}) const {
+        namespace f32 = detail::f32;
+        validate(p);
+        detail::check_seq_len(seq_len);
+        const std::vector<double>& ext = uses_long_factor(seq_len) ? long_factor : short_factor;
+        std::vector<float> inv = detail::hf_pos_freqs(p.base, p.rotary_dim);
+        for (std::size_t i = 0; i < inv.size(); ++i)
+            inv[i] = f32::div(1.0f, f32::mul(f32::round(ext[i]), inv[i]));
+        return detail::make_rope_frequencies(p, std::move(inv), resolved_attention_factor());
+    }
+};
+
+/// Any scaling method. Adding a method is one struct with rope_type, validate() and
+/// frequencies(), one entry here, and its tests; kernels never change.
+using rope_scaling = std::variant<default_rope, linear_scaling, ntk_scaling, dynamic_ntk_scaling,
+                                  yarn_scaling, llama3_scaling, longrope_scaling>;
+
+/// HF's rope_type string of the method ("default", "linear", "ntk", "dynamic", "yarn", "llama3",
+/// "longrope").
+inline std::string_view name(const rope_scaling& scaling) noexcept {
+    return std::visit([](const auto& m) { return std::decay_t<decltype(m)>::rope_type; }, scaling);
+}
+
+/// A default-constructed method for an HF rope_type string (the legacy Phi-3 name "su" is
+/// longrope); nullopt for anything else. Never throws.
+inline std::optional<rope_scaling> scaling_for_rope_type(std::string_view rope_type) {
+    if (rope_type == default_rope::rope_type) return rope_scaling{default_rope{}};
+    if (rope_type == linear_scaling::rope_type) return rope_scaling{linear_scaling{}};
+    if (rope_type == ntk_scaling::rope_type) return rope_scaling{ntk_scaling{}};
+    if (rope_type == dynamic_ntk_scaling::rope_type) return rope_scaling{dynamic_ntk_scaling{}};
+    if (rope_type == yarn_scaling::rope_type) return rope_scaling{yarn_scaling{}};
+    if (rope_type == llama3_scaling::rope_type) return rope_scaling{llama3_scaling{}};
+    if (rope_type == longrope_scaling::rope_type || rope_type == "su")
+        return rope_scaling{longrope_scaling{}};
+    return std::nullopt;
+}
+
+/// Throws ropekit::error unless `scaling` is valid for `params`.
+inline void validate(const rope_params& params, const rope_scaling& scaling) {
+    std::visit([&](const auto& m) { m.validate(params); }, scaling);
+}
+
+/// The method's attention factor in double precision (rope_frequencies stores it as float):
+/// YaRN's and LongRoPE's resolved factor, 1 for the others. Apply it once, on the softmax scale:
+/// `scale = attention_factor^2 / sqrt(head_dim)` equals HF's cos/sin multiplied by it on q and k.
+inline double attention_factor(const rope_scaling& scaling) {
+    if (const auto* y = std::get_if<yarn_scaling>(&scaling)) return y->resolved_attention_factor();
+    if (const auto* l = std::get_if<longrope_scaling>(&scaling))
+        return l->resolved_attention_factor();
+    return 1.0;
+}
+
+/// The frequencies of `scaling` for `params`, at sequence length `seq_len` (only dynamic NTK and
+/// LongRoPE look at it). A pure function; throws ropekit::error for invalid input.
+inline rope_frequencies make_frequencies(const rope_params& params, const rope_scaling& scaling,
+                                         std::optional<std::int64_t> seq_len = {}) {
+    return std::visit([&](const auto& m) { return m.frequencies(params, seq_len); }, scaling);
+}
+
+}  // namespace ropekit

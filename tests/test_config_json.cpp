@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: Apache-2.0
+// config.json import (include/ropekit/config_json.hpp) over configs modelled on real models,
+// malformed input, and the rope-inspect command line (detail/scaling_inspect.hpp, the code
+// examples/rope_inspect.cpp runs).
+#include "test_support.hpp"
+
+#if ROPEKIT_TEST_HAVE_JSON
+
+#include <ropekit/config_json.hpp>
+#include <ropekit/detail/scaling_inspect.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace ropekit;
+
+namespace {
+
+std::string data(const std::string& file) {
+    return std::string(ROPEKIT_TEST_DATA_DIR) + "/" + file;
+}
+
+/// Requires a ropekit::error whose field() is `field` and whose message contains `text`.
+void expect_error(const std::function<void()>& f, const std::string& field,
+                  const std::string& text) {
+    bool thrown = false;
+    try {
+        f();
+    } catch (const ropekit::error& e) {
+        thrown = true;
+        INFO("message: " << e.what());
+        CHECK(e.field() == field);
+        CHECK(std::string(e.what()).find(text) != std::string::npos);
+    }
+    INFO("expected ropekit::error for field " << field);
+    CHECK(thrown);
+}
+
+void expect_parse_error(const std::string& json_text, const std::string& field,
+                        const std::string& text) {
+    INFO("config: " << json_text);
+    expect_error([&] { (void)parse_config_json(json_text); }, field, text);
+}
+
+bool has_warning(const model_rope_config& c, const std::string& needle) {
+    for (const auto& w : c.warnings)
+        if (w.find(needle) != std::string::npos) return true;
+    return false;
+}
+
+struct inspect_result {
+    int status;
+    std::string out, err;
+};
+inspect_result inspect(const std::vector<std::string>& args) {
+    std::ostringstream out, err;
+    const int status = detail::inspect::run(args, out, err);
+    return {status, out.str(), err.str()};
+}
+
+}  // namespace
+
+TEST_CASE("Llama-3.1-8B: llama3 scaling with the HF band counts") {
+    const auto c = load_config_json(data("llama31_8b.json"));
+    CHECK(c.rope_type == "llama3");
+    CHECK(c.params.head_dim == 128);
+    CHECK(c.params.rotary_dim == 128);
+    CHECK(c.params.base == 500000.0);
+    CHECK(c.params.layout == rope_layout::neox);
+    CHECK(c.max_position_embeddings == 131072);
+    const auto& l = std::get<llama3_scaling>(c.scaling);
+    CHECK(l.factor == 8.0);
+    CHECK(l.low_freq_factor == 1.0);
+    CHECK(l.high_freq_factor == 4.0);
+    CHECK(l.original_max_position == 8192);
+    CHECK(c.frequencies().inv_freq == l.frequencies(c.params).inv_freq);
+    CHECK(c.warnings.empty());
+}
+
+TEST_CASE("YaRN configs: Qwen2.5 (legacy type), gpt-oss (truncate false), DeepSeek-V2 (mscale)") {
+    const auto q = load_config_json(data("qwen25_yarn.json"));
+    CHECK(q.rope_type == "yarn");
+    const auto& qy = std::get<yarn_scaling>(q.scaling);
+    CHECK(qy.factor == 4.0);
+    CHECK(qy.original_max_position == 32768);
+    CHECK(qy.truncate);
+    CHECK(q.params.base == 1e6);
+    CHECK(q.params.head_dim == 128);  // 3584 / 28
+    CHECK(attention_factor(q.scaling) == 0.1 * std::log(4.0) + 1.0);
+
+    const auto g = load_config_json(data("gpt_oss.json"));
+    const auto& gy = std::get<yarn_scaling>(g.scaling);
+    CHECK(!gy.truncate);
+    CHECK(g.params.head_dim == 64);  // head_dim key wins over 2880 / 64
+    const auto r = gy.correction_range(g.params);
+    CHECK(r.low == Approx(8.092779115512402).epsilon(1e-14));
+    CHECK(r.high == Approx(17.39802450158856).epsilon(1e-14));
+    CHECK(g.frequencies().attention_factor == float(0.1 * std::log(32.0) + 1.0));
+
+    const auto ds = load_config_json(data("deepseek_v2_lite.json"));
+    const auto& dy = std::get<yarn_scaling>(ds.scaling);
+    CHECK(ds.params.head_dim == 64);  // MLA: qk_rope_head_dim, not 2048 / 16
+    CHECK(ds.params.rotary_dim == 64);
+    CHECK(dy.factor == 40.0);
+    CHECK(dy.mscale == 0.707);
+    CHECK(dy.mscale_all_dim == 0.707);
+    CHECK(attention_factor(ds.scaling) ==
+          1.0);  // the ratio; DeepSeek's softmax mscale^2 is not RoPE
+}
+
+TEST_CASE("v5 rope_parameters: theta inside the dict, explicit factor wins, per layer type") {
+    const auto c = load_config_json(data("v5_rope_parameters.json"));
+    CHECK(c.params.base == 1e6);
+    const auto& y = std::get<yarn_scaling>(c.scaling);
+    CHECK(y.factor == 4.0);  // not 40960 / 32768
+    CHECK(y.original_max_position == 32768);
+    // Without a factor, max_position_embeddings / original_max_position_embeddings stands in.
+    const auto derived = parse_config_json(R"({"head_dim": 64, "max_position_embeddings": 131072,
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 150000, "original_max_position_embeddings": 4096}})");
+    CHECK(std::get<yarn_scaling>(derived.scaling).factor == 32.0);
+
+    expect_error([] { (void)load_config_json(data("v5_per_layer.json")); }, "rope_parameters",
+                 "full_attention");
+    config_json_options full;
+    full.layer_type = "full_attention";
+    const auto f = load_config_json(data("v5_per_layer.json"), full);
+    CHECK(std::get<linear_scaling>(f.scaling).factor == 8.0);
+    CHECK(f.params.base == 1e6);
+    CHECK(f.params.head_dim == 256);
+    config_json_options sliding;
+    sliding.layer_type = "sliding_attention";
+    const auto s = load_config_json(data("v5_per_layer.json"), sliding);
+    CHECK(s.rope_type == "default");
+    CHECK(s.params.base == 10000.0);
+    config_json_options missing;
+    missing.layer_type = "chunked_attention";
+    expect_error([&] { (void)load_config_json(data("v5_per_layer.json"), missing); },
+                 "rope_parameters.chunked_attention", "missing");
+    // rope_parameters wins over rope_scaling when both are present
+    const auto both = parse_config_json(R"({"head_dim": 64, "rope_theta": 10000,
+        "rope_scaling": {"type": "linear", "factor": 2.0},
+        "rope_parameters": {"rope_type": "linear", "factor": 3.0, "rope_theta": 20000}})");
+    CHECK(std::get<linear_scaling>(both.scaling).factor == 3.0);
+    CHECK(both.params.base == 20000.0);
+}
+
+TEST_CASE("LongRoPE (Phi-3.5): top-level original length, factor from the length ratio") {
+    const auto c = load_config_json(data("phi35_longrope.json"));
+    const auto& l = std::get<longrope_scaling>(c.scaling);
+    CHECK(c.params.head_dim == 96);
+    CHECK(l.short_factor.size() == 48);
+    CHECK(l.long_factor.size() == 48);
+    CHECK(l.original_max_position == 4096);
+    CHECK(l.factor == 32.0);
+    CHECK(attention_factor(c.scaling) == Approx(1.1902380714238083).epsilon(1e-15));
+    CHECK(c.frequencies(4096).inv_freq == l.frequencies(c.params).inv_freq);
+    CHECK(c.frequencies(4097).inv_freq != c.frequencies(4096).inv_freq);
+    // The Phi-3 era name "su" is longrope; per-set mscales are reported as ignored.
+    const auto su = parse_config_json(R"({"head_dim": 4, "max_position_embeddings": 8192,
+        "original_max_position_embeddings": 4096,
+        "rope_scaling": {"type": "su", "short_factor": [1, 1], "long_factor": [2, 3],
+                         "short_mscale": 1.1, "long_mscale": 1.2}})");
+    CHECK(su.rope_type == "su");
+    CHECK(std::string(name(su.scaling)) == "longrope");
+    CHECK(has_warning(su, "short_mscale"));
+}
+
+TEST_CASE("partial rotary and old names: Phi-2, Pythia (GPT-NeoX), GPT-J") {
+    const auto phi2 = load_config_json(data("phi2_partial.json"));
+    CHECK(phi2.params.head_dim == 80);
+    CHECK(phi2.params.rotary_dim == 32);  // int(80 * 0.4)
+    CHECK(phi2.rope_type == "default");
+    const auto neox = load_config_json(data("pythia_neox.json"));
+    CHECK(neox.params.head_dim == 256);
+    CHECK(neox.params.rotary_dim == 64);  // rotary_pct 0.25
+    CHECK(neox.params.base == 10000.0);   // rotary_emb_base
+    CHECK(neox.warnings.empty());
+    const auto gptj = load_config_json(data("gptj.json"));
+    CHECK(gptj.params.layout == rope_layout::gptj);
+    CHECK(gptj.params.head_dim == 256);  // n_embd / n_head
+    CHECK(gptj.params.rotary_dim == 64);
+    CHECK(gptj.max_position_embeddings == 2048);  // n_positions
+    config_json_options neox_layout;
+    neox_layout.layout = rope_layout::neox;
+    CHECK(load_config_json(data("gptj.json"), neox_layout).params.layout == rope_layout::neox);
+}
+
+TEST_CASE("legacy 'type', dynamic NTK's L0, NTK alpha read from factor, warnings") {
+    const auto lin = load_config_json(data("legacy_type_linear.json"));
+    CHECK(std::get<linear_scaling>(lin.scaling).factor == 4.0);
+    CHECK(has_warning(lin, "rope_theta"));  // missing: HF's default 10000
+    CHECK(lin.params.base == 10000.0);
+    const auto dyn = load_config_json(data("llama2_dynamic.json"));
+    const auto& d = std::get<dynamic_ntk_scaling>(dyn.scaling);
+    CHECK(d.factor == 2.0);
+    CHECK(d.original_max_position == 4096);  // max_position_embeddings, as HF
+    CHECK(dyn.frequencies(4096).inv_freq == default_rope{}.frequencies(dyn.params).inv_freq);
+    const auto ntk = load_config_json(data("llama2_ntk.json"));
+    CHECK(std::get<ntk_scaling>(ntk.scaling).alpha == 8.0);
+    const auto with_orig = parse_config_json(R"({"head_dim": 64, "max_position_embeddings": 2048,
+        "rope_scaling": {"rope_type": "dynamic", "factor": 2, "original_max_position_embeddings": 1024,
+                         "unknown_key": 1}})");
+    CHECK(std::get<dynamic_ntk_scaling>(with_orig.scaling).original_max_position == 2048);
+    CHECK(has_warning(with_orig, "original_max_position_embeddings: ignored"));
+    CHECK(has_warning(with_orig, "unknown_key"));
+    // null rope_scaling, betas given as 0 (Python `or`: the defaults), text_config nesting
+    const auto betas =
+        parse_config_json(R"({"text_config": {"head_dim": 64, "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "yarn", "factor": 8, "beta_fast": 0, "beta_slow": null}}})");
+    CHECK(std::get<yarn_scaling>(betas.scaling).beta_fast == 32.0);
+    CHECK(std::get<yarn_scaling>(betas.scaling).beta_slow == 1.0);
+    CHECK(std::get<yarn_scaling>(betas.scaling).original_max_position == 4096);
+}
+
+TEST_CASE("the shipped example configs cover every method once") {
+    std::set<std::string> seen;
+    for (const char* f : {"default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope"}) {
+        const auto c =
+            load_config_json(std::string(ROPEKIT_SOURCE_DIR) + "/examples/configs/" + f + ".json");
+        CHECK(std::string(name(c.scaling)) == f);
+        seen.insert(std::string(name(c.scaling)));
+        CHECK_NOTHROW(c.frequencies(1 << 20));
+    }
+    CHECK(seen.size() == 7);
+}
+
+TEST_CASE("malformed configs: one ropekit::error per class, naming the key") {
+    expect_error([] { (void)load_config_json(data("malformed.json")); }, "config.json",
+                 "not valid JSON");
+    expect_error([] { (void)load_config_json(data("no_such_file.json")); }, "path",
+                 "no_such_file.json");
+    expect_parse_error("[1, 2]", "config.json", "object");
+    expect_parse_error(R"({"hidden_size": 4096})", "head_dim", "missing");
+    expect_parse_error(R"({"head_dim": "128"})", "head_dim", "integer");
+    expect_parse_error(R"({"head_dim": 63})", "rotary_dim", "63");
+    expect_parse_error(R"({"head_dim": 0})", "head_dim", "0");
+    expect_parse_error(R"({"hidden_size": 4096, "num_attention_heads": 0})", "num_attention_heads",
+                       "0");
+    expect_parse_error(R"({"head_dim": 128, "rope_theta": -5})", "rope_theta", "-5");
+    expect_parse_error(R"({"head_dim": 128, "partial_rotary_factor": 1.5})",
+                       "partial_rotary_factor", "1.5");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": "yarn"})", "rope_scaling", "yarn");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"factor": 2}})",
+                       "rope_scaling.rope_type", "missing");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": 7}})",
+                       "rope_scaling.rope_type", "7");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "foo"}})",
+                       "rope_scaling.rope_type", "\"foo\"");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "linear"}})",
+                       "rope_scaling.factor", "missing");
+    expect_parse_error(
+        R"({"head_dim": 128, "rope_scaling": {"rope_type": "linear", "factor": "abc"}})",
+        "rope_scaling.factor", "\"abc\"");
+    expect_parse_error(
+        R"({"head_dim": 128, "rope_scaling": {"rope_type": "linear", "factor": 0.5}})", "factor",
+        "0.5");
+    expect_parse_error(
+        R"({"head_dim": 128, "rope_scaling": {"rope_type": "dynamic", "factor": 2}})",
+        "max_position_embeddings", "missing");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "yarn", "factor": 2}})",
+                       "max_position_embeddings", "missing");
+    expect_parse_error(R"({"head_dim": 128, "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "yarn", "factor": 2, "beta_fast": 1, "beta_slow": 2}})",
+                       "beta_fast", "1");
+    expect_parse_error(R"({"head_dim": 128, "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "yarn", "factor": 2, "truncate": "no"}})",
+                       "rope_scaling.truncate", "\"no\"");
+    expect_parse_error(R"({"head_dim": 128, "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "yarn", "factor": 2, "original_max_position_embeddings": 1.5}})",
+                       "rope_scaling.original_max_position_embeddings", "1.5");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "llama3", "factor": 8,
+        "high_freq_factor": 4, "original_max_position_embeddings": 8192}})",
+                       "rope_scaling.low_freq_factor", "missing");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "llama3", "factor": 8,
+        "low_freq_factor": 4, "high_freq_factor": 1, "original_max_position_embeddings": 8192}})",
+                       "low_freq_factor", "4");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "llama3", "factor": 8,
+        "low_freq_factor": 1, "high_freq_factor": 4}})",
+                       "rope_scaling.original_max_position_embeddings", "missing");
+    expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "factor": 2, "short_factor": [1, 1, 1], "long_factor": [1, 2]}})",
+                       "short_factor", "3");
+    expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "factor": 2, "short_factor": 1, "long_factor": [1, 2]}})",
+                       "rope_scaling.short_factor", "list");
+    expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "factor": 2, "short_factor": [1, "x"], "long_factor": [1, 2]}})",
+                       "rope_scaling.short_factor", "\"x\"");
+    expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "short_factor": [1, 1], "long_factor": [1, 2]}})",
+                       "rope_scaling.factor", "missing");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "ntk"}})",
+                       "rope_scaling.alpha", "missing");
+    expect_parse_error(R"({"head_dim": 128, "rope_parameters": [1]})", "rope_parameters", "[1]");
+}
+
+TEST_CASE("rope-inspect: JSON report, text report, SVG, exit codes") {
+    const std::string yarn_cfg = std::string(ROPEKIT_SOURCE_DIR) + "/examples/configs/yarn.json";
+    auto r = inspect({"--config", yarn_cfg, "--json"});
+    REQUIRE(r.status == 0);
+    const auto j = nlohmann::json::parse(r.out);  // exactly one JSON object
+    REQUIRE(j.is_object());
+    CHECK(j["rope_type"] == "yarn");
+    CHECK(j["rotary_dim"] == 64);
+    CHECK(j["attention_factor"].get<double>() == Approx(0.1 * std::log(32.0) + 1.0));
+    const auto freqs = load_config_json(yarn_cfg).frequencies();
+    REQUIRE(j["inv_freq"].size() == freqs.inv_freq.size());
+    for (std::size_t i = 0; i < freqs.inv_freq.size(); ++i)  // 9 digits round-trip a float32
+        CHECK(float(j["inv_freq"][i].get<double>()) == freqs.inv_freq[i]);
+    CHECK(j["wavelength"].size() == freqs.inv_freq.size());
+    CHECK(j["parameters"]["truncate"] == false);
+
+    // seq_len selects LongRoPE's set; text report names the method and the attention factor
+    const std::string lr_cfg = std::string(ROPEKIT_SOURCE_DIR) + "/examples/configs/longrope.json";
+    auto lr = inspect({"--config", lr_cfg, "--seq-len", "5000", "--json"});
+    REQUIRE(lr.status == 0);
+    CHECK(nlohmann::json::parse(lr.out)["parameters"]["uses_long_factor"] == true);
+    auto text = inspect({"--config", lr_cfg});
+    REQUIRE(text.status == 0);
+    CHECK(text.out.find("longrope") != std::string::npos);
+    CHECK(text.out.find("attention_factor") != std::string::npos);
+
+    // flags without a file, and flags overriding a file
+    auto flags = inspect({"--rope-type", "yarn", "--factor", "4", "--head-dim", "128", "--base",
+                          "1e6", "--original-max-position", "32768", "--json"});
+    REQUIRE(flags.status == 0);
+    const auto fj = nlohmann::json::parse(flags.out);
+    CHECK(fj["base"] == 1e6);
+    CHECK(fj["parameters"]["factor"] == 4.0);
+    auto over = inspect({"--config", yarn_cfg, "--truncate", "true", "--json"});
+    REQUIRE(over.status == 0);
+    CHECK(nlohmann::json::parse(over.out)["parameters"]["truncate"] == true);
+    auto other =
+        inspect({"--config", yarn_cfg, "--rope-type", "linear", "--factor", "2", "--json"});
+    REQUIRE(other.status == 0);
+    CHECK(nlohmann::json::parse(other.out)["rope_type"] == "linear");
+
+    // --svg writes a self-contained picture: both curves, axis labels, legend
+    const std::string svg_path = "test_config_json_wavelengths.svg";
+    auto s = inspect({"--config", yarn_cfg, "--svg", svg_path});
+    REQUIRE(s.status == 0);
+    std::ifstream in(svg_path);
+    std::stringstream svg;
+    svg << in.rdbuf();
+    const std::string pic = svg.str();
+    CHECK(pic.rfind("<svg", 0) == 0);
+    std::size_t polylines = 0;
+    for (std::size_t p = pic.find("<polyline"); p != std::string::npos;
+         p = pic.find("<polyline", p + 1))
+        ++polylines;
+    CHECK(polylines == 2);
+    CHECK(pic.find("pair index") != std::string::npos);
+    CHECK(pic.find("default RoPE") != std::string::npos);
+    CHECK(pic.find("original context 4096") != std::string::npos);
+    std::remove(svg_path.c_str());
+
+    // bad input: message on stderr naming the field, exit status 2
+    auto bad = [](const std::vector<std::string>& args, const std::string& needle) {
+        const auto res = inspect(args);
+        INFO("stderr: " << res.err);
+        CHECK(res.status == 2);
+        CHECK(res.out.empty());
+        CHECK(res.err.find(needle) != std::string::npos);
+    };
+    bad({}, "--config");
+    bad({"--config", data("malformed.json")}, "not valid JSON");
+    bad({"--config", data("does_not_exist.json")}, "cannot open");
+    bad({"--rope-type", "warp", "--head-dim", "64"}, "warp");
+    bad({"--rope-type", "linear", "--factor", "0.5", "--head-dim", "64"}, "0.5");
+    bad({"--head-dim", "63"}, "63");
+    bad({"--head-dim", "x64"}, "x64");
+    bad({"--config", yarn_cfg, "--seq-len", "-3"}, "-3");
+    bad({"--config", yarn_cfg, "--bogus"}, "--bogus");
+    bad({"--config"}, "needs a value");
+    bad({"--config", yarn_cfg, "--layout", "diagonal"}, "diagonal");
+    bad({"--config", yarn_cfg, "--svg", "/nonexistent_dir/x.svg"}, "--svg");
+    CHECK(inspect({"--help"}).status == 0);
+}
+
+#else
+TEST_CASE("config.json import needs nlohmann/json (not found at configure time)") {
+    SUCCEED();
+}
+#endif
