@@ -9,6 +9,8 @@
 #include "error.hpp"
 #include "layout.hpp"
 #include "rerope.hpp"
+#include "rope.hpp"
+#include "rope_reference.hpp"
 #include "scaling.hpp"
 #include "storage.hpp"
 #include "table.hpp"

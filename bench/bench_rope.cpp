@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+// Rotary application at memory speed: tokens x 32 heads x head_dim 128, fp32 and bf16, neox and
+// gptj, table and table-free, plus the fused q+k (32 q heads, 8 kv heads) call.
+//
+// Each benchmark reports bytes/s (one read and one write of the rotated tensor) and two ratios
+// measured in the same run:
+//   over_memcpy  kernel bytes/s / memcpy bytes/s of the same tensor size (both count 2 x bytes)
+//   over_naive   speed-up over rope_reference.hpp (double math), timed on min(tokens, 64)
+//                tokens and scaled linearly (its cost per token is constant)
+// Names: rope_apply[_free|_qk|_qk_free]/<layout>/<storage>/<tokens>.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "bench_common.hpp"
+#include "ropekit/rope.hpp"
+#include "ropekit/rope_reference.hpp"
+
+namespace {
+
+constexpr int head_dim = 128;
+constexpr int q_heads = 32;
+constexpr int kv_heads = 8;
+constexpr std::int64_t first_position = 1000;
+
+ropekit::rope_frequencies make_freqs(ropekit::rope_layout layout) {
+    ropekit::rope_frequencies f;
+    f.head_dim = head_dim;
+    f.rotary_dim = head_dim;
+    f.layout = layout;
+    for (int i = 0; i < head_dim / 2; ++i)
+        f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / head_dim)));
+    return f;
+}
+
+template <class T>
+std::vector<T> random_tensor(std::size_t n) {
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<T> v(n);
+    for (auto& x : v) x = ropekit::from_float<T>(u(rng));
+    return v;
+}
+
+// Seconds per call of the double reference on `tokens` tokens (measured on at most 64).
+template <class T>
+double naive_seconds(ropekit::rope_layout layout, std::int64_t tokens, int heads) {
+    static std::map<std::tuple<int, std::int64_t, int>, double> cache;
+    const auto key = std::make_tuple(int(layout), tokens, heads);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    const std::int64_t measured = std::min<std::int64_t>(tokens, 64);
+    auto x = random_tensor<T>(std::size_t(measured) * heads * head_dim);
+    const auto freqs = make_freqs(layout);
+    const auto view = ropekit::head_view<T>::packed(x.data(), measured, heads, head_dim);
+    const double t = ropekit_bench::median_seconds(
+        [&] {
+            ropekit::apply_rope_reference(
+                freqs, view, ropekit::positions::contiguous(first_position), 0, measured);
+            benchmark::ClobberMemory();
+        },
+        3);
+    const double per_call = t * double(tokens) / double(measured);
+    cache[key] = per_call;
+    return per_call;
+}
+
+enum class source { table, table_free };
+
+template <class T>
+void bench_apply(benchmark::State& state, ropekit::rope_layout layout, source src,
+                 std::int64_t tokens) {
+    const auto freqs = make_freqs(layout);
+    const auto table = ropekit::cos_sin_table::for_range(freqs, first_position, tokens);
+    auto x = random_tensor<T>(std::size_t(tokens) * q_heads * head_dim);
+    const auto view = ropekit::head_view<T>::packed(x.data(), tokens, q_heads, head_dim);
+    const auto pos = ropekit::positions::contiguous(first_position);
+    for (auto _ : state) {
+        if (src == source::table)
+            ropekit::apply_rope(table, view, pos, 0, tokens);
+        else
+            ropekit::apply_rope(freqs, view, pos, 0, tokens);
+        benchmark::ClobberMemory();
+    }
+    const std::size_t bytes = x.size() * sizeof(T);
+    state.SetBytesProcessed(std::int64_t(state.iterations()) * 2 * std::int64_t(bytes));
+    state.counters["over_memcpy"] =
+        benchmark::Counter(2.0 * double(bytes) / ropekit_bench::memcpy_bytes_per_second(bytes),
+                           benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["over_naive"] = benchmark::Counter(
+        naive_seconds<T>(layout, tokens, q_heads), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class T>
+void bench_apply_qk(benchmark::State& state, ropekit::rope_layout layout, source src,
+                    std::int64_t tokens) {
+    const auto freqs = make_freqs(layout);
+    const auto table = ropekit::cos_sin_table::for_range(freqs, first_position, tokens);
+    // One packed QKV buffer, as engines produce it: per token 32 q heads, 8 k heads, 8 v heads.
+    const std::ptrdiff_t token_stride = std::ptrdiff_t(q_heads + 2 * kv_heads) * head_dim;
+    auto qkv = random_tensor<T>(std::size_t(tokens) * std::size_t(token_stride));
+    const ropekit::head_view<T> q{qkv.data(), tokens, q_heads, head_dim, token_stride, head_dim};
+    const ropekit::head_view<T> k{
+        qkv.data() + q_heads * head_dim, tokens, kv_heads, head_dim, token_stride, head_dim};
+    const auto pos = ropekit::positions::contiguous(first_position);
+    for (auto _ : state) {
+        if (src == source::table)
+            ropekit::apply_rope_qk(table, q, k, pos, 0, tokens);
+        else
+            ropekit::apply_rope_qk(freqs, q, k, pos, 0, tokens);
+        benchmark::ClobberMemory();
+    }
+    const std::size_t bytes = std::size_t(tokens) * (q_heads + kv_heads) * head_dim * sizeof(T);
+    state.SetBytesProcessed(std::int64_t(state.iterations()) * 2 * std::int64_t(bytes));
+    state.counters["over_memcpy"] =
+        benchmark::Counter(2.0 * double(bytes) / ropekit_bench::memcpy_bytes_per_second(bytes),
+                           benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["over_naive"] =
+        benchmark::Counter(naive_seconds<T>(layout, tokens, q_heads + kv_heads),
+                           benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class T>
+void register_type() {
+    for (auto layout : {ropekit::rope_layout::neox, ropekit::rope_layout::gptj}) {
+        for (std::int64_t tokens : {1, 16, 512, 4096}) {
+            const std::string tail = std::string(ropekit::to_string(layout)) + "/" +
+                                     ropekit::storage_name<T>() + "/" + std::to_string(tokens);
+            benchmark::RegisterBenchmark(("rope_apply/" + tail).c_str(), bench_apply<T>, layout,
+                                         source::table, tokens);
+            benchmark::RegisterBenchmark(("rope_apply_free/" + tail).c_str(), bench_apply<T>,
+                                         layout, source::table_free, tokens);
+            benchmark::RegisterBenchmark(("rope_apply_qk/" + tail).c_str(), bench_apply_qk<T>,
+                                         layout, source::table, tokens);
+            benchmark::RegisterBenchmark(("rope_apply_qk_free/" + tail).c_str(), bench_apply_qk<T>,
+                                         layout, source::table_free, tokens);
+        }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    register_type<float>();
+    register_type<ropekit::bfloat16>();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::AddCustomContext("rope_arch", ropekit::arch_name<ropekit::default_arch>());
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
