@@ -5,9 +5,12 @@
 #pragma once
 
 #include "arch.hpp"
+#include "attention.hpp"
+#include "attention_reference.hpp"
 #include "config.hpp"
 #include "error.hpp"
 #include "layout.hpp"
+#include "mask.hpp"
 #include "rerope.hpp"
 #include "rope.hpp"
 #include "rope_reference.hpp"

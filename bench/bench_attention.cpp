@@ -1,0 +1,388 @@
+// SPDX-License-Identifier: Apache-2.0
+// Blocked attention: prefill (causal), decode (split keys + LSE merge), StreamingLLM sinks +
+// window at two cache lengths, and ReRoPE / Leaky ReRoPE prefill.
+//
+// Counters (measured in the same run):
+//   GFLOP/s      4 * visible (i, j) pairs * head_dim * heads per second (masked pairs not counted)
+//   of_fma_peak  FLOP/s / (threads * one core's fp32 FMA peak from bench_common.hpp)
+//   over_read_bw (decode) K/V bytes per second / bandwidth of a one-thread read-only sweep of
+//                the same number of bytes (bench_common.hpp read_bytes_per_second)
+//   over_naive   speed-up per visible pair over a naive fp32 kernel (one score row per query,
+//                softmax, weighted sum); the naive kernel runs on one head and at most 512
+//                queries of the same shape, and its time is scaled per visible pair.
+//   us_per_query (sinks + window) wall time per query row (all heads)
+// GCC 12 -Wmaybe-uninitialized false positives inside AVX-512 intrinsics (GCC PR 105593),
+// inlined here from Eigen's packet math.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <benchmark/benchmark.h>
+#include <Eigen/Dense>
+
+#include <ropekit/attention.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "bench_common.hpp"
+
+namespace {
+
+using ropekit::attention_params;
+using ropekit::index_range;
+
+template <class F>
+void run_threads(int n, F&& f) {
+    if (n == 1) {
+        f(0);
+        return;
+    }
+    std::vector<std::thread> ts;
+    for (int i = 1; i < n; ++i) ts.emplace_back([&, i] { f(i); });
+    f(0);
+    for (auto& t : ts) t.join();
+}
+
+template <class KV>
+struct data {
+    std::int64_t n_q, n_kv, H, KVH;
+    int D;
+    std::vector<float> q, o, lse;
+    std::vector<KV> k, v;
+    data(std::int64_t nq, std::int64_t nkv, std::int64_t h, std::int64_t kvh, int d)
+        : n_q(nq), n_kv(nkv), H(h), KVH(kvh), D(d) {
+        std::mt19937 rng(1);
+        std::normal_distribution<float> nd;
+        q.resize(std::size_t(nq * h * d));
+        for (auto& x : q) x = nd(rng);
+        k.resize(std::size_t(nkv * kvh * d));
+        v.resize(k.size());
+        for (auto& x : k) x = ropekit::from_float<KV>(nd(rng));
+        for (auto& x : v) x = ropekit::from_float<KV>(nd(rng));
+        o.resize(q.size());
+        lse.resize(std::size_t(nq * h));
+    }
+    ropekit::tensor_view<const float> qv() const {
+        return ropekit::dense_view(q.data(), n_q, H, D);
+    }
+    ropekit::tensor_view<const KV> kv(const std::vector<KV>& x) const {
+        return ropekit::dense_view(x.data(), n_kv, KVH, D);
+    }
+    ropekit::tensor_view<float> ov() { return ropekit::dense_view(o.data(), n_q, H, D); }
+};
+
+/// Visible pairs per head for the default positions (queries are the last n_q keys).
+template <class Mask>
+double visible_pairs(const Mask& m, std::int64_t n_q, std::int64_t n_kv) {
+    double pairs = 0;
+    for (std::int64_t t = 0; t < n_q; ++t) {
+        const std::int64_t qp = n_kv - n_q + t;
+        for (std::int64_t j = 0; j < n_kv; ++j) pairs += m.visible(qp, qp, j, j) ? 1 : 0;
+    }
+    return pairs;
+}
+
+/// Naive fp32 attention of one head, one score row per query: seconds per visible pair.
+template <class KV, class Mask>
+double naive_seconds_per_pair(const Mask& m, std::int64_t n_q, std::int64_t n_kv, int D) {
+    static std::mutex mu;
+    static std::map<std::tuple<std::string, std::int64_t, std::int64_t>, double> cache;
+    const auto key =
+        std::make_tuple(std::string(typeid(Mask).name()) + ropekit::storage_name<KV>(), n_q, n_kv);
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    const std::int64_t nq = std::min<std::int64_t>(n_q, 512);  // the last nq queries
+    data<KV> d(nq, n_kv, 1, 1, D);
+    std::vector<float> s(static_cast<std::size_t>(n_kv));
+    const float scale = 1.0f / std::sqrt(float(D));
+    double pairs = 0;
+    const double t = ropekit_bench::median_seconds(
+        [&] {
+            pairs = 0;
+            for (std::int64_t i = 0; i < nq; ++i) {
+                const std::int64_t qp = n_kv - nq + i;
+                const float* qi = d.q.data() + i * D;
+                float mx = -INFINITY;
+                for (std::int64_t j = 0; j < n_kv; ++j) {
+                    if (!m.visible(qp, qp, j, j)) {
+                        s[j] = -INFINITY;
+                        continue;
+                    }
+                    pairs += 1;
+                    float acc = 0;
+                    for (int c = 0; c < D; ++c) acc += qi[c] * ropekit::to_float(d.k[j * D + c]);
+                    s[j] = acc * scale;
+                    mx = std::max(mx, s[j]);
+                }
+                float den = 0;
+                for (std::int64_t j = 0; j < n_kv; ++j) den += s[j] = std::exp(s[j] - mx);
+                float* oi = d.o.data() + i * D;
+                for (int c = 0; c < D; ++c) oi[c] = 0;
+                for (std::int64_t j = 0; j < n_kv; ++j)
+                    if (s[j] != 0)
+                        for (int c = 0; c < D; ++c)
+                            oi[c] += s[j] / den * ropekit::to_float(d.v[j * D + c]);
+            }
+            benchmark::DoNotOptimize(d.o.data());
+        },
+        3);
+    const double r = t / pairs;
+    cache[key] = r;
+    return r;
+}
+
+/// Wall-clock seconds per iteration of the timed loop (measured by the loop itself, so ratio
+/// counters are plain numbers).
+struct loop_timer {
+    ropekit_bench::clock::time_point t0 = ropekit_bench::clock::now();
+    double per_iteration(const benchmark::State& st) const {
+        const double s = std::chrono::duration<double>(ropekit_bench::clock::now() - t0).count();
+        return s / double(std::max<benchmark::IterationCount>(st.iterations(), 1));
+    }
+};
+
+template <class KV, class Mask>
+void set_counters(benchmark::State& st, double secs, const Mask& mask, std::int64_t n_q,
+                  std::int64_t n_kv, std::int64_t H, int D, int threads, double pairs_per_head) {
+    const double flops = 4.0 * pairs_per_head * D * double(H);
+    st.counters["GFLOP/s"] = flops / secs * 1e-9;
+    st.counters["of_fma_peak"] = flops / secs / (threads * ropekit_bench::fma_peak_flops());
+    const double naive = naive_seconds_per_pair<KV>(mask, n_q, n_kv, D);
+    st.counters["over_naive"] = naive * pairs_per_head * double(H) / secs;
+}
+
+/// Whole-problem run split over threads by heads (prefill) on (heads x query blocks).
+template <class KV, class Mask>
+void prefill(benchmark::State& st, Mask mask, std::int64_t n, std::int64_t H, std::int64_t KVH,
+             int threads, std::int64_t n_q) {
+    const int D = 128;
+    data<KV> d(n_q, n, H, KVH, D);
+    attention_params p;
+    p.softmax_scale = 1.0f / std::sqrt(float(D));
+    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
+    for (int i = 0; i < threads; ++i)
+        ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    loop_timer timer;
+    for (auto _ : st) {
+        run_threads(threads, [&](int ti) {
+            // Thread ti takes query heads [ti H / T, (ti + 1) H / T) (whole K/V groups), all
+            // queries in one call: causal work is the same for every head.
+            ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
+                                       d.ov(), mask, p, {H * ti / threads, H * (ti + 1) / threads},
+                                       {0, n_q}, {0, n}, *ws[ti]);
+        });
+        benchmark::ClobberMemory();
+    }
+    const double secs = timer.per_iteration(st);
+    set_counters<KV>(st, secs, mask, n_q, n, H, D, threads, visible_pairs(mask, n_q, n));
+    if (n_q < n) st.counters["us_per_query"] = secs / double(n_q) * 1e6;
+}
+
+template <class KV>
+void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_t KVH,
+            int threads) {
+    const int D = 128;
+    data<KV> d(1, n_kv, H, KVH, D);
+    attention_params p;
+    p.softmax_scale = 1.0f / std::sqrt(float(D));
+    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
+    std::vector<std::vector<float>> po(threads, std::vector<float>(d.o.size())),
+        pl(threads, std::vector<float>(d.lse.size()));
+    const ropekit::causal_mask mask;
+    for (int i = 0; i < threads; ++i)
+        ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    loop_timer timer;
+    for (auto _ : st) {
+        run_threads(threads, [&](int ti) {
+            attention_params pp = p;
+            pp.lse = pl[ti].data();
+            ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
+                                       ropekit::dense_view(po[ti].data(), 1, H, D), mask, pp,
+                                       {0, H}, {0, 1}, ropekit::split_keys(n_kv, threads, ti),
+                                       *ws[ti]);
+        });
+        for (int ti = 1; ti < threads; ++ti)
+            ropekit::merge_attention(ropekit::dense_view(po[0].data(), 1, H, D), pl[0].data(),
+                                     ropekit::dense_view(po[ti].data(), 1, H, D), pl[ti].data(),
+                                     {0, 1}, {0, H});
+        benchmark::ClobberMemory();
+    }
+    const double secs = timer.per_iteration(st);
+    const double bytes = 2.0 * double(n_kv) * KVH * D * sizeof(KV);
+    st.counters["GB/s"] = bytes / secs * 1e-9;
+    st.counters["over_read_bw"] =
+        bytes / secs / ropekit_bench::read_bytes_per_second(std::size_t(bytes));
+    set_counters<KV>(st, secs, mask, 1, n_kv, H, D, threads, double(n_kv));
+}
+
+/// The alternative tile arithmetic: the same blocked online softmax with each tile product an
+/// Eigen GEMM (S = Q_b K_t^T, O = diag(alpha) O + P V_t), fp32, causal, 64 x 64 tiles.
+void eigen_prefill(benchmark::State& st, std::int64_t n, std::int64_t H) {
+    using mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    using cmap = Eigen::Map<const mat, 0, Eigen::OuterStride<>>;
+    const int D = 128, B = 64;
+    data<float> d(n, n, H, H, D);
+    const float scale = 1.0f / std::sqrt(float(D));
+    mat S(B, B), O(B, D);
+    Eigen::VectorXf m(B), l(B), alpha(B);
+    loop_timer timer;
+    for (auto _ : st) {
+        for (std::int64_t h = 0; h < H; ++h)
+            for (std::int64_t t0 = 0; t0 < n; t0 += B) {
+                const int nr = int(std::min<std::int64_t>(B, n - t0));
+                const cmap Q(d.q.data() + (t0 * H + h) * D, nr, D, Eigen::OuterStride<>(H * D));
+                O.setZero();
+                m.setConstant(-INFINITY);
+                l.setZero();
+                for (std::int64_t c0 = 0; c0 <= t0 + nr - 1; c0 += B) {
+                    const int nc = int(std::min<std::int64_t>(B, t0 + nr - c0));
+                    const cmap K(d.k.data() + (c0 * H + h) * D, nc, D, Eigen::OuterStride<>(H * D));
+                    const cmap V(d.v.data() + (c0 * H + h) * D, nc, D, Eigen::OuterStride<>(H * D));
+                    auto s = S.topLeftCorner(nr, nc);
+                    s.noalias() = (Q * K.transpose()) * scale;
+                    for (int r = 0; r < nr; ++r) {
+                        for (int c = 0; c < nc; ++c)
+                            if (c0 + c > t0 + r) s(r, c) = -INFINITY;
+                        const float mn = std::max(m[r], s.row(r).maxCoeff());
+                        alpha[r] = std::exp(m[r] - mn);
+                        s.row(r) = (s.row(r).array() - mn).exp().matrix();
+                        l[r] = l[r] * alpha[r] + s.row(r).sum();
+                        m[r] = mn;
+                    }
+                    O.topRows(nr) = alpha.head(nr).asDiagonal() * O.topRows(nr);
+                    O.topRows(nr).noalias() += s * V;
+                }
+                for (int r = 0; r < nr; ++r)
+                    for (int c = 0; c < D; ++c)
+                        d.o[std::size_t(((t0 + r) * H + h) * D + c)] = O(r, c) / l[r];
+            }
+        benchmark::ClobberMemory();
+    }
+    set_counters<float>(st, timer.per_iteration(st), ropekit::causal_mask{}, n, n, H, D, 1,
+                        visible_pairs(ropekit::causal_mask{}, n, n));
+}
+
+template <class KV, class Rule>
+void rerope_prefill(benchmark::State& st, Rule rule, std::int64_t n, std::int64_t H, int threads) {
+    const int D = 128;
+    data<KV> d(n, n, H, H, D);
+    ropekit::rope_frequencies f;
+    f.head_dim = D;
+    f.rotary_dim = D;
+    for (int i = 0; i < D / 2; ++i) f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / D)));
+    const auto table = ropekit::cos_sin_table::for_range(f, 0, n);
+    attention_params p;
+    p.softmax_scale = 1.0f / std::sqrt(float(D));
+    const ropekit::causal_mask mask;
+    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
+    for (int i = 0; i < threads; ++i)
+        ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    loop_timer timer;
+    for (auto _ : st) {
+        run_threads(threads, [&](int ti) {
+            ropekit::rerope_attention_blocked(
+                ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(), mask, p, rule, f,
+                table, {H * ti / threads, H * (ti + 1) / threads}, {0, n}, {0, n}, *ws[ti]);
+        });
+        benchmark::ClobberMemory();
+    }
+    set_counters<KV>(st, timer.per_iteration(st), mask, n, n, H, D, threads,
+                     visible_pairs(mask, n, n));
+}
+
+template <class KV>
+std::string name(const char* kind, const char* mask, const std::string& sizes, int threads) {
+    return std::string("attention/") + kind + "/" + mask + "/" + ropekit::storage_name<KV>() + "/" +
+           sizes + "/t" + std::to_string(threads);
+}
+
+template <class KV>
+void register_all() {
+    using ropekit::bfloat16;
+    for (int th : {1, 2}) {
+        struct shape {
+            std::int64_t n, H, KVH;
+        };
+        for (shape s : {shape{1024, 32, 32}, shape{1024, 8, 8}, shape{1024, 32, 8},
+                        shape{4096, 32, 32}, shape{4096, 32, 8}}) {
+            const std::string sz = "n" + std::to_string(s.n) + "/h" + std::to_string(s.H) +
+                                   (s.KVH != s.H ? "kv" + std::to_string(s.KVH) : "");
+            auto* b = benchmark::RegisterBenchmark(
+                name<KV>("prefill", "causal", sz, th).c_str(), [=](benchmark::State& st) {
+                    prefill<KV>(st, ropekit::causal_mask{}, s.n, s.H, s.KVH, th, s.n);
+                });
+            b->UseRealTime()->Unit(benchmark::kMillisecond);
+            // n = 4096 with 32 heads is 137 GFLOP (4 * pairs * head_dim * heads): one iteration
+            // per run keeps the whole binary near 2 minutes.
+            if (s.n >= 4096) b->Iterations(1);
+        }
+        for (std::int64_t n : {4096, 32768}) {
+            benchmark::RegisterBenchmark(
+                name<KV>("decode", "causal", "q1/n" + std::to_string(n) + "/h32kv8", th).c_str(),
+                [=](benchmark::State& st) { decode<KV>(st, n, 32, 8, th); })
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond);
+        }
+        if (std::is_same_v<KV, float>) {
+            for (std::int64_t n : {4096, 32768}) {
+                benchmark::RegisterBenchmark(
+                    name<KV>("suffix512", "sinks4_window1020", "n" + std::to_string(n) + "/h8", th)
+                        .c_str(),
+                    [=](benchmark::State& st) {
+                        prefill<KV>(st, ropekit::sink_window_mask{4, 1020}, n, 8, 8, th, 512);
+                    })
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMillisecond);
+            }
+            benchmark::RegisterBenchmark(name<KV>("prefill", "causal", "n4096/h8", th).c_str(),
+                                         [=](benchmark::State& st) {
+                                             prefill<KV>(st, ropekit::causal_mask{}, 4096, 8, 8, th,
+                                                         4096);
+                                         })
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
+            benchmark::RegisterBenchmark(name<KV>("prefill", "rerope_w512", "n4096/h8", th).c_str(),
+                                         [=](benchmark::State& st) {
+                                             rerope_prefill<KV>(st, ropekit::rerope{512}, 4096, 8,
+                                                                th);
+                                         })
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
+            benchmark::RegisterBenchmark(
+                name<KV>("prefill", "leaky_rerope_w512_k16", "n4096/h8", th).c_str(),
+                [=](benchmark::State& st) {
+                    rerope_prefill<KV>(st, ropekit::leaky_rerope{512, 16.0}, 4096, 8, th);
+                })
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
+        }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    benchmark::RegisterBenchmark("attention/prefill_eigen_tiles/causal/f32/n1024/h8/t1",
+                                 [](benchmark::State& st) { eigen_prefill(st, 1024, 8); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    register_all<float>();
+    register_all<ropekit::bfloat16>();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::AddCustomContext("fma_peak_GFLOPs_per_core",
+                                std::to_string(ropekit_bench::fma_peak_flops() * 1e-9));
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Naive attention in double that materialises the full n_q x n_kv score matrix: the oracle the
+/// blocked kernels are tested against (and that engines may reuse for their own golden tests).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "attention.hpp"
+
+namespace ropekit {
+
+namespace detail::attn_ref {
+
+/// Rotates one head in double by angle `position * inv_freq[i]` per pair.
+inline std::vector<double> rotate(const std::vector<double>& x, double position,
+                                  const rope_frequencies& f) {
+    std::vector<double> out = x;
+    const int pairs = f.pairs();
+    for (int i = 0; i < pairs; ++i) {
+        const double a = position * double(f.inv_freq[i]);
+        const double c = std::cos(a), s = std::sin(a);
+        const int i0 = f.layout == rope_layout::neox ? i : 2 * i;
+        const int i1 = f.layout == rope_layout::neox ? i + pairs : 2 * i + 1;
+        out[i0] = x[i0] * c - x[i1] * s;
+        out[i1] = x[i1] * c + x[i0] * s;
+    }
+    return out;
+}
+
+template <class T>
+std::vector<double> head(const tensor_view<const T>& x, std::int64_t t, std::int64_t h) {
+    std::vector<double> r(std::size_t(x.head_dim));
+    for (int d = 0; d < x.head_dim; ++d) r[d] = double(to_float(x.at(t, h)[d]));
+    return r;
+}
+
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+    double s = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+    return s;
+}
+
+/// Softmax over one score row (hidden keys are -inf), sink in the denominator only, output
+/// and LSE in double.
+template <class KV>
+void finish_row(const std::vector<double>& s, const tensor_view<const KV>& v, std::int64_t kvh,
+                const float* sink, int head_dim, double* out, double& lse) {
+    double mx = sink ? double(*sink) : -std::numeric_limits<double>::infinity();
+    for (double x : s) mx = std::max(mx, x);
+    for (int d = 0; d < head_dim; ++d) out[d] = 0.0;
+    if (mx == -std::numeric_limits<double>::infinity()) {
+        lse = -std::numeric_limits<double>::infinity();
+        return;
+    }
+    double den = sink ? std::exp(double(*sink) - mx) : 0.0;
+    for (std::size_t j = 0; j < s.size(); ++j) {
+        if (s[j] == -std::numeric_limits<double>::infinity()) continue;
+        const double p = std::exp(s[j] - mx);
+        den += p;
+        const KV* vr = v.at(std::int64_t(j), kvh);
+        for (int d = 0; d < head_dim; ++d) out[d] += p * double(to_float(vr[d]));
+    }
+    for (int d = 0; d < head_dim; ++d) out[d] /= den;
+    lse = mx + std::log(den);
+}
+
+/// Generic driver: `score(t, h, j)` gives the scaled, unmasked score in double.
+template <class KV, class Mask, class Score>
+void run(const tensor_view<const float>& q, const tensor_view<const KV>& k,
+         const tensor_view<const KV>& v, std::vector<double>& o, std::vector<double>& lse,
+         const Mask& mask, const attention_params& p, Score&& score) {
+    const std::int64_t n_q = q.tokens, n_kv = k.tokens, H = q.heads;
+    const std::int64_t group = H / k.heads;
+    const int D = q.head_dim;
+    const std::int64_t qoff = p.query_index_offset >= 0 ? p.query_index_offset : n_kv - n_q;
+    o.assign(std::size_t(n_q * H * D), 0.0);
+    lse.assign(std::size_t(n_q * H), 0.0);
+    std::vector<double> s(static_cast<std::size_t>(n_kv));
+    for (std::int64_t h = 0; h < H; ++h) {
+        // Full score matrix, one row at a time per head (n_q x n_kv doubles overall).
+        for (std::int64_t t = 0; t < n_q; ++t) {
+            const std::int64_t qp = p.q_positions ? p.q_positions[t] : n_kv - n_q + t;
+            for (std::int64_t j = 0; j < n_kv; ++j) {
+                const std::int64_t kp = p.k_positions ? p.k_positions[j] : j;
+                s[j] = mask.visible(qp, qoff + t, kp, j) ? score(t, h, j, qp, kp)
+                                                         : -std::numeric_limits<double>::infinity();
+            }
+            finish_row(s, v, h / group, p.sink_logits ? p.sink_logits + h : nullptr, D,
+                       o.data() + (t * H + h) * D, lse[t * H + h]);
+        }
+    }
+}
+
+}  // namespace detail::attn_ref
+
+/// softmax(scale * Q K^T + mask) V in double with the full score matrix. Outputs o as
+/// `[n_q][n_heads][head_dim]` and lse as `[n_q][n_heads]` (double). Same semantics as
+/// ropekit::attention (sinks, positions, empty rows -> zeros and LSE -inf).
+template <class KV, class Mask>
+void attention_reference(tensor_view<const float> q, tensor_view<const KV> k,
+                         tensor_view<const KV> v, const Mask& mask, const attention_params& p,
+                         std::vector<double>& o, std::vector<double>& lse) {
+    using namespace detail::attn_ref;
+    const std::int64_t group = q.heads / k.heads;
+    std::vector<std::vector<double>> qs, ks;
+    for (std::int64_t t = 0; t < q.tokens; ++t)
+        for (std::int64_t h = 0; h < q.heads; ++h) qs.push_back(head(q, t, h));
+    for (std::int64_t j = 0; j < k.tokens; ++j)
+        for (std::int64_t h = 0; h < k.heads; ++h) ks.push_back(head(k, j, h));
+    run(q, k, v, o, lse, mask, p,
+        [&](std::int64_t t, std::int64_t h, std::int64_t j, std::int64_t, std::int64_t) {
+            return double(p.softmax_scale) *
+                   dot(qs[std::size_t(t * q.heads + h)], ks[std::size_t(j * k.heads + h / group)]);
+        });
+}
+
+/// ReRoPE / Leaky ReRoPE by the published two-matrix definition (FORMULAS.md section 8):
+/// s1 = (R_i q).(R_j k) (ordinary RoPE), s2 = (R_w q).k (ReRoPE) or
+/// (R_{(i + w(k-1))/k} q).(R_{j/k} k) (Leaky), score = where(i - j < w, s1, s2); angles in
+/// double. Q and K are unrotated.
+template <class KV, class Mask, class Rule>
+void rerope_attention_reference(tensor_view<const float> q, tensor_view<const KV> k,
+                                tensor_view<const KV> v, const Mask& mask,
+                                const attention_params& p, const Rule& rule,
+                                const rope_frequencies& freqs, std::vector<double>& o,
+                                std::vector<double>& lse) {
+    using namespace detail::attn_ref;
+    const std::int64_t group = q.heads / k.heads;
+    const double w = double(rule.window);
+    constexpr bool leaky = std::is_same_v<Rule, leaky_rerope>;
+    double kk = 1.0;
+    if constexpr (leaky) kk = rule.k;
+    const std::int64_t n_q = q.tokens, n_kv = k.tokens;
+    // s1 operands: q rotated at i, k at j. s2 operands: q at w (ReRoPE) or (i + w(k-1))/k
+    // (Leaky), k unrotated (ReRoPE) or at j/k (Leaky).
+    std::vector<std::vector<double>> q1, q2, k1, k2;
+    for (std::int64_t t = 0; t < n_q; ++t) {
+        const double qp = double(p.q_positions ? p.q_positions[t] : n_kv - n_q + t);
+        for (std::int64_t h = 0; h < q.heads; ++h) {
+            const std::vector<double> x = head(q, t, h);
+            q1.push_back(rotate(x, qp, freqs));
+            q2.push_back(leaky ? rotate(x, (qp + w * (kk - 1.0)) / kk, freqs)
+                               : rotate(x, w, freqs));
+        }
+    }
+    for (std::int64_t j = 0; j < n_kv; ++j) {
+        const double kp = double(p.k_positions ? p.k_positions[j] : j);
+        for (std::int64_t h = 0; h < k.heads; ++h) {
+            const std::vector<double> x = head(k, j, h);
+            k1.push_back(rotate(x, kp, freqs));
+            k2.push_back(leaky ? rotate(x, kp / kk, freqs) : x);
+        }
+    }
+    run(q, k, v, o, lse, mask, p,
+        [&](std::int64_t t, std::int64_t h, std::int64_t j, std::int64_t qp, std::int64_t kp) {
+            const std::size_t qi = std::size_t(t * q.heads + h);
+            const std::size_t ki = std::size_t(j * k.heads + h / group);
+            const double s1 = dot(q1[qi], k1[ki]);
+            const double s2 = dot(q2[qi], k2[ki]);
+            return double(p.softmax_scale) * (double(qp - kp) < w ? s1 : s2);
+        });
+}
+
+}  // namespace ropekit

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The handful of vector operations the attention micro-kernels use, for xsimd architectures
+/// and for ropekit::scalar_arch (plain floats), plus a vectorised exp for softmax.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "../arch.hpp"
+#include "../config.hpp"
+#include "../storage.hpp"
+#if ROPEKIT_HAS_XSIMD
+#include "simd_storage.hpp"
+#endif
+
+// GCC 12's -Wmaybe-uninitialized fires inside the AVX-512 intrinsics themselves (their
+// `_mm512_undefined_ps()` pass-through operand, GCC PR 105593) wherever xsimd inlines them.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace ropekit::detail::attn {
+
+/// Vector operations on `Arch`. The primary template (xsimd architectures) is defined only when
+/// xsimd is available; scalar_arch always has its specialisation below.
+template <class Arch>
+struct vec_ops;
+
+/// Plain-float operations: the same micro-kernels compile to scalar loops.
+template <>
+struct vec_ops<scalar_arch> {
+    using vec = float;
+    static constexpr int width = 1;
+    /// 16 registers is what the blocking assumes for the scalar code (x86-64 GPR/XMM count).
+    static constexpr int registers = 16;
+    static ROPEKIT_ALWAYS_INLINE vec load(const float* p) noexcept { return *p; }
+    static ROPEKIT_ALWAYS_INLINE vec loadu(const float* p) noexcept { return *p; }
+    template <class T>
+    static ROPEKIT_ALWAYS_INLINE vec load_stored(const T* p) noexcept {
+        return to_float(*p);
+    }
+    static ROPEKIT_ALWAYS_INLINE float reduce_add(vec v) noexcept { return v; }
+    static ROPEKIT_ALWAYS_INLINE void store(float* p, vec v) noexcept { *p = v; }
+    static ROPEKIT_ALWAYS_INLINE vec set1(float x) noexcept { return x; }
+    static ROPEKIT_ALWAYS_INLINE vec zero() noexcept { return 0.0f; }
+    static ROPEKIT_ALWAYS_INLINE vec fma(vec a, vec b, vec c) noexcept { return a * b + c; }
+    static ROPEKIT_ALWAYS_INLINE vec max(vec a, vec b) noexcept { return a > b ? a : b; }
+    /// Replaces -inf (the running max of a row that has seen no key yet) by 0, so that
+    /// `s - m` never evaluates `-inf - -inf`.
+    static ROPEKIT_ALWAYS_INLINE vec finite_or_zero(vec m) noexcept {
+        return m == -std::numeric_limits<float>::infinity() ? 0.0f : m;
+    }
+    static ROPEKIT_ALWAYS_INLINE vec exp(vec x) noexcept { return std::exp(x); }
+    static ROPEKIT_ALWAYS_INLINE float reduce_max(vec v) noexcept { return v; }
+};
+
+#if ROPEKIT_HAS_XSIMD
+/// xsimd operations on 32-bit float batches of `Arch`.
+template <class Arch>
+struct vec_ops {
+    using vec = xsimd::batch<float, Arch>;
+    using ivec = xsimd::batch<std::int32_t, Arch>;
+    static constexpr int width = int(vec::size);
+    /// AVX-512 has 32 vector registers, SSE/AVX2 16: the register blocking depends on it.
+    static constexpr int registers = width == 16 ? 32 : 16;
+    static ROPEKIT_ALWAYS_INLINE vec load(const float* p) noexcept { return vec::load_aligned(p); }
+    static ROPEKIT_ALWAYS_INLINE vec loadu(const float* p) noexcept {
+        return vec::load_unaligned(p);
+    }
+    /// `width` stored values (float, bfloat16 or half) widened to float, any alignment.
+    template <class T>
+    static ROPEKIT_ALWAYS_INLINE vec load_stored(const T* p) noexcept {
+        return detail::simd::load_as_float<Arch, T>(p);
+    }
+    static ROPEKIT_ALWAYS_INLINE void store(float* p, const vec& v) noexcept { v.store_aligned(p); }
+    static ROPEKIT_ALWAYS_INLINE float reduce_add(const vec& v) noexcept {
+        return detail::simd::reduce_add(v);
+    }
+    static ROPEKIT_ALWAYS_INLINE vec set1(float x) noexcept { return vec(x); }
+    static ROPEKIT_ALWAYS_INLINE vec zero() noexcept { return vec(0.0f); }
+    static ROPEKIT_ALWAYS_INLINE vec fma(const vec& a, const vec& b, const vec& c) noexcept {
+        return xsimd::fma(a, b, c);
+    }
+    static ROPEKIT_ALWAYS_INLINE vec max(const vec& a, const vec& b) noexcept {
+        return xsimd::max(a, b);
+    }
+    static ROPEKIT_ALWAYS_INLINE vec finite_or_zero(const vec& m) noexcept {
+        return xsimd::select(m == vec(-std::numeric_limits<float>::infinity()), vec(0.0f), m);
+    }
+    /// exp(x) for the softmax, x <= 0 in practice (scores minus the running max).
+    ///
+    /// Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then the degree-7 Taylor polynomial of
+    /// e^r (truncation error |r|^8/8! < 6e-9, below float rounding), then 2^n by adding n to the
+    /// exponent bits. Maximum relative error about 2 ulp. Inputs below -87.3 (including -inf,
+    /// i.e. masked scores) give exactly 0, so a hidden key never contributes to the denominator;
+    /// inputs above 88 are clamped (they cannot occur: x is a score minus a running maximum).
+    static ROPEKIT_ALWAYS_INLINE vec exp(const vec& x) noexcept {
+        const vec lo(-87.3f);
+        const vec xc = xsimd::min(xsimd::max(x, lo), vec(88.0f));
+        const vec n = xsimd::nearbyint(xc * vec(1.44269504088896341f));
+        vec r = xsimd::fma(n, vec(-0.693145751953125f), xc);  // ln2 high part (exact n*hi)
+        r = xsimd::fma(n, vec(-1.428606765330187e-06f), r);   // ln2 low part
+        vec p(1.0f / 5040.0f);
+        p = xsimd::fma(p, r, vec(1.0f / 720.0f));
+        p = xsimd::fma(p, r, vec(1.0f / 120.0f));
+        p = xsimd::fma(p, r, vec(1.0f / 24.0f));
+        p = xsimd::fma(p, r, vec(1.0f / 6.0f));
+        p = xsimd::fma(p, r, vec(0.5f));
+        p = xsimd::fma(p, r, vec(1.0f));
+        p = xsimd::fma(p, r, vec(1.0f));
+        const ivec e = (xsimd::to_int(n) + ivec(127)) << 23;
+        const vec scale = detail::simd::bit_cast<float>(e);
+        return xsimd::select(x < lo, vec(0.0f), p * scale);
+    }
+    static ROPEKIT_ALWAYS_INLINE float reduce_max(const vec& v) noexcept {
+        return detail::simd::reduce_max(v);
+    }
+};
+#endif
+
+}  // namespace ropekit::detail::attn
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
