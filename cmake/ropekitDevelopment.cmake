@@ -36,3 +36,14 @@ endif()
 # Native flags for benchmarks (they chase this machine's limits).
 include(CheckCXXCompilerFlag)
 check_cxx_compiler_flag(-march=native ROPEKIT_HAS_MARCH_NATIVE)
+
+# find_package for tests / benchmarks: REQUIRED under ROPEKIT_REQUIRE_DEV_DEPS, else QUIET, and
+# sets <out> to whether it was found.
+macro(ropekit_find_dev_package out)
+  if(ROPEKIT_REQUIRE_DEV_DEPS)
+    find_package(${ARGN} REQUIRED)
+  else()
+    find_package(${ARGN} QUIET)
+  endif()
+  set(${out} ${${ARGV1}_FOUND})
+endmacro()
