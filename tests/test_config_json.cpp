@@ -142,12 +142,14 @@ TEST_CASE("v5 rope_parameters: theta inside the dict, explicit factor wins, per 
     missing.layer_type = "chunked_attention";
     expect_error([&] { (void)load_config_json(data("v5_per_layer.json"), missing); },
                  "rope_parameters.chunked_attention", "missing");
-    // rope_parameters wins over rope_scaling when both are present
+    // Both present: HF v5's `rope_scaling or rope_parameters` takes the non-null rope_scaling
+    // (the rope_parameters dict, with its rope_theta, is ignored with a warning).
     const auto both = parse_config_json(R"({"head_dim": 64, "rope_theta": 10000,
         "rope_scaling": {"type": "linear", "factor": 2.0},
         "rope_parameters": {"rope_type": "linear", "factor": 3.0, "rope_theta": 20000}})");
-    CHECK(std::get<linear_scaling>(both.scaling).factor == 3.0);
-    CHECK(both.params.base == 20000.0);
+    CHECK(std::get<linear_scaling>(both.scaling).factor == 2.0);
+    CHECK(both.params.base == 10000.0);
+    CHECK(has_warning(both, "rope_parameters: ignored"));
 }
 
 TEST_CASE("LongRoPE (Phi-3.5): top-level original length, factor from the length ratio") {
@@ -157,7 +159,7 @@ TEST_CASE("LongRoPE (Phi-3.5): top-level original length, factor from the length
     CHECK(l.short_factor.size() == 48);
     CHECK(l.long_factor.size() == 48);
     CHECK(l.original_max_position == 4096);
-    CHECK(l.factor == 32.0);
+    CHECK(l.factor == 32.0);  // derived: max_position_embeddings / original
     CHECK(attention_factor(c.scaling) == Approx(1.1902380714238083).epsilon(1e-15));
     CHECK(c.frequencies(4096).inv_freq == l.frequencies(c.params).inv_freq);
     CHECK(c.frequencies(4097).inv_freq != c.frequencies(4096).inv_freq);
@@ -258,8 +260,8 @@ TEST_CASE("malformed configs: one ropekit::error per class, naming the key") {
         R"({"head_dim": 128, "rope_scaling": {"rope_type": "linear", "factor": "abc"}})",
         "rope_scaling.factor", "\"abc\"");
     expect_parse_error(
-        R"({"head_dim": 128, "rope_scaling": {"rope_type": "linear", "factor": 0.5}})", "factor",
-        "0.5");
+        R"({"head_dim": 128, "rope_scaling": {"rope_type": "linear", "factor": 0.5}})",
+        "rope_scaling.factor", "0.5");
     expect_parse_error(
         R"({"head_dim": 128, "rope_scaling": {"rope_type": "dynamic", "factor": 2}})",
         "max_position_embeddings", "missing");
@@ -267,7 +269,7 @@ TEST_CASE("malformed configs: one ropekit::error per class, naming the key") {
                        "max_position_embeddings", "missing");
     expect_parse_error(R"({"head_dim": 128, "max_position_embeddings": 4096,
         "rope_scaling": {"rope_type": "yarn", "factor": 2, "beta_fast": 1, "beta_slow": 2}})",
-                       "beta_fast", "1");
+                       "rope_scaling.beta_fast", "1");
     expect_parse_error(R"({"head_dim": 128, "max_position_embeddings": 4096,
         "rope_scaling": {"rope_type": "yarn", "factor": 2, "truncate": "no"}})",
                        "rope_scaling.truncate", "\"no\"");
@@ -279,13 +281,13 @@ TEST_CASE("malformed configs: one ropekit::error per class, naming the key") {
                        "rope_scaling.low_freq_factor", "missing");
     expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "llama3", "factor": 8,
         "low_freq_factor": 4, "high_freq_factor": 1, "original_max_position_embeddings": 8192}})",
-                       "low_freq_factor", "4");
+                       "rope_scaling.low_freq_factor", "4");
     expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "llama3", "factor": 8,
         "low_freq_factor": 1, "high_freq_factor": 4}})",
                        "rope_scaling.original_max_position_embeddings", "missing");
     expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
         "rope_scaling": {"type": "longrope", "factor": 2, "short_factor": [1, 1, 1], "long_factor": [1, 2]}})",
-                       "short_factor", "3");
+                       "rope_scaling.short_factor", "3");
     expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
         "rope_scaling": {"type": "longrope", "factor": 2, "short_factor": 1, "long_factor": [1, 2]}})",
                        "rope_scaling.short_factor", "list");
@@ -298,6 +300,184 @@ TEST_CASE("malformed configs: one ropekit::error per class, naming the key") {
     expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "ntk"}})",
                        "rope_scaling.alpha", "missing");
     expect_parse_error(R"({"head_dim": 128, "rope_parameters": [1]})", "rope_parameters", "[1]");
+}
+
+TEST_CASE("pair layout: interleaved model types, rope_interleave, unknown model types") {
+    // DeepSeek-V2 pairs adjacent channels (view_as_complex on reshape(..., -1, 2)).
+    const auto ds = load_config_json(data("deepseek_v2_lite.json"));
+    CHECK(ds.params.layout == rope_layout::gptj);
+    // Cohere: rotate_half over x[..., ::2] / x[..., 1::2]; GLM-4: the same, half the head rotated.
+    const auto cohere = load_config_json(data("cohere.json"));
+    CHECK(cohere.params.layout == rope_layout::gptj);
+    CHECK(cohere.params.head_dim == 128);
+    CHECK(cohere.warnings.empty());
+    const auto glm = load_config_json(data("glm4.json"));
+    CHECK(glm.params.layout == rope_layout::gptj);
+    CHECK(glm.params.rotary_dim == 64);
+    for (const char* t : {"deepseek_v3", "kimi_k2", "cohere2", "glm", "chatglm", "helium"}) {
+        INFO("model_type " << t);
+        const auto c =
+            parse_config_json(std::string(R"({"head_dim": 64, "model_type": ")") + t + "\"}");
+        CHECK(c.params.layout == rope_layout::gptj);
+    }
+    // DeepSeek-V3's rope_interleave: false keeps rotate-half, true (its default) interleaves.
+    const auto v3 = load_config_json(data("deepseek_v3_neox.json"));
+    CHECK(v3.params.layout == rope_layout::neox);
+    CHECK(v3.params.rotary_dim == 64);
+    CHECK(parse_config_json(R"({"head_dim": 64, "model_type": "llama", "rope_interleave": true})")
+              .params.layout == rope_layout::gptj);
+    expect_parse_error(R"({"head_dim": 64, "rope_interleave": "yes"})", "rope_interleave",
+                       "\"yes\"");
+    // The option still wins over the file.
+    config_json_options neox;
+    neox.layout = rope_layout::neox;
+    CHECK(load_config_json(data("cohere.json"), neox).params.layout == rope_layout::neox);
+    // A model_type ropekit does not know: neox, with a warning; none at all (hand-written): no
+    // warning; a known NeoX model: no warning.
+    const auto unknown = parse_config_json(R"({"head_dim": 64, "model_type": "brand_new_arch"})");
+    CHECK(unknown.params.layout == rope_layout::neox);
+    CHECK(has_warning(unknown, "layout assumed neox"));
+    CHECK(parse_config_json(R"({"head_dim": 64, "rope_theta": 10000})").warnings.empty());
+    CHECK(load_config_json(data("llama31_8b.json")).warnings.empty());
+    config_json_options chosen;
+    chosen.layout = rope_layout::neox;
+    CHECK(parse_config_json(
+              R"({"head_dim": 64, "rope_theta": 1e4, "model_type": "brand_new_arch"})", chosen)
+              .warnings.empty());
+}
+
+TEST_CASE(
+    "precedence as HF v5: rope_scaling over rope_parameters, top-level original length "
+    "and partial_rotary_factor over the dict's") {
+    const auto both = load_config_json(data("precedence_rope_scaling_wins.json"));
+    CHECK(std::get<linear_scaling>(both.scaling).factor == 2.0);
+    CHECK(both.params.base == 10000.0);
+    CHECK(has_warning(both, "rope_parameters: ignored"));
+    // An empty rope_scaling is falsy in Python: rope_parameters is used.
+    const auto empty_rs = parse_config_json(R"({"head_dim": 64, "rope_scaling": {},
+        "rope_parameters": {"rope_type": "linear", "factor": 3.0}})");
+    CHECK(std::get<linear_scaling>(empty_rs.scaling).factor == 3.0);
+
+    const auto orig = load_config_json(data("precedence_top_original_max.json"));
+    CHECK(std::get<llama3_scaling>(orig.scaling).original_max_position == 8192);
+    CHECK(orig.original_max_position_embeddings == 8192);
+    CHECK(has_warning(orig, "4096 overridden by the top-level 8192"));
+    // The same holds for yarn and longrope; dynamic NTK never reads it.
+    const auto yarn = parse_config_json(R"({"head_dim": 64, "max_position_embeddings": 32768,
+        "original_max_position_embeddings": 8192,
+        "rope_scaling": {"rope_type": "yarn", "original_max_position_embeddings": 4096}})");
+    CHECK(std::get<yarn_scaling>(yarn.scaling).original_max_position == 8192);
+    CHECK(std::get<yarn_scaling>(yarn.scaling).factor == 4.0);  // 32768 / 8192
+    const auto lr = parse_config_json(R"({"head_dim": 4, "max_position_embeddings": 8192,
+        "original_max_position_embeddings": 2048,
+        "rope_scaling": {"type": "longrope", "short_factor": [1, 1], "long_factor": [2, 3],
+                         "original_max_position_embeddings": 4096}})");
+    CHECK(std::get<longrope_scaling>(lr.scaling).original_max_position == 2048);
+    CHECK(std::get<longrope_scaling>(lr.scaling).factor == 4.0);
+
+    const auto prf = load_config_json(data("precedence_top_partial.json"));
+    CHECK(prf.params.rotary_dim == 32);  // int(80 * 0.4), not int(80 * 0.5)
+    CHECK(has_warning(prf, "partial_rotary_factor: 0.5 overridden by the top-level 0.4"));
+}
+
+TEST_CASE("derived LongRoPE factor below 1: attention factor 1 as HF; explicit below 1 errs") {
+    const auto lr = parse_config_json(R"({"head_dim": 4, "max_position_embeddings": 2048,
+        "original_max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "short_factor": [1, 1], "long_factor": [2, 3]}})");
+    const auto& l = std::get<longrope_scaling>(lr.scaling);
+    CHECK(!l.factor.has_value());
+    CHECK(attention_factor(lr.scaling) == 1.0);
+    CHECK(has_warning(lr, "derived from max_position_embeddings"));
+    CHECK_NOTHROW(lr.frequencies(8192));
+    // An explicit attention_factor is kept.
+    const auto af = parse_config_json(R"({"head_dim": 4, "max_position_embeddings": 2048,
+        "original_max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "short_factor": [1, 1], "long_factor": [2, 3],
+                         "attention_factor": 1.25}})");
+    CHECK(attention_factor(af.scaling) == 1.25);
+    expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "factor": 0.5, "short_factor": [1, 1], "long_factor": [2, 3]}})",
+                       "rope_scaling.factor", "0.5");
+    // YaRN's factor changes the frequencies, so a derived one below 1 stays an error, saying so.
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 2048,
+        "rope_parameters": {"rope_type": "yarn", "original_max_position_embeddings": 4096}})",
+                       "rope_parameters.factor",
+                       "(derived from max_position_embeddings / original_max_position_embeddings)");
+    // Values the scaling types reject carry the key as written in the file.
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "yarn", "factor": 0.25}})",
+                       "rope_parameters.factor", "0.25");
+    expect_parse_error(
+        R"({"head_dim": 64, "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 0.5}}})",
+        "rope_parameters.full_attention.factor", "from rope_parameters.full_attention.factor");
+    expect_parse_error(R"({"head_dim": 64, "rope_scaling": {"rope_type": "ntk", "factor": 0.5}})",
+                       "rope_scaling.factor", "0.5");
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 0,
+        "rope_scaling": {"rope_type": "dynamic", "factor": 2}})",
+                       "max_position_embeddings", "0");
+    expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "factor": 2, "short_factor": [1, 1], "long_factor": [1, 2],
+                         "attention_factor": -1}})",
+                       "rope_scaling.attention_factor", "-1");
+}
+
+TEST_CASE("M-RoPE (Qwen2-VL): default frequencies, warning that mrope_section is not applied") {
+    const auto c = load_config_json(data("qwen2_vl.json"));
+    CHECK(c.rope_type == "mrope");
+    CHECK(std::holds_alternative<default_rope>(c.scaling));
+    CHECK(c.params.base == 1e6);
+    CHECK(c.params.rotary_dim == 128);
+    CHECK(has_warning(c, "mrope_section"));
+    CHECK(!has_warning(c, "not used by rope_type"));
+    CHECK(c.frequencies().inv_freq == default_rope{}.frequencies(c.params).inv_freq);
+    // Qwen2.5-VL's later spelling: type default plus mrope_section.
+    const auto d = parse_config_json(R"({"head_dim": 128, "model_type": "qwen2_5_vl",
+        "rope_scaling": {"type": "default", "mrope_section": [16, 24, 24]}})");
+    CHECK(std::holds_alternative<default_rope>(d.scaling));
+    CHECK(has_warning(d, "mrope_section"));
+}
+
+TEST_CASE("Gemma-3 v4 config: rope_local_base_freq through layer_type") {
+    // Without a choice: the global layers' table, and a warning naming the other base.
+    const auto global = load_config_json(data("gemma3_text.json"));
+    CHECK(std::get<linear_scaling>(global.scaling).factor == 8.0);
+    CHECK(global.params.base == 1e6);
+    CHECK(has_warning(global, "rope_local_base_freq"));
+    config_json_options sliding;
+    sliding.layer_type = "sliding_attention";
+    const auto local = load_config_json(data("gemma3_text.json"), sliding);
+    CHECK(std::holds_alternative<default_rope>(local.scaling));  // HF: no scaling there
+    CHECK(local.params.base == 10000.0);
+    CHECK(local.params.head_dim == 256);
+    CHECK(local.warnings.empty());
+    config_json_options full;
+    full.layer_type = "full_attention";
+    const auto f = load_config_json(data("gemma3_text.json"), full);
+    CHECK(std::get<linear_scaling>(f.scaling).factor == 8.0);
+    CHECK(f.params.base == 1e6);
+    CHECK(f.warnings.empty());
+    // rope-inspect passes --layer-type through.
+    auto r = inspect(
+        {"--config", data("gemma3_text.json"), "--layer-type", "sliding_attention", "--json"});
+    REQUIRE(r.status == 0);
+    CHECK(nlohmann::json::parse(r.out)["base"] == 10000.0);
+}
+
+TEST_CASE("rope-inspect: flags land in the dict that wins") {
+    auto r =
+        inspect({"--config", data("precedence_rope_scaling_wins.json"), "--factor", "5", "--json"});
+    REQUIRE(r.status == 0);
+    CHECK(nlohmann::json::parse(r.out)["parameters"]["factor"] == 5.0);
+}
+
+TEST_CASE("rope-inspect: LongRoPE factor null when not given") {
+    auto r = inspect({"--rope-type", "longrope", "--head-dim", "4", "--original-max-position",
+                      "4096", "--short-factor", "1,1", "--long-factor", "2,3", "--attention-factor",
+                      "1.5", "--json"});
+    REQUIRE(r.status == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    CHECK(j["parameters"]["factor"].is_null());
+    CHECK(j["attention_factor"] == 1.5);
 }
 
 TEST_CASE("rope-inspect: JSON report, text report, SVG, exit codes") {

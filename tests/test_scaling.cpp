@@ -331,6 +331,7 @@ TEST_CASE("factor 1 (alpha 1) equals default RoPE") {
         lr.short_factor.assign(std::size_t(p.rotary_dim / 2), 1.0);
         lr.long_factor = lr.short_factor;
         lr.original_max_position = 4096;
+        lr.factor = 1.0;
         CHECK(lr.frequencies(p, 100000).inv_freq == def);
         CHECK(lr.frequencies(p).attention_factor == 1.0f);
     }
@@ -580,6 +581,30 @@ TEST_CASE("LongRoPE: strict switch above the original length, attention factor")
     CHECK(lr.frequencies(p).attention_factor == 0.5f);
 }
 
+TEST_CASE("LongRoPE: factor is optional, so 'not given' is visible") {
+    const auto p = geometry(96, 96, 10000.0);
+    longrope_scaling lr;
+    lr.short_factor.assign(48, 1.0);
+    lr.long_factor.assign(48, 4.0);
+    lr.original_max_position = 4096;
+    CHECK(!lr.factor.has_value());  // no silent default of 1
+    // Neither factor nor attention_factor: an error naming factor, not attention factor 1.
+    expect_error([&] { lr.validate(p); }, "factor", "unset");
+    expect_error([&] { lr.frequencies(p); }, "factor", "unset");
+    lr.attention_factor = 1.25;  // an explicit attention factor needs no factor
+    CHECK_NOTHROW(lr.validate(p));
+    CHECK(lr.frequencies(p).attention_factor == 1.25f);
+    lr.attention_factor.reset();
+    lr.factor = 32.0;  // Phi-3 built by hand: 131072 / 4096
+    CHECK(lr.resolved_attention_factor() == Approx(1.1902380714238083).epsilon(1e-15));
+    CHECK(attention_factor(rope_scaling{lr}) == lr.resolved_attention_factor());
+    // Aggregate initialisation (as tests/data/hf_golden.inc does) still takes a plain double.
+    const longrope_scaling agg{lr.short_factor, lr.long_factor, 4096, 8.0, std::nullopt};
+    CHECK(agg.factor == 8.0);
+    lr.factor = 0.5;  // explicit factor below 1 is an error
+    expect_error([&] { lr.validate(p); }, "factor", "0.5");
+}
+
 TEST_CASE("rope_scaling variant: names, lookup by rope_type, make_frequencies") {
     const std::vector<std::pair<rope_scaling, std::string>> all = {
         {default_rope{}, "default"},     {linear_scaling{2}, "linear"},
@@ -728,6 +753,7 @@ TEST_CASE("bad parameters throw ropekit::error naming the field and the value") 
     lr.short_factor.assign(64, 1.0);
     lr.long_factor.assign(64, 2.0);
     lr.original_max_position = 4096;
+    lr.factor = 2.0;
     CHECK_NOTHROW(lr.frequencies(ok));
     expect_error(
         [&] {

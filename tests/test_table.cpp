@@ -67,6 +67,7 @@ std::vector<ropekit::rope_frequencies> scaled_frequency_sets() {
         lr.long_factor.push_back(1.0 + 2.0 * i);
     }
     lr.original_max_position = 4096;
+    lr.factor = 32.0;
     out.push_back(lr.frequencies(rope_params{10000.0, 96, 64}, 100000));
     out.push_back(linear_scaling{8.0}.frequencies(rope_params{1e6, 64, 64, rope_layout::gptj}));
     return out;

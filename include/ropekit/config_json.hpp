@@ -3,16 +3,23 @@
 /// Optional: reads the RoPE settings of a Hugging Face `config.json` into rope_params and a
 /// rope_scaling (needs nlohmann/json; link ropekit::config_json).
 ///
-/// What is read, newest form first (see docs/scaling.md for the full table):
-/// - the method dict: `rope_parameters` (transformers v5; may be nested per layer type) or
-///   `rope_scaling` (v4; null means plain RoPE), with `rope_type` or the legacy key `type`;
+/// What is read (see docs/scaling.md for the full table). Where keys compete, HF v5's
+/// `convert_rope_params_to_dict` / `standardize_rope_params` decide, not "newest form wins":
+/// - the method dict: a non-null, non-empty `rope_scaling` (v4) wins over `rope_parameters`
+///   (v5; may be nested per layer type), as HF's `rope_scaling or rope_parameters`; `rope_type`
+///   or the legacy key `type`; `mrope` (Qwen2-VL) is default RoPE for the frequencies;
 /// - `rope_theta` (in the dict, else top level, else GPT-NeoX's `rotary_emb_base`, else 10000);
-/// - `partial_rotary_factor` (dict, top level, or GPT-NeoX's `rotary_pct`), or GPT-J's
-///   `rotary_dim`; `qk_rope_head_dim` (MLA: DeepSeek-V2/V3 rotate only that part), else
-///   `head_dim`, else `hidden_size / num_attention_heads` (or `n_embd / n_head`);
-/// - `max_position_embeddings` (or `n_positions`) and `original_max_position_embeddings` (in the
-///   dict, else top level, Phi-3 style).
-/// Every failure is a ropekit::error whose field() is the key at fault (`rope_scaling.factor`).
+/// - `partial_rotary_factor`: top level (or GPT-NeoX's `rotary_pct`) overwrites the dict's, else
+///   the dict's, or GPT-J's `rotary_dim`; `qk_rope_head_dim` (MLA: DeepSeek-V2/V3 rotate only
+///   that part), else `head_dim`, else `hidden_size / num_attention_heads` (or `n_embd / n_head`);
+/// - `max_position_embeddings` (or `n_positions`); `original_max_position_embeddings`: for
+///   yarn, longrope and llama3 the top-level value (Phi-3 style) wins over the dict's;
+/// - the pair layout: `rope_interleave`, else `model_type` (interleaved for GPT-J, CodeGen,
+///   DeepSeek-V2/V3, Kimi-K2, Cohere, GLM, ChatGLM, Helium), else NeoX rotate-half;
+/// - Gemma-3's `rope_local_base_freq`: the sliding-window layers' base, chosen with
+///   config_json_options::layer_type.
+/// Every failure is a ropekit::error whose field() is the key at fault as written in the file
+/// (`rope_scaling.factor`), also for values checked by the scaling types themselves.
 #pragma once
 
 #include <cmath>
@@ -37,9 +44,11 @@ struct model_rope_config {
     rope_params params;                     ///< base, head_dim, rotary_dim, layout
     rope_scaling scaling = default_rope{};  ///< the method and its parameters
     std::string rope_type = "default";      ///< the rope_type string as written in the file
-    std::optional<std::int64_t> max_position_embeddings;           ///< as read, if present
-    std::optional<std::int64_t> original_max_position_embeddings;  ///< dict or top level
-    std::vector<std::string> warnings;  ///< keys that were read but ignored, defaults applied
+    std::optional<std::int64_t> max_position_embeddings;  ///< as read, if present
+    /// Top level (wins for yarn, longrope, llama3, as HF), else the dict's; as read.
+    std::optional<std::int64_t> original_max_position_embeddings;
+    /// Keys read but ignored, defaults and overrides applied, guesses made (layout, M-RoPE).
+    std::vector<std::string> warnings;
 
     /// The frequencies at sequence length `seq_len` (only dynamic NTK and LongRoPE use it).
     rope_frequencies frequencies(std::optional<std::int64_t> seq_len = {}) const {
@@ -49,11 +58,17 @@ struct model_rope_config {
 
 /// Choices the file itself cannot express.
 struct config_json_options {
-    /// For a v5 `rope_parameters` dict nested per layer type (`full_attention`,
-    /// `sliding_attention`): which one to read. Empty: the only one, else an error.
+    /// Which layer type to read. For a v5 `rope_parameters` dict nested per layer type
+    /// (`full_attention`, `sliding_attention`): that entry; empty means the only one, else an
+    /// error. For a v4 config with Gemma-3's `rope_local_base_freq`: "sliding_attention" gives
+    /// those layers' default RoPE at that base (HF applies no scaling there), anything else the
+    /// global layers' settings; empty reads the global layers and warns.
     std::string layer_type;
-    /// Pair layout. Unset: GPT-J / CodeGen (`model_type` "gptj", "codegen") are interleaved,
-    /// everything else is NeoX rotate-half, which is what HF's modeling code uses.
+    /// Pair layout. Unset: the top-level `rope_interleave` key if present (DeepSeek-V3 style),
+    /// else interleaved (gptj) for the `model_type`s whose HF modeling code pairs adjacent
+    /// channels (gptj, codegen, deepseek_v2, deepseek_v3, kimi_k2, cohere, cohere2, glm, glm4,
+    /// chatglm, helium), else NeoX rotate-half, with a warning when `model_type` is one ropekit
+    /// does not know (a file without `model_type` is taken as hand-written: no warning).
     std::optional<rope_layout> layout;
 };
 
@@ -141,6 +156,66 @@ inline void check_keys(const json& dict, const std::string& where, const std::st
     }
 }
 
+/// model_types whose HF modeling code pairs adjacent channels (2i, 2i+1): GPT-J/CodeGen
+/// rotate_every_two, DeepSeek-V2 view_as_complex on (..., -1, 2), DeepSeek-V3/Kimi-K2
+/// (rope_interleave, default true), Cohere/GLM/Helium rotate_half over x[..., ::2] / x[..., 1::2]
+/// with repeat_interleave, ChatGLM's (..., rot_dim/2, 2) reshape.
+inline bool interleaved_model_type(const std::string& t) {
+    for (const char* k : {"gptj", "codegen", "deepseek_v2", "deepseek_v3", "kimi_k2", "cohere",
+                          "cohere2", "glm", "glm4", "chatglm", "helium"})
+        if (t == k) return true;
+    return false;
+}
+
+/// model_types known to use NeoX rotate-half (cat(freqs, freqs) + rotate_half); anything else
+/// gets the same layout but a warning, because a wrong guess gives fluent garbage.
+inline bool neox_model_type(const std::string& t) {
+    for (const char* k :
+         {"llama",     "llama4_text", "mistral",     "mixtral",  "ministral",  "qwen2",
+          "qwen2_moe", "qwen3",       "qwen3_moe",   "qwen2_vl", "qwen2_5_vl", "gemma",
+          "gemma2",    "gemma3",      "gemma3_text", "phi",      "phi3",       "phimoe",
+          "gpt_neox",  "gpt_oss",     "starcoder2",  "olmo",     "olmo2",      "stablelm",
+          "granite",   "granitemoe",  "internlm2",   "exaone",   "falcon",     "persimmon",
+          "mistral3",  "smollm3",     "nemotron",    "deepseek", "baichuan",   "yi"})
+        if (t == k) return true;
+    return false;
+}
+
+/// Where a value the scaling types check came from: `validate()` names its own member
+/// (`factor`), the reader's user needs the key as written (`rope_scaling.factor`).
+struct value_sources {
+    std::string where;         ///< "rope_scaling." or "rope_parameters[.layer]."
+    std::string original_max;  ///< the key original_max_position came from
+    std::string alpha = "alpha";
+    bool factor_derived = false;  ///< factor = max_position_embeddings / original
+};
+
+/// Rethrows an error from the scaling types' validate() with the file's key path.
+[[noreturn]] inline void rethrow_with_path(const error& e, const value_sources& src) {
+    const std::string& f = e.field();
+    std::string path = f;  // rotary_dim, head_dim, base: not keys of the dict
+    std::string suffix;
+    if (f == "original_max_position") {
+        path = src.original_max;
+    } else if (f == "alpha") {
+        path = src.where + src.alpha;
+    } else if (f == "factor" || f == "beta_fast" || f == "beta_slow" || f == "attention_factor" ||
+               f == "mscale" || f == "mscale_all_dim" || f == "low_freq_factor" ||
+               f == "high_freq_factor" || f == "short_factor" || f == "long_factor") {
+        path = src.where + f;
+        if (f == "factor" && src.factor_derived)
+            suffix = " (derived from max_position_embeddings / original_max_position_embeddings)";
+    }
+    // The scaling types write "ropekit: <member> <requirement> (got <value>)"; keep that text
+    // (scripts match it) and add the key path, which becomes field().
+    std::string what = e.what();
+    if (what.rfind("ropekit: ", 0) == 0) what = what.substr(9);
+    ROPEKIT_THROW(error(path, what + ", from " + path + suffix));
+#if !ROPEKIT_HAS_EXCEPTIONS
+    std::abort();
+#endif
+}
+
 }  // namespace json_config
 }  // namespace detail
 
@@ -159,17 +234,32 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
         root = &root_in["text_config"];
     const json& top = *root;
     model_rope_config out;
+    auto& warn = out.warnings;
 
-    // The method dict: rope_parameters (v5) wins over rope_scaling (v4).
+    // The method dict. HF v5's convert_rope_params_to_dict does `rope_scaling or
+    // rope_parameters`: a non-null, non-empty rope_scaling wins, even next to rope_parameters.
     std::string where;
     const json* dict = nullptr;
-    if (const json* rp = jc::find(top, "rope_parameters")) {
-        if (!rp->is_object())
-            jc::fail("rope_parameters", "must be an object (got " + jc::show(*rp) + ")");
+    bool nested = false;  // v5 dict per layer type
+    const json* rs = jc::find(top, "rope_scaling");
+    if (rs && !rs->is_object())
+        jc::fail("rope_scaling", "must be an object or null (got " + jc::show(*rs) + ")");
+    const json* rp = jc::find(top, "rope_parameters");
+    if (rp && !rp->is_object())
+        jc::fail("rope_parameters", "must be an object (got " + jc::show(*rp) + ")");
+    if (rs && !rs->empty()) {
+        where = "rope_scaling.";
+        dict = rs;
+        if (rp && !rp->empty())
+            warn.push_back(
+                "rope_parameters: ignored, rope_scaling is set and wins (HF's "
+                "convert_rope_params_to_dict uses `rope_scaling or rope_parameters`)");
+    } else if (rp) {
         where = "rope_parameters.";
         dict = rp;
         if (!rp->contains("rope_type") && !rp->contains("type") && !rp->empty() &&
             rp->begin()->is_object()) {  // nested per layer type
+            nested = true;
             std::string chosen = options.layer_type;
             if (chosen.empty()) {
                 if (rp->size() != 1) {
@@ -187,16 +277,32 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
             dict = sub;
             where = "rope_parameters." + chosen + ".";
         }
-    } else if (const json* rs = jc::find(top, "rope_scaling")) {
-        if (!rs->is_object())
-            jc::fail("rope_scaling", "must be an object or null (got " + jc::show(*rs) + ")");
-        where = "rope_scaling.";
-        dict = rs;
+    }
+
+    // Gemma-3 (v4 configs): sliding-window layers use default RoPE at rope_local_base_freq, the
+    // global layers rope_theta and the dict. One table cannot be both, so the caller chooses.
+    bool local_layers = false;
+    if (!nested) {
+        if (auto local = jc::number(top, "rope_local_base_freq", "")) {
+            if (options.layer_type == "sliding_attention") {
+                local_layers = true;
+                if (!(std::isfinite(*local) && *local > 1.0))
+                    jc::fail("rope_local_base_freq",
+                             "must be finite and > 1 (got " + jc::show(json(*local)) + ")");
+            } else if (options.layer_type.empty()) {
+                warn.push_back(
+                    "rope_local_base_freq: sliding-window layers use default RoPE at base " +
+                    jc::show(json(*local)) +
+                    ", not this table (the global layers'); choose with "
+                    "config_json_options::layer_type (\"sliding_attention\" or "
+                    "\"full_attention\")");
+            }
+        }
     }
     const json empty = json::object();
-    const json& d = dict ? *dict : empty;
+    const json& d = (dict && !local_layers) ? *dict : empty;
 
-    if (dict) {
+    if (dict && !local_layers) {
         const json* t = jc::find(d, "rope_type");
         if (!t) t = jc::find(d, "type");  // legacy key
         if (!t) jc::fail(where + "rope_type", "is missing (also looked for the legacy key 'type')");
@@ -204,25 +310,48 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
             jc::fail(where + "rope_type", "must be a string (got " + jc::show(*t) + ")");
         out.rope_type = t->get<std::string>();
     }
-    const auto method = scaling_for_rope_type(out.rope_type);
+    // M-RoPE (Qwen2-VL, Qwen2.5-VL): HF computes default frequencies and splits the rotary
+    // channels over three position axes (temporal, height, width) at apply time.
+    const bool mrope = out.rope_type == "mrope";
+    if (mrope || jc::find(d, "mrope_section"))
+        warn.push_back(where +
+                       "mrope_section: M-RoPE's split of the rotary channels over 3 position axes "
+                       "is not applied by ropekit (frequencies are default RoPE's; text-only "
+                       "positions, where the 3 axes agree, are exact)");
+    const auto method = scaling_for_rope_type(mrope ? "default" : out.rope_type);
     if (!method)
-        jc::fail(where + "rope_type",
-                 "is unknown: \"" + out.rope_type +
-                     "\" (known: default, linear, ntk, dynamic, yarn, llama3, longrope, su)");
+        jc::fail(
+            where + "rope_type",
+            "is unknown: \"" + out.rope_type +
+                "\" (known: default, linear, ntk, dynamic, yarn, llama3, longrope, su, mrope)");
 
     // Geometry.
-    std::optional<double> theta = jc::number(d, "rope_theta", where);
-    if (!theta) theta = jc::number(top, "rope_theta", "");
-    if (!theta) theta = jc::number(top, "rotary_emb_base", "");
+    std::optional<double> theta;
+    if (local_layers) {
+        theta = jc::number(top, "rope_local_base_freq", "");
+    } else {
+        theta = jc::number(d, "rope_theta", where);
+        if (!theta) theta = jc::number(top, "rope_theta", "");
+        if (!theta) theta = jc::number(top, "rotary_emb_base", "");
+    }
     if (!theta) {
         theta = 10000.0;
-        out.warnings.push_back("rope_theta: missing, using 10000 (HF's default)");
+        warn.push_back("rope_theta: missing, using 10000 (HF's default)");
     }
     if (!(std::isfinite(*theta) && *theta > 1.0))
         jc::fail("rope_theta", "must be finite and > 1 (got " + jc::show(json(*theta)) + ")");
-    std::optional<double> prf = jc::number(d, "partial_rotary_factor", where);
-    if (!prf) prf = jc::number(top, "partial_rotary_factor", "");
+    // HF's standardize_rope_params overwrites the dict's partial_rotary_factor with the config
+    // attribute, so the top-level value wins.
+    std::optional<double> prf = jc::number(top, "partial_rotary_factor", "");
     if (!prf) prf = jc::number(top, "rotary_pct", "");
+    if (const auto dict_prf = jc::number(d, "partial_rotary_factor", where)) {
+        if (!prf)
+            prf = dict_prf;
+        else if (*prf != *dict_prf)
+            warn.push_back(where + "partial_rotary_factor: " + jc::show(json(*dict_prf)) +
+                           " overridden by the top-level " + jc::show(json(*prf)) +
+                           " (HF's standardize_rope_params)");
+    }
     // MLA models (DeepSeek-V2/V3) rotate only the qk_rope_head_dim part of each head.
     std::optional<std::int64_t> head_dim = jc::integer(top, "qk_rope_head_dim", "");
     if (!head_dim) head_dim = jc::integer(top, "head_dim", "");
@@ -241,12 +370,29 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
     }
     if (*head_dim <= 0 || *head_dim > (std::int64_t(1) << 24))
         jc::fail("head_dim", "must be in (0, 2^24] (got " + std::to_string(*head_dim) + ")");
+
+    // Pair layout: a wrong guess gives fluent garbage (PITFALLS #16), so say when it is a guess.
     std::optional<rope_layout> layout = options.layout;
     if (!layout) {
-        layout = rope_layout::neox;
-        if (const json* mt = jc::find(top, "model_type"); mt && mt->is_string()) {
-            const auto s = mt->get<std::string>();
-            if (s == "gptj" || s == "codegen") layout = rope_layout::gptj;
+        if (const json* ri = jc::find(top, "rope_interleave")) {
+            if (!ri->is_boolean())
+                jc::fail("rope_interleave", "must be true or false (got " + jc::show(*ri) + ")");
+            layout = ri->get<bool>() ? rope_layout::gptj : rope_layout::neox;
+        } else if (const json* mt = jc::find(top, "model_type"); mt && mt->is_string()) {
+            const auto t = mt->get<std::string>();
+            layout = jc::interleaved_model_type(t) ? rope_layout::gptj : rope_layout::neox;
+            if (t == "chatglm")  // remote code: rot_dim = kv_channels / 2, base 10000 * rope_ratio
+                warn.push_back(
+                    "model_type: \"chatglm\" rotates kv_channels/2 channels at base "
+                    "10000 * rope_ratio (remote code); ropekit does not read those keys, check "
+                    "rotary_dim and base");
+            if (!jc::interleaved_model_type(t) && !jc::neox_model_type(t))
+                warn.push_back("model_type: \"" + t +
+                               "\" is not known to ropekit, pair layout assumed neox "
+                               "(rotate-half); check the model's apply_rotary_pos_emb and set "
+                               "config_json_options::layout if it pairs adjacent channels");
+        } else {
+            layout = rope_layout::neox;
         }
     }
     if (auto rd = jc::integer(top, "rotary_dim", ""); rd && !prf) {  // GPT-J / CodeGen
@@ -265,19 +411,34 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
     out.max_position_embeddings = jc::integer(top, "max_position_embeddings", "");
     if (!out.max_position_embeddings)
         out.max_position_embeddings = jc::integer(top, "n_positions", "");
-    out.original_max_position_embeddings =
-        jc::integer(d, "original_max_position_embeddings", where);
-    if (!out.original_max_position_embeddings)
-        out.original_max_position_embeddings =
-            jc::integer(top, "original_max_position_embeddings", "");
+    const std::string type = out.rope_type;
+    // HF's standardize_rope_params: for yarn, longrope and llama3 (one global dict) the
+    // top-level original_max_position_embeddings (Phi-3 style) overwrites the dict's.
+    const auto dict_orig = jc::integer(d, "original_max_position_embeddings", where);
+    const auto top_orig =
+        nested ? std::nullopt : jc::integer(top, "original_max_position_embeddings", "");
+    jc::value_sources src;
+    src.where = where;
+    const std::size_t idx = method->index();
+    const bool top_wins = idx == 4 || idx == 5 || idx == 6;  // yarn, llama3, longrope
+    if (top_orig && (top_wins || !dict_orig)) {
+        out.original_max_position_embeddings = top_orig;
+        src.original_max = "original_max_position_embeddings";
+        if (dict_orig && *dict_orig != *top_orig)
+            warn.push_back(where + "original_max_position_embeddings: " +
+                           std::to_string(*dict_orig) + " overridden by the top-level " +
+                           std::to_string(*top_orig) + " (HF's standardize_rope_params)");
+    } else if (dict_orig) {
+        out.original_max_position_embeddings = dict_orig;
+        src.original_max = where + "original_max_position_embeddings";
+    }
     const auto max_pos = out.max_position_embeddings;
     const auto orig = out.original_max_position_embeddings;
-    const std::string type = out.rope_type;
-    auto& warn = out.warnings;
+    if (!orig) src.original_max = "max_position_embeddings";
 
-    switch (method->index()) {
-        case 0:  // default
-            jc::check_keys(d, where, type, {}, warn);
+    switch (idx) {
+        case 0:  // default (and mrope)
+            jc::check_keys(d, where, type, {"mrope_section"}, warn);
             out.scaling = default_rope{};
             break;
         case 1:  // linear
@@ -288,7 +449,10 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
         case 2: {  // ntk: HF's transient "ntk" type read `factor` as alpha
             jc::check_keys(d, where, type, {"alpha", "factor"}, warn);
             auto alpha = jc::number(d, "alpha", where);
-            if (!alpha) alpha = jc::number(d, "factor", where);
+            if (!alpha) {
+                alpha = jc::number(d, "factor", where);
+                if (alpha) src.alpha = "factor";
+            }
             out.scaling = ntk_scaling{jc::required(alpha, where + "alpha")};
             break;
         }
@@ -302,6 +466,7 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
             s.factor = jc::required(jc::number(d, "factor", where), where + "factor");
             s.original_max_position = jc::required_int(max_pos, "max_position_embeddings",
                                                        "dynamic NTK's original length");
+            src.original_max = "max_position_embeddings";
             out.scaling = s;
             break;
         }
@@ -318,6 +483,7 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
                 s.factor = *f;  // an explicit factor wins (HF #38224, fixed by #40320)
             } else if (orig && max_pos) {
                 s.factor = double(*max_pos) / double(*orig);
+                src.factor_derived = true;  // < 1 stays an error: it would change inv_freq
             } else {
                 jc::fail(where + "factor",
                          "is missing (and max_position_embeddings / "
@@ -368,23 +534,43 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
             s.original_max_position = orig ? *orig
                                            : jc::required_int(max_pos, "max_position_embeddings",
                                                               "LongRoPE's original length");
+            s.attention_factor = jc::number(d, "attention_factor", where);
             if (auto f = jc::number(d, "factor", where)) {
-                s.factor = *f;
+                s.factor = *f;  // explicit: < 1 is an error (validate)
             } else if (orig && max_pos) {
-                s.factor = double(*max_pos) / double(*orig);  // Phi-3: 131072 / 4096 = 32
-            } else {
+                const double derived = double(*max_pos) / double(*orig);  // Phi-3: 32
+                src.factor_derived = true;
+                if (derived >= 1.0) {
+                    s.factor = derived;
+                } else {
+                    // HF: `factor <= 1` gives attention factor 1; the frequencies do not use it.
+                    warn.push_back(where +
+                                   "factor: derived from max_position_embeddings / "
+                                   "original_max_position_embeddings = " +
+                                   jc::show(json(derived)) +
+                                   " < 1 (no extension); attention factor 1, as HF");
+                    if (!s.attention_factor) s.attention_factor = 1.0;
+                }
+            } else if (!s.attention_factor) {  // factor only feeds the attention factor
                 jc::fail(where + "factor",
                          "is missing (and max_position_embeddings / "
                          "original_max_position_embeddings cannot replace it)");
             }
-            s.attention_factor = jc::number(d, "attention_factor", where);
             out.scaling = s;
             break;
         }
         default:
             break;
     }
+#if ROPEKIT_HAS_EXCEPTIONS
+    try {
+        validate(out.params, out.scaling);
+    } catch (const error& e) {
+        jc::rethrow_with_path(e, src);
+    }
+#else
     validate(out.params, out.scaling);
+#endif
     return out;
 }
 

@@ -404,6 +404,11 @@ struct llama3_scaling {
 /// strictly longer than the original context and `short_factor` otherwise (also when seq_len is
 /// absent). Attention factor `sqrt(1 + ln(factor) / ln(L))` unless given (1 when factor <= 1).
 ///
+/// `factor` is optional so that "not given" is visible: Phi-3 derives it from the config
+/// (`max_position_embeddings / original_max_position_embeddings` = 32, attention factor 1.1902).
+/// With neither `factor` nor `attention_factor` set the attention factor is 1, which is right only
+/// for a model that was not extended; set one of them (the config reader always does).
+///
 /// Switching sets changes every key's rotation: HF drops its cache and recomputes; an engine
 /// that keeps a rotated KV cache must re-rotate it at the crossing.
 struct longrope_scaling {
@@ -411,7 +416,8 @@ struct longrope_scaling {
     std::vector<double> short_factor{};      ///< rotary_dim/2 factors, used for seq_len <= L
     std::vector<double> long_factor{};       ///< rotary_dim/2 factors, used for seq_len > L
     std::int64_t original_max_position = 0;  ///< L
-    double factor = 1.0;  ///< context ratio for the default attention factor (Phi-3: max_pos / L)
+    /// Context ratio for the default attention factor (Phi-3: max_pos / L); >= 1 when set.
+    std::optional<double> factor{};
     std::optional<double> attention_factor{};  ///< explicit final attention factor (wins)
 
     /// Throws ropekit::error for invalid parameters, factor lists of the wrong length or with
@@ -427,7 +433,11 @@ struct longrope_scaling {
         for (double v : long_factor) detail::require_finite_positive(v, "long_factor");
         detail::require(original_max_position > 0, "original_max_position", "must be > 0",
                         original_max_position);
-        detail::require_factor_at_least_one(factor, "factor");
+        // No silent default: Phi-3 built by hand without its factor (32) would get attention
+        // factor 1 instead of 1.19. The config reader always sets one or the other.
+        detail::require(factor.has_value() || attention_factor.has_value(), "factor",
+                        "(or attention_factor) is required", "unset");
+        if (factor) detail::require_factor_at_least_one(*factor, "factor");
         if (attention_factor)
             detail::require_finite_positive(*attention_factor, "attention_factor");
     }
@@ -440,8 +450,10 @@ struct longrope_scaling {
     /// The attention factor HF returns.
     double resolved_attention_factor() const {
         if (attention_factor) return *attention_factor;
-        if (factor <= 1.0) return 1.0;
-        return std::sqrt(1.0 + std::log(factor) / std::log(double(original_max_position)));
+        // Unset factor counts as 1: no extension, HF's `factor <= 1` branch.
+        const double f = factor.value_or(1.0);
+        if (f <= 1.0) return 1.0;
+        return std::sqrt(1.0 + std::log(f) / std::log(double(original_max_position)));
     }
 
     /// The frequencies for sequence length seq_len.

@@ -25,6 +25,8 @@ namespace inspect {
 inline const char* usage() {
     return "usage: rope-inspect [--config config.json] [--seq-len N] [--json] [--svg FILE]\n"
            "                    [--layer-type NAME] [--layout neox|gptj] [method flags]\n"
+           "  --layer-type  full_attention|sliding_attention (v5 per-layer dicts, Gemma-3)\n"
+           "  --layout      pair layout; default: rope_interleave, else by model_type\n"
            "method flags (override the file's values, or describe a model without a file):\n"
            "  --rope-type default|linear|ntk|dynamic|yarn|llama3|longrope\n"
            "  --head-dim N  --rotary-dim N  --partial-rotary-factor F  --base THETA\n"
@@ -189,7 +191,12 @@ inline nlohmann::json effective_config(const request& r) {
     }
     if (!r.dict_overrides.empty() || r.top_overrides.contains("rope_theta") ||
         r.top_overrides.contains("partial_rotary_factor")) {
-        const bool v5 = root->contains("rope_parameters") && (*root)["rope_parameters"].is_object();
+        // The dict config_from_json reads: a non-empty rope_scaling wins (HF v5's
+        // `rope_scaling or rope_parameters`), so flags must land in the same one.
+        const bool v4_set = root->contains("rope_scaling") && (*root)["rope_scaling"].is_object() &&
+                            !(*root)["rope_scaling"].empty();
+        const bool v5 =
+            !v4_set && root->contains("rope_parameters") && (*root)["rope_parameters"].is_object();
         nlohmann::json& dict = v5 ? (*root)["rope_parameters"] : (*root)["rope_scaling"];
         if (!dict.is_object()) dict = nlohmann::json::object();
         nlohmann::json* target = &dict;
@@ -255,7 +262,7 @@ inline nlohmann::json method_parameters(const rope_scaling& s) {
         j["original_max_position"] = m->original_max_position;
     }
     if (const auto* m = std::get_if<longrope_scaling>(&s)) {
-        j["factor"] = m->factor;
+        j["factor"] = opt(m->factor);  // null: not given (attention_factor decides)
         j["original_max_position"] = m->original_max_position;
         j["attention_factor"] = opt(m->attention_factor);
         j["uses_long_factor"] = false;
