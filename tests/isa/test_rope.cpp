@@ -361,6 +361,108 @@ TEMPLATE_TEST_CASE("fused q+k (GQA) equals two separate calls, bit for bit", "[r
     }
 }
 
+TEMPLATE_TEST_CASE("fused q+k on a large packed QKV buffer: same bits, v heads untouched", "[rope]",
+                   float, bfloat16) {
+    // Large enough (> 2 MiB rotated) for the kernels to prefetch the v heads between tokens.
+    using T = TestType;
+    for (rope_layout layout : {rope_layout::neox, rope_layout::gptj}) {
+        const auto freqs = make_freqs(128, 128, layout);
+        const int hq = 8, hk = 2, d = 128;
+        const std::int64_t tokens = 1200;
+        const auto table = ropekit::cos_sin_table::for_range(freqs, 0, tokens);
+        std::mt19937 rng(11);
+        std::uniform_real_distribution<float> u(-1, 1);
+        std::vector<T> qkv(std::size_t(tokens) * (hq + 2 * hk) * d);
+        for (auto& v : qkv) v = ropekit::from_float<T>(u(rng));
+        const std::ptrdiff_t ts = (hq + 2 * hk) * d;
+        std::vector<T> a = qkv, b = qkv;
+        const positions pos = positions::contiguous(0);
+        ropekit::apply_rope_qk<arch>(table, head_view<T>{a.data(), tokens, hq, d, ts, d},
+                                     head_view<T>{a.data() + hq * d, tokens, hk, d, ts, d}, pos, 0,
+                                     tokens);
+        ropekit::apply_rope<arch>(table, head_view<T>{b.data(), tokens, hq, d, ts, d}, pos, 0,
+                                  tokens);
+        ropekit::apply_rope<arch>(table, head_view<T>{b.data() + hq * d, tokens, hk, d, ts, d}, pos,
+                                  0, tokens);
+        bool same = true, v_kept = true;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            same = same && raw_bits(a[i]) == raw_bits(b[i]);
+            if (std::ptrdiff_t(i) % ts >= (hq + hk) * d)
+                v_kept = v_kept && raw_bits(a[i]) == raw_bits(qkv[i]);
+        }
+        CHECK(same);
+        CHECK(v_kept);
+    }
+}
+
+TEST_CASE("bf16 results round like ropekit::bfloat16: subnormals, zeros, NaNs", "[rope]") {
+    // Position 0 rotates by cos 1, sin 0, so every product is exact and the float results are
+    // known on every arch: the inputs themselves (up to the sign of zero and NaN quieting).
+    // Subnormal and zero results must survive the rounding bit for bit (vcvtne2ps2bf16 would
+    // flush the subnormals), in blocks with and without zeros, on the fixed (head_dim 128) and
+    // general (96) paths.
+    std::mt19937 rng(5);
+    for (rope_layout layout : {rope_layout::neox, rope_layout::gptj}) {
+        for (int d : {128, 96}) {
+            const auto freqs = make_freqs(d, d, layout);
+            const auto table = ropekit::cos_sin_table::for_range(freqs, 0, 1);
+            const int heads = 6, pairs = d / 2;
+            std::vector<bfloat16> x(std::size_t(heads) * d);
+            for (int h = 0; h < heads; ++h) {
+                for (int i = 0; i < d; ++i) {
+                    const bool first = layout == rope_layout::neox ? i < pairs : i % 2 == 0;
+                    std::uint16_t bits;
+                    const std::uint32_t r = rng();
+                    switch (h) {
+                        case 0:
+                            bits = std::uint16_t(r & 0x807f);
+                            break;  // subnormals, zeros
+                        case 1:
+                            bits = std::uint16_t((r & 0x807f) | 0x0001);
+                            break;  // subnormal
+                        case 2:
+                            bits = std::uint16_t(r & 0x8000);
+                            break;  // zeros
+                        case 3:
+                            bits = i % 7 ? std::uint16_t(0x3f80 | (r & 0x807f)) : 0;
+                            break;
+                        case 4:  // NaNs (only in the first element of a pair: no NaN sign games)
+                            bits = first && i % 3 == 0 ? std::uint16_t(0x7f81 | (r & 0x803f))
+                                                       : std::uint16_t(r & 0x8fff);
+                            break;
+                        default:
+                            bits = std::uint16_t(r & 0x7fff & ~0x7f80u) | (r & 0x8000);
+                            break;
+                    }
+                    x[std::size_t(h) * d + i] = bfloat16::from_bits(bits);
+                }
+            }
+            std::vector<bfloat16> want(x.size());
+            for (int h = 0; h < heads; ++h) {
+                bfloat16* row = x.data() + std::size_t(h) * d;
+                bfloat16* out = want.data() + std::size_t(h) * d;
+                for (int p = 0; p < pairs; ++p) {
+                    const int i0 = layout == rope_layout::neox ? p : 2 * p;
+                    const int i1 = layout == rope_layout::neox ? p + pairs : 2 * p + 1;
+                    const float a = float(row[i0]), b = float(row[i1]);
+                    const float zero = float_of(0);
+                    out[i0] = bfloat16(a - b * zero);
+                    out[i1] = bfloat16(b + a * zero);
+                }
+            }
+            ropekit::apply_rope<arch>(table, head_view<bfloat16>::packed(x.data(), 1, heads, d),
+                                      positions::contiguous(0), 0, 1);
+            for (std::size_t i = 0; i < x.size(); ++i) {
+                if (x[i].bits != want[i].bits) {
+                    INFO("d " << d << " element " << i << " got " << std::hex << x[i].bits
+                              << " want " << want[i].bits);
+                    REQUIRE(x[i].bits == want[i].bits);
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("list tables: one row per token (positions::table_rows)", "[rope]") {
     const auto freqs = make_freqs(80, 80, rope_layout::gptj);
     std::vector<std::int32_t> ids = {5, -3, 1000, 7, 7};
