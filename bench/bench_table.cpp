@@ -4,7 +4,9 @@
 // build Hugging Face does (`float(position) * inv_freq` in float32, then cosf/sinf).
 //
 // Counters on the accurate benchmarks, measured in the same process right after the timed loop:
-//   over_naive          time(accurate) / time(naive), median of 7 builds each (must be <= 2)
+//   over_naive          speed-up over the naive build, time(naive) / time(accurate), median of 7
+//                       builds each, as in every ropekit benchmark (the issue asks >= 0.5, i.e.
+//                       the accurate build at most 2x slower)
 //   max_abs_error       accurate table vs float64 truth cos/sin(position * inv_freq), max over
 //                       every row of the table and every pair
 //   naive_max_abs_error the same for the naive float32 build
@@ -96,7 +98,7 @@ void BM_table_accurate(benchmark::State& state) {
             benchmark::DoNotOptimize(t.data());
         },
         7);
-    state.counters["over_naive"] = t_acc / t_naive;
+    state.counters["over_naive"] = t_naive / t_acc;
     const auto acc = ropekit::cos_sin_table::for_range(f, first, count);
     const auto naive = naive_build(f, first, count);
     state.counters["max_abs_error"] = max_abs_error(acc.data(), f, first, count);
