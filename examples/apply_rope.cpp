@@ -26,6 +26,9 @@ int main() {
                                                   token_stride,        d};
     q.validate();  // cold-path check with a ropekit::error naming the bad field
     k.validate();
+    // The kernels only ROPEKIT_ASSERT positions (in release builds a position outside the table
+    // leaves its token unrotated): check untrusted positions once, on the cold path.
+    ropekit::validate_positions(table, ropekit::positions::contiguous(200), 0, tokens);
 
     // Prefill of tokens at positions 200..215: one fused call, cos/sin of a token read once.
     ropekit::apply_rope_qk(table, q, k, ropekit::positions::contiguous(200), 0, tokens);
@@ -33,12 +36,13 @@ int main() {
 
     // Evict 100 tokens before them: the cached keys move to positions 100..115. Table-free, so
     // no table is needed for the delta; the keys are rotated, never rescaled.
+    ropekit::validate_positions(freqs, ropekit::positions::constant(-100), 0, tokens);
     ropekit::rerotate_keys(freqs, k, ropekit::positions::constant(-100), 0, tokens);
     std::printf("k[0][0][0..1] moved to 100:     %g %g\n", float(k.data[0]), float(k.data[1]));
 
     // The same key rotated directly to position 100, for comparison.
     std::vector<ropekit::bfloat16> fresh(std::size_t(d), ropekit::bfloat16(1.0f));
-    ropekit::apply_rope(table, ropekit::head_view<ropekit::bfloat16>::packed(fresh.data(), 1, 1, d),
+    ropekit::apply_rope(table, ropekit::packed_view(fresh.data(), 1, 1, d),
                         ropekit::positions::contiguous(100));
     std::printf("fresh key at position 100:      %g %g\n", float(fresh[0]), float(fresh[1]));
     std::printf("kernels: %s\n", ropekit::arch_name<ropekit::default_arch>());

@@ -13,8 +13,13 @@
 /// Channels [rotary_dim, head_dim) of every head are never read or written.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <string>
 #include <type_traits>
 
 #include "arch.hpp"
@@ -24,83 +29,9 @@
 #include "layout.hpp"
 #include "storage.hpp"
 #include "table.hpp"
+#include "view.hpp"
 
 namespace ropekit {
-
-namespace detail {
-/// Why a strided view is unusable, or null. Rows must not overlap: the smaller stride must be
-/// at least head_dim, and the larger at least the extent of the rows the smaller one spans.
-inline const char* view_problem(const void* data, std::int64_t tokens, int heads, int head_dim,
-                                std::ptrdiff_t token_stride, std::ptrdiff_t head_stride) noexcept {
-    if (tokens < 0) return "tokens must be >= 0";
-    if (heads < 0) return "heads must be >= 0";
-    if (head_dim <= 0) return "head_dim must be > 0";
-    if (tokens == 0 || heads == 0) return nullptr;
-    if (data == nullptr) return "data must not be null with a non-zero count";
-    const bool many_tokens = tokens > 1, many_heads = heads > 1;
-    if (many_heads && head_stride < head_dim) return "head_stride must be >= head_dim";
-    if (many_tokens && token_stride < head_dim) return "token_stride must be >= head_dim";
-    if (many_tokens && many_heads) {
-        // Nested layout: one stride must step over all rows of the other.
-        const bool heads_inner = head_stride <= token_stride;
-        const std::ptrdiff_t inner = heads_inner ? head_stride : token_stride;
-        const std::int64_t inner_count = heads_inner ? heads : tokens;
-        const std::ptrdiff_t outer = heads_inner ? token_stride : head_stride;
-        if (std::int64_t(outer) < (inner_count - 1) * std::int64_t(inner) + head_dim)
-            return "token and head strides make rows overlap";
-    }
-    return nullptr;
-}
-}  // namespace detail
-
-/// Non-owning view of `tokens x heads` rows of `head_dim` elements, with element strides:
-/// row (t, h) starts at `data + t * token_stride + h * head_stride`.
-///
-///     [tokens][heads][dim]     token_stride = heads * dim,      head_stride = dim
-///     [heads][tokens][dim]     token_stride = dim,              head_stride = tokens * dim
-///     padded rows              strides larger than the packed ones
-///     packed QKV (q part)      token_stride = (hq + 2 hk) * dim, head_stride = dim, data = qkv
-///     packed QKV (k part)      same strides, data = qkv + hq * dim
-///
-/// Rows must not overlap (see validate()).
-template <class T>
-struct head_view {
-    T* data = nullptr;                ///< row (0, 0)
-    std::int64_t tokens = 0;          ///< number of tokens
-    int heads = 0;                    ///< number of heads
-    int head_dim = 0;                 ///< channels per head (rotary_dim of them are rotated)
-    std::ptrdiff_t token_stride = 0;  ///< elements between tokens
-    std::ptrdiff_t head_stride = 0;   ///< elements between heads
-
-    /// A packed `[tokens][heads][head_dim]` tensor.
-    static head_view packed(T* data, std::int64_t tokens, int heads, int head_dim) noexcept {
-        return {data, tokens, heads, head_dim, std::ptrdiff_t(heads) * head_dim, head_dim};
-    }
-
-    /// Heads [head_begin, head_end) of this view (for splitting heads over threads).
-    head_view heads_slice(int head_begin, int head_end) const {
-        ROPEKIT_ASSERT(0 <= head_begin && head_begin <= head_end && head_end <= heads,
-                       "head range outside the view");
-        head_view v = *this;
-        v.data = heads > 0 && data ? data + std::ptrdiff_t(head_begin) * head_stride : data;
-        v.heads = head_end - head_begin;
-        return v;
-    }
-
-    /// Throws ropekit::error (naming the field and value) unless counts are non-negative,
-    /// head_dim > 0, data is non-null when there is a row, and no two rows overlap.
-    void validate() const {
-        if (const char* why =
-                detail::view_problem(data, tokens, heads, head_dim, token_stride, head_stride)) {
-            detail::fail("head_view", why,
-                         "tokens=" + detail::format_value(tokens) +
-                             " heads=" + detail::format_value(heads) +
-                             " head_dim=" + detail::format_value(head_dim) +
-                             " token_stride=" + detail::format_value(token_stride) +
-                             " head_stride=" + detail::format_value(head_stride));
-        }
-    }
-};
 
 /// The position of each token of a call.
 ///
@@ -110,7 +41,8 @@ struct head_view {
 /// - constant(v): every token at v (a uniform delta for re-rotating keys).
 /// - table_rows(): with a list table (cos_sin_table::for_positions), token t uses row t.
 ///
-/// Table-free sources are accurate for |position| < 2^29.
+/// Table-free sources are accurate for |position| < 2^29 (table_free_position_limit). Kernels
+/// only ROPEKIT_ASSERT positions; validate_positions() checks untrusted ones on the cold path.
 class positions {
   public:
     /// How positions are given.
@@ -143,8 +75,8 @@ class positions {
     /// Position of token t (for table_rows: t, the row).
     std::int64_t at(std::int64_t t) const noexcept {
         switch (kind_) {
-            case kind::contiguous:
-                return value_ + t;
+            case kind::contiguous:  // (wraps instead of overflowing; validate_positions rejects it)
+                return std::int64_t(std::uint64_t(value_) + std::uint64_t(t));
             case kind::constant:
                 return value_;
             case kind::ids32:
@@ -164,6 +96,135 @@ class positions {
     const void* ids_;
 };
 
+/// Largest |position| the table-free kernels handle exactly: below 2^29, `position *
+/// inv_freq` (a 24-bit float times an integer) is exact in double and the quarter-turn
+/// reduction is exact as well.
+inline constexpr std::int64_t table_free_position_limit = std::int64_t(1) << 29;
+
+namespace detail {
+
+[[noreturn]] inline void position_error(std::int64_t token, std::int64_t position,
+                                        const std::string& what) {
+    ROPEKIT_THROW(error("positions", "positions: token " + format_value(token) + " (position " +
+                                         format_value(position) + ") " + what));
+#if !ROPEKIT_HAS_EXCEPTIONS
+    std::abort();
+#endif
+}
+
+/// Cold-path checks shared by both validate_positions overloads: a valid token range and
+/// non-null ids. Returns false for an empty range (nothing else to check).
+inline bool validate_positions_common(const positions& pos, std::int64_t t0, std::int64_t t1) {
+    if (t0 < 0 || t1 < t0)
+        fail("token_range", "must satisfy 0 <= token_begin <= token_end",
+             "[" + format_value(t0) + ", " + format_value(t1) + ")");
+    if (t0 == t1) return false;
+    const bool ids = pos.which() == positions::kind::ids32 || pos.which() == positions::kind::ids64;
+    if (ids && pos.id_data() == nullptr)
+        fail("positions", "ids must not be null with a non-zero token count", t1 - t0);
+    return true;
+}
+
+/// Calls `check(t, position)` (which throws) for the first token of [t0, t1) whose position is
+/// outside [lo, hi]: a loop over ids, one test for a constant, and for contiguous positions
+/// (monotone) two tests, computed without signed overflow.
+template <class Check>
+void for_each_position(const positions& pos, std::int64_t t0, std::int64_t t1, std::int64_t lo,
+                       std::int64_t hi, Check&& check) {
+    if (pos.which() == positions::kind::contiguous) {
+        const std::int64_t start = pos.at(0);
+        // Positions start + t0 .. start + t1 - 1 must lie in [lo, hi]. Work in the offsets
+        // t - t0 so that every intermediate fits in int64.
+        if (start > 0 && t0 > std::numeric_limits<std::int64_t>::max() - start)
+            position_error(t0, pos.at(t0), "overflows int64");
+        const std::int64_t first = start + t0;  // position of token t0
+        if (first < lo || first > hi) check(t0, first);
+        // Tokens t0 .. t0 + room fit (callers keep hi - lo and hi + 1 inside int64).
+        const std::int64_t room = hi - first;
+        if (t1 - 1 - t0 > room) check(t0 + room + 1, hi + 1);
+        return;
+    }
+    for (std::int64_t t = t0; t < t1; ++t) {
+        const std::int64_t p = pos.at(t);
+        if (p < lo || p > hi) check(t, p);
+        if (pos.which() == positions::kind::constant) return;  // one value for all tokens
+    }
+}
+
+}  // namespace detail
+
+/// Cold-path check, for untrusted positions, of everything apply_rope / apply_rope_qk /
+/// rerotate_keys(table) need from `pos` on tokens [token_begin, token_end) with `table`:
+/// with a range table, every position is inside it; with a list table, `pos` is
+/// positions::table_rows() and the table has at least token_end rows; ids are not null.
+/// Throws ropekit::error naming the first offending token index and its position. Reads the
+/// ids once; call it before the hot call (which only ROPEKIT_ASSERTs, see apply_rope).
+/// \param table the table the kernel call will use
+/// \param pos the positions the kernel call will use
+/// \param token_begin first token of the call
+/// \param token_end one past the last token of the call
+inline void validate_positions(const cos_sin_table& table, const positions& pos,
+                               std::int64_t token_begin, std::int64_t token_end) {
+    if (!detail::validate_positions_common(pos, token_begin, token_end)) return;
+    if (pos.which() == positions::kind::table_rows) {
+        if (table.is_range())
+            detail::fail("positions", "table_rows() needs a list table (for_positions)",
+                         "a range table");
+        if (token_end > table.rows())
+            detail::position_error(
+                std::max(token_begin, table.rows()), std::max(token_begin, table.rows()),
+                "has no row: the list table has " + detail::format_value(table.rows()) + " rows");
+        return;
+    }
+    if (!table.is_range())
+        detail::fail("positions", "must be table_rows() with a list table", "positions by value");
+    const std::int64_t lo = table.first_position();
+    const std::int64_t n = table.rows();
+    if (n == 0)
+        detail::position_error(token_begin, pos.at(token_begin),
+                               "is outside the cos/sin table (it has no rows)");
+    // Last position of the table: lo + n - 1 only overflows for a table no one can allocate.
+    const std::int64_t hi = lo + (n - 1);
+    detail::for_each_position(
+        pos, token_begin, token_end, lo, hi, [&](std::int64_t t, std::int64_t p) {
+            detail::position_error(t, p,
+                                   "is outside the cos/sin table [" + detail::format_value(lo) +
+                                       ", " + detail::format_value(hi + 1) + ")");
+        });
+}
+
+/// Cold-path check, for untrusted positions (or deltas), of the table-free kernels
+/// (apply_rope / apply_rope_qk / rerotate_keys / rebase_keys with rope_frequencies) on tokens
+/// [token_begin, token_end): every |position| < 2^29 (table_free_position_limit) and, when
+/// some |inv_freq| > 1, every |position * inv_freq| < 2^29 too; not positions::table_rows();
+/// ids not null. Throws ropekit::error naming the first offending token index and its
+/// position.
+/// \param freqs the frequencies the kernel call will use
+/// \param pos the positions (or deltas) the kernel call will use
+/// \param token_begin first token of the call
+/// \param token_end one past the last token of the call
+inline void validate_positions(const rope_frequencies& freqs, const positions& pos,
+                               std::int64_t token_begin, std::int64_t token_end) {
+    if (!detail::validate_positions_common(pos, token_begin, token_end)) return;
+    if (pos.which() == positions::kind::table_rows)
+        detail::fail("positions", "table_rows() needs a list table, not rope_frequencies",
+                     "table_rows()");
+    double max_inv = 1.0;
+    for (float f : freqs.inv_freq) max_inv = std::max(max_inv, std::fabs(double(f)));
+    // Largest accepted |position|: 2^29 - 1, or less when an inv_freq exceeds 1.
+    const double limit = double(table_free_position_limit) / max_inv;
+    const std::int64_t hi = std::int64_t(std::ceil(limit)) - 1;  // |p| <= hi  <=>  |p| < limit
+    detail::for_each_position(
+        pos, token_begin, token_end, -hi, hi, [&](std::int64_t t, std::int64_t p) {
+            detail::position_error(t, p,
+                                   max_inv > 1.0
+                                       ? "is too large for the table-free kernels: |position * "
+                                         "inv_freq| must be < 2^29"
+                                       : "is too large for the table-free kernels: |position| must "
+                                         "be < 2^29");
+        });
+}
+
 namespace detail {
 
 template <class Arch>
@@ -176,12 +237,14 @@ constexpr void check_arch() noexcept {
 
 // The precondition checks return whether the call may proceed: with ROPEKIT_ASSERT compiled out
 // (NDEBUG) a violated precondition skips the work instead of reading or writing out of bounds.
+// Every helper a kernel calls is a template on Arch, even where Arch is unused: see
+// detail::find_rope_gap (per-ISA translation units must never share a non-template copy).
 
-template <class T>
+template <class Arch, class T>
 bool check_view(const head_view<T>& v, int rotary_dim) {
     static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
-    const bool view_ok = detail::view_problem(v.data, v.tokens, v.heads, v.head_dim, v.token_stride,
-                                              v.head_stride) == nullptr;
+    const bool view_ok = detail::view_problem<Arch>(v.data, v.tokens, v.heads, v.head_dim,
+                                                    v.token_stride, v.head_stride) == nullptr;
     ROPEKIT_ASSERT(view_ok, "invalid head_view (null data, bad counts or overlapping strides)");
     const bool even = rotary_dim > 0 && rotary_dim % 2 == 0;
     ROPEKIT_ASSERT(even, "rotary_dim must be even and > 0");
@@ -190,13 +253,15 @@ bool check_view(const head_view<T>& v, int rotary_dim) {
     return view_ok && even && fits;
 }
 
-inline bool check_range(std::int64_t tokens, std::int64_t t0, std::int64_t t1) {
+template <class Arch>
+bool check_range(std::int64_t tokens, std::int64_t t0, std::int64_t t1) {
     const bool ok = 0 <= t0 && t0 <= t1 && t1 <= tokens;
     ROPEKIT_ASSERT(ok, "token range outside the view");
     return ok;
 }
 
-inline bool check_positions(const positions& pos, std::int64_t t0, std::int64_t t1) {
+template <class Arch>
+bool check_positions(const positions& pos, std::int64_t t0, std::int64_t t1) {
     const bool ok =
         t0 == t1 ||
         (pos.which() != positions::kind::ids32 && pos.which() != positions::kind::ids64) ||
@@ -223,7 +288,10 @@ void run_with_table(const cos_sin_table& table, const rope_target<T>* targets, i
     rope_run<Arch, T>(
         pairs, table.layout(), targets, n_targets, t0, t1, [](int, int, rope_scratch&) {},
         [&](std::int64_t t, int p0, int, rope_scratch&, const float*& c, const float*& s) {
-            const std::int64_t r = rows ? t : pos.at(t) - first;
+            // (Difference taken modulo 2^64: a position below `first` or more than 2^63 past it
+            // comes out negative, so no signed overflow for any position.)
+            const std::int64_t r =
+                rows ? t : std::int64_t(std::uint64_t(pos.at(t)) - std::uint64_t(first));
             const bool in_table = r >= 0 && r < n_rows;
             ROPEKIT_ASSERT(in_table, "position outside the cos/sin table");
             if (!in_table) return false;  // (NDEBUG) the token is left as it is
@@ -254,7 +322,7 @@ void run_table_free(const rope_frequencies& freqs, const float* inv_from,
         });
 }
 
-template <class T>
+template <class Arch, class T>
 rope_target<T> target_of(const head_view<T>& v) noexcept {
     return {v.data, v.tokens > 0 ? v.heads : 0, v.token_stride, v.head_stride};
 }
@@ -267,31 +335,47 @@ rope_target<T> target_of(const head_view<T>& v) noexcept {
 /// Rotates tokens [token_begin, token_end) of `x` in place with angles from `table`
 /// (a range table looked up by position, or a list table with positions::table_rows()).
 /// The layout and rotary_dim are the table's.
-/// \pre rotary_dim <= x.head_dim, every position inside a range table, token range in the view.
+/// \pre rotary_dim <= x.head_dim; [token_begin, token_end) inside the view; with a range
+/// table every position inside it, with a list table `pos` is positions::table_rows() and the
+/// table has >= token_end rows; ids not null. These are checked with ROPEKIT_ASSERT only.
+/// **Release builds** (ROPEKIT_ASSERT compiled out, the default under NDEBUG): nothing is ever
+/// read or written out of bounds, but nothing reports the error either. A token whose position
+/// is outside a range table is silently left unrotated (the other tokens are rotated); a bad
+/// view, token range, null ids, a list table with too few rows or a table kind that does not
+/// match `pos` skips the whole call. Check untrusted positions first with
+/// validate_positions(table, pos, token_begin, token_end) (and the view with
+/// head_view::validate()), which throw ropekit::error naming the token and position.
 template <class Arch, class T>
 void apply_rope(const cos_sin_table& table, head_view<T> x, const positions& pos,
                 std::int64_t token_begin, std::int64_t token_end) {
     detail::check_arch<Arch>();
-    if (!detail::check_range(x.tokens, token_begin, token_end)) return;
+    if (!detail::check_range<Arch>(x.tokens, token_begin, token_end)) return;
     if (token_begin == token_end || x.heads == 0) return;
-    if (!detail::check_view(x, table.rotary_dim())) return;
-    if (!detail::check_positions(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg = detail::target_of(x);
+    if (!detail::check_view<Arch>(x, table.rotary_dim())) return;
+    if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
+    const detail::rope_target<T> tg = detail::target_of<Arch>(x);
     detail::run_with_table<Arch, T>(table, &tg, 1, pos, token_begin, token_end);
 }
 
 /// Table-free: rotates tokens [token_begin, token_end) of `x` by `position * inv_freq[i]`,
 /// computed on the fly (exact double product and reduction, ~0.5 ulp float cos/sin).
-/// \pre freqs.rotary_dim <= x.head_dim, |position| < 2^29.
+/// \pre freqs.rotary_dim <= x.head_dim; |position| < 2^29 (and |position * inv_freq| < 2^29
+/// if an inv_freq exceeds 1); the rest as the table overload. The position bound is not checked
+/// at all, in any build: beyond it the angle's error grows with |position| (measured up to
+/// 4e-7 rad at 2^32 and 0.5 rad at 2^52), and from about 2^55 the result is not even a
+/// rotation (magnitudes blow up, up to inf). The other preconditions are ROPEKIT_ASSERTed;
+/// in release builds a violation skips the whole call. Check untrusted positions first with
+/// validate_positions(freqs, pos, token_begin, token_end), which throws ropekit::error naming
+/// the token and position.
 template <class Arch, class T>
 void apply_rope(const rope_frequencies& freqs, head_view<T> x, const positions& pos,
                 std::int64_t token_begin, std::int64_t token_end) {
     detail::check_arch<Arch>();
-    if (!detail::check_range(x.tokens, token_begin, token_end)) return;
+    if (!detail::check_range<Arch>(x.tokens, token_begin, token_end)) return;
     if (token_begin == token_end || x.heads == 0) return;
-    if (!detail::check_view(x, freqs.rotary_dim)) return;
-    if (!detail::check_positions(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg = detail::target_of(x);
+    if (!detail::check_view<Arch>(x, freqs.rotary_dim)) return;
+    if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
+    const detail::rope_target<T> tg = detail::target_of<Arch>(x);
     detail::run_table_free<Arch, T>(freqs, nullptr, &tg, 1, pos, token_begin, token_end);
 }
 
@@ -304,12 +388,13 @@ void apply_rope_qk(const cos_sin_table& table, head_view<T> q, head_view<T> k, c
     detail::check_arch<Arch>();
     const bool same_tokens = q.tokens == k.tokens;
     ROPEKIT_ASSERT(same_tokens, "q and k must have the same number of tokens");
-    if (!same_tokens || !detail::check_range(q.tokens, token_begin, token_end)) return;
+    if (!same_tokens || !detail::check_range<Arch>(q.tokens, token_begin, token_end)) return;
     if (token_begin == token_end) return;
-    if (!detail::check_view(q, table.rotary_dim()) || !detail::check_view(k, table.rotary_dim()))
+    if (!detail::check_view<Arch>(q, table.rotary_dim()) ||
+        !detail::check_view<Arch>(k, table.rotary_dim()))
         return;
-    if (!detail::check_positions(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg[2] = {detail::target_of(q), detail::target_of(k)};
+    if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
+    const detail::rope_target<T> tg[2] = {detail::target_of<Arch>(q), detail::target_of<Arch>(k)};
     detail::run_with_table<Arch, T>(table, tg, 2, pos, token_begin, token_end);
 }
 
@@ -320,12 +405,13 @@ void apply_rope_qk(const rope_frequencies& freqs, head_view<T> q, head_view<T> k
     detail::check_arch<Arch>();
     const bool same_tokens = q.tokens == k.tokens;
     ROPEKIT_ASSERT(same_tokens, "q and k must have the same number of tokens");
-    if (!same_tokens || !detail::check_range(q.tokens, token_begin, token_end)) return;
+    if (!same_tokens || !detail::check_range<Arch>(q.tokens, token_begin, token_end)) return;
     if (token_begin == token_end) return;
-    if (!detail::check_view(q, freqs.rotary_dim) || !detail::check_view(k, freqs.rotary_dim))
+    if (!detail::check_view<Arch>(q, freqs.rotary_dim) ||
+        !detail::check_view<Arch>(k, freqs.rotary_dim))
         return;
-    if (!detail::check_positions(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg[2] = {detail::target_of(q), detail::target_of(k)};
+    if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
+    const detail::rope_target<T> tg[2] = {detail::target_of<Arch>(q), detail::target_of<Arch>(k)};
     detail::run_table_free<Arch, T>(freqs, nullptr, tg, 2, pos, token_begin, token_end);
 }
 
@@ -333,7 +419,8 @@ void apply_rope_qk(const rope_frequencies& freqs, head_view<T> q, head_view<T> k
 /// dynamic-NTK base to another): token t is rotated by `pos(t) * (to.inv_freq[i] -
 /// from.inv_freq[i])`, so a key rotated for position p under `from` becomes the key rotated
 /// for p under `to`. Norms are preserved; nothing rescales the keys.
-/// \pre from and to have the same rotary_dim and layout.
+/// \pre from and to have the same rotary_dim and layout; |position| < 2^29 (unchecked, see
+/// validate_positions(to, pos, ...)); the rest as the table-free apply_rope.
 template <class Arch, class T>
 void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_view<T> k,
                  const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
@@ -341,11 +428,11 @@ void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_
     const bool same = from.rotary_dim == to.rotary_dim && from.layout == to.layout &&
                       from.inv_freq.size() == to.inv_freq.size();
     ROPEKIT_ASSERT(same, "rebase_keys: from and to must have the same rotary_dim and layout");
-    if (!same || !detail::check_range(k.tokens, token_begin, token_end)) return;
+    if (!same || !detail::check_range<Arch>(k.tokens, token_begin, token_end)) return;
     if (token_begin == token_end || k.heads == 0) return;
-    if (!detail::check_view(k, to.rotary_dim)) return;
-    if (!detail::check_positions(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg = detail::target_of(k);
+    if (!detail::check_view<Arch>(k, to.rotary_dim)) return;
+    if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
+    const detail::rope_target<T> tg = detail::target_of<Arch>(k);
     detail::run_table_free<Arch, T>(to, from.inv_freq.data(), &tg, 1, pos, token_begin, token_end);
 }
 
@@ -353,6 +440,8 @@ void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_
 /// StreamingLLM eviction. `deltas` are positions (positions::constant(d) for a uniform shift,
 /// positions::ids(...) per token); rotating by a then by b equals rotating by a + b, the inverse
 /// of a shift by d is the shift by -d, and the keys are never rescaled.
+/// \pre as the table-free apply_rope: |delta| < 2^29, unchecked in every build (see
+/// validate_positions(freqs, deltas, token_begin, token_end)).
 template <class Arch, class T>
 void rerotate_keys(const rope_frequencies& freqs, head_view<T> k, const positions& deltas,
                    std::int64_t token_begin, std::int64_t token_end) {
@@ -361,6 +450,7 @@ void rerotate_keys(const rope_frequencies& freqs, head_view<T> k, const position
 
 /// Re-rotates cached keys by deltas taken from a table: a range table indexed by the delta, or
 /// a list table of per-token deltas (cos_sin_table::for_positions) with positions::table_rows().
+/// \pre as the table apply_rope (release builds: see there; validate_positions checks).
 template <class Arch, class T>
 void rerotate_keys(const cos_sin_table& delta_table, head_view<T> k, const positions& deltas,
                    std::int64_t token_begin, std::int64_t token_end) {

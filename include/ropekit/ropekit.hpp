@@ -18,3 +18,4 @@
 #include "storage.hpp"
 #include "table.hpp"
 #include "version.hpp"
+#include "view.hpp"

@@ -10,15 +10,19 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ropekit/detail/simd_storage.hpp"
 #include "ropekit/rope.hpp"
 #include "ropekit/rope_reference.hpp"
+#include "ropekit/view.hpp"
 
 namespace {
 
@@ -233,7 +237,7 @@ TEMPLATE_TEST_CASE("apply_rope matches the double reference over the full grid",
     std::uint32_t seed = 1;
     int cases = 0;
     for (rope_layout layout : {rope_layout::neox, rope_layout::gptj}) {
-        for (int head_dim : {64, 80, 96, 120, 128, 256}) {
+        for (int head_dim : {64, 72, 80, 96, 120, 128, 256, 576}) {
             for (int rotary_dim : {head_dim, head_dim / 2, 20}) {
                 if (rotary_dim % 2) continue;
                 for (stride_kind sk :
@@ -254,7 +258,7 @@ TEMPLATE_TEST_CASE("apply_rope matches the double reference over the full grid",
             }
         }
     }
-    CHECK(cases == 2 * 6 * 3 * 3 * 3 * 2);
+    CHECK(cases == 2 * 8 * 3 * 3 * 3 * 2);
 }
 
 TEMPLATE_TEST_CASE("apply_rope: pair counts 0..2x the vector width, misaligned, tails", "[rope]",
@@ -315,9 +319,119 @@ TEST_CASE("table-free angles stay accurate at large positions", "[rope]") {
             ropekit::apply_rope_reference(freqs, want.view, positions::ids(ids.data()), 0, 2);
             const std::string err = compare(got, want, 128, 0, 2);
             INFO("position " << p << " " << ropekit::to_string(layout));
-            CHECK(err.empty());
             INFO(err);
+            CHECK(err.empty());
         }
+    }
+}
+
+TEMPLATE_TEST_CASE("16-bit storage and range tables stay accurate at large positions", "[rope]",
+                   float, bfloat16, half) {
+    // The same tolerances as the grid (fp32 1e-6 of the row's max |x|, 16-bit one ulp), at
+    // positions far from the grid's, through both angle sources: a range table holding just
+    // the rows needed (accurate_cos_sin) and the table-free SIMD reduction.
+    using T = TestType;
+    for (rope_layout layout : {rope_layout::neox, rope_layout::gptj}) {
+        for (std::int64_t p :
+             {std::int64_t(131071), (std::int64_t(1) << 24) - 1, (std::int64_t(1) << 28) + 12345,
+              (std::int64_t(1) << 29) - 2, -(std::int64_t(1) << 27) - 7}) {
+            for (source_kind src : {source_kind::table, source_kind::table_free}) {
+                const auto freqs = make_freqs(128, 128, layout, 500000.0);
+                std::mt19937 rng(static_cast<std::uint32_t>(p) + 17);
+                auto got = make_tensor<T>(2, 3, 128, stride_kind::padded, 1, rng);
+                auto want = got;
+                want.view.data = want.buf.data() + 1;
+                std::vector<std::int64_t> ids = {p + 1, p};
+                const positions pos = positions::ids(ids.data());
+                if (src == source_kind::table) {
+                    const auto table = ropekit::cos_sin_table::for_range(freqs, p, 2);
+                    ropekit::validate_positions(table, pos, 0, 2);
+                    ropekit::apply_rope<arch>(table, got.view, pos, 0, 2);
+                } else {
+                    ropekit::validate_positions(freqs, pos, 0, 2);
+                    ropekit::apply_rope<arch>(freqs, got.view, pos, 0, 2);
+                }
+                ropekit::apply_rope_reference(freqs, want.view, pos, 0, 2);
+                const std::string err = compare(got, want, 128, 0, 2);
+                INFO("position " << p << " " << ropekit::to_string(layout) << " "
+                                 << (src == source_kind::table ? "table" : "table-free") << ": "
+                                 << err);
+                CHECK(err.empty());
+            }
+        }
+    }
+}
+
+TEMPLATE_TEST_CASE("more than rope_chunk_pairs pairs: the multi-pass path", "[rope]", float,
+                   bfloat16, half) {
+    // rotary_dim 1040 = 520 pairs: passes of 256, 256 and 8 pairs (576 = 288 pairs, in the grid,
+    // gives 256 + 32); partial rotary 1040 of 1152; every position kind and angle source.
+    using T = TestType;
+    static_assert(ropekit::detail::rope_chunk_pairs == 256, "update the dims below");
+    std::uint32_t seed = 500;
+    for (rope_layout layout : {rope_layout::neox, rope_layout::gptj}) {
+        for (auto [head_dim, rotary_dim] :
+             {std::pair{1040, 1040}, std::pair{1152, 1040}, std::pair{1152, 1152}}) {
+            for (stride_kind sk : {stride_kind::token_major, stride_kind::padded}) {
+                for (pos_kind pk : {pos_kind::contiguous, pos_kind::ids64_negative}) {
+                    for (source_kind src : {source_kind::table, source_kind::table_free}) {
+                        const std::string err = run_case<T>(layout, head_dim, rotary_dim, sk, pk,
+                                                            src, 4, 2, 1, 4, int(seed % 3), seed);
+                        ++seed;
+                        if (!err.empty()) FAIL(err);
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEMPLATE_TEST_CASE("multi-pass: fused q+k equals separate calls, rebase_keys matches reference",
+                   "[rope]", float, bfloat16) {
+    using T = TestType;
+    for (rope_layout layout : {rope_layout::neox, rope_layout::gptj}) {
+        const int d = 1152, r = 1040, hq = 4, hk = 2;
+        const std::int64_t tokens = 5;
+        const auto freqs = make_freqs(d, r, layout);
+        const auto table = ropekit::cos_sin_table::for_range(freqs, 0, 64);
+        std::mt19937 rng(31);
+        std::uniform_real_distribution<float> u(-1, 1);
+        std::vector<T> qkv(std::size_t(tokens) * (hq + 2 * hk) * d);
+        for (auto& v : qkv) v = ropekit::from_float<T>(u(rng));
+        const std::ptrdiff_t ts = (hq + 2 * hk) * d;
+        for (int src = 0; src < 2; ++src) {
+            std::vector<T> a = qkv, b = qkv;
+            const head_view<T> qa{a.data(), tokens, hq, d, ts, d};
+            const head_view<T> ka{a.data() + hq * d, tokens, hk, d, ts, d};
+            const head_view<T> qb{b.data(), tokens, hq, d, ts, d};
+            const head_view<T> kb{b.data() + hq * d, tokens, hk, d, ts, d};
+            const positions pos = positions::contiguous(40);
+            if (src == 0) {
+                ropekit::apply_rope_qk<arch>(table, qa, ka, pos, 1, 5);
+                ropekit::apply_rope<arch>(table, qb, pos, 1, 5);
+                ropekit::apply_rope<arch>(table, kb, pos, 1, 5);
+            } else {
+                ropekit::apply_rope_qk<arch>(freqs, qa, ka, pos, 1, 5);
+                ropekit::apply_rope<arch>(freqs, qb, pos, 1, 5);
+                ropekit::apply_rope<arch>(freqs, kb, pos, 1, 5);
+            }
+            bool same = true;
+            for (std::size_t i = 0; i < a.size(); ++i)
+                same = same && raw_bits(a[i]) == raw_bits(b[i]);
+            INFO(ropekit::to_string(layout) << (src == 0 ? " table" : " table-free"));
+            CHECK(same);
+        }
+        // rebase_keys: the second pass must read inv_freq and inv_from at the pass offset.
+        const auto to = make_freqs(d, r, layout, 40000.0);
+        auto k = make_tensor<T>(3, 2, d, stride_kind::head_major, 2, rng);
+        auto ref = k;
+        ref.view.data = ref.buf.data() + 2;
+        std::vector<std::int32_t> ids = {9000, -4, 123};
+        ropekit::rebase_keys<arch>(freqs, to, k.view, positions::ids(ids.data()), 0, 3);
+        ropekit::rebase_keys_reference(freqs, to, ref.view, positions::ids(ids.data()), 0, 3);
+        const std::string err = compare(k, ref, r, 0, 3);
+        INFO(ropekit::to_string(layout) << " rebase_keys: " << err);
+        CHECK(err.empty());
     }
 }
 
@@ -686,6 +800,38 @@ TEST_CASE("threads over disjoint token ranges on one shared table equal one call
     CHECK(same);
 }
 
+TEST_CASE("head_view (ropekit/view.hpp): packed_view, at, const view, heads_slice",
+          "[rope][view]") {
+    static_assert(std::is_aggregate_v<head_view<float>>);
+    static_assert(std::is_convertible_v<head_view<bfloat16>, head_view<const bfloat16>>);
+    static_assert(!std::is_convertible_v<head_view<const float>, head_view<float>>);
+    static_assert(!std::is_convertible_v<head_view<float>, head_view<const half>>);
+    std::vector<float> buf(3 * 4 * 8);
+    const auto v = ropekit::packed_view(buf.data(), 3, 4, 8);
+    static_assert(std::is_same_v<std::remove_const_t<decltype(v)>, head_view<float>>);
+    const auto p = head_view<float>::packed(buf.data(), 3, 4, 8);
+    CHECK((v.data == p.data && v.tokens == 3 && v.heads == 4 && v.head_dim == 8 &&
+           v.token_stride == 32 && v.head_stride == 8 && p.token_stride == 32 &&
+           p.head_stride == 8));
+    CHECK(v.at(0, 0) == buf.data());
+    CHECK(v.at(2, 3) == buf.data() + 2 * 32 + 3 * 8);
+    const head_view<const float> c = v;
+    CHECK((c.data == v.data && c.tokens == 3 && c.heads == 4 && c.head_dim == 8 &&
+           c.token_stride == 32 && c.head_stride == 8));
+    CHECK(c.at(1, 2) == v.at(1, 2));
+    const float* cp = buf.data();
+    const auto cv = ropekit::packed_view(cp, 3, 4, 8);
+    static_assert(std::is_same_v<std::remove_const_t<decltype(cv)>, head_view<const float>>);
+    CHECK_NOTHROW(cv.validate());
+    const auto hs = v.heads_slice(1, 3);
+    CHECK((hs.heads == 2 && hs.at(2, 1) == v.at(2, 2)));
+    CHECK_THROWS_AS(v.heads_slice(2, 5), ropekit_test::assert_failure);
+    // Head-major: [h][t][d].
+    const head_view<float> hm{buf.data(), 3, 4, 8, 8, 24};
+    CHECK_NOTHROW(hm.validate());
+    CHECK(hm.at(2, 3) == buf.data() + 3 * 24 + 2 * 8);
+}
+
 TEST_CASE("bad input: library error or assert, never an out-of-bounds read", "[rope][errors]") {
     const auto freqs = make_freqs(64, 64, rope_layout::neox);
     const auto table = ropekit::cos_sin_table::for_range(freqs, 0, 16);
@@ -739,6 +885,162 @@ TEST_CASE("bad input: library error or assert, never an out-of-bounds read", "[r
     head_view<float> k_short = good;
     k_short.tokens = 3;
     CHECK_THROWS_AS(ropekit::apply_rope_qk<arch>(table, good, k_short, p0, 0, 2), fail);
+}
+
+namespace {
+// The message of the ropekit::error `f` throws, or "no error".
+template <class F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const ropekit::error& e) {
+        return e.what();
+    }
+    return "no error";
+}
+bool has(const std::string& s, const char* part) {
+    return s.find(part) != std::string::npos;
+}
+}  // namespace
+
+TEST_CASE("validate_positions (table): throws naming the token and the position",
+          "[rope][errors]") {
+    const auto freqs = make_freqs(64, 64, rope_layout::neox);
+    const auto table = ropekit::cos_sin_table::for_range(freqs, 100, 50);  // [100, 150)
+    const auto ok = [&](const positions& p, std::int64_t t0, std::int64_t t1) {
+        return error_of([&] { ropekit::validate_positions(table, p, t0, t1); });
+    };
+    std::string e;
+    // Contiguous runs: inside, crossing the table end, starting before it, with t0 > 0.
+    CHECK(ok(positions::contiguous(100), 0, 50) == "no error");
+    e = ok(positions::contiguous(101), 0, 50);
+    INFO(e);
+    CHECK((has(e, "token 49 ") && has(e, "position 150") && has(e, "[100, 150)")));
+    CHECK(ok(positions::contiguous(90), 10, 60) == "no error");
+    e = ok(positions::contiguous(90), 10, 61);
+    CHECK((has(e, "token 60 ") && has(e, "position 150")));
+    e = ok(positions::contiguous(90), 9, 20);
+    CHECK((has(e, "token 9 ") && has(e, "position 99")));
+    e = ok(positions::contiguous(140), 5, 30);
+    CHECK((has(e, "token 10 ") && has(e, "position 150")));
+    e = ok(positions::contiguous(-1000), 0, 1);
+    CHECK((has(e, "token 0 ") && has(e, "position -1000")));
+    // No signed overflow for contiguous runs near the int64 limits.
+    const std::int64_t big = std::numeric_limits<std::int64_t>::max();
+    CHECK(has(ok(positions::contiguous(big - 1), 0, 5), "token 0 "));
+    CHECK(has(ok(positions::contiguous(big), 3, 4), "overflows"));
+    CHECK(
+        has(ok(positions::contiguous(std::numeric_limits<std::int64_t>::min()), 0, 3), "token 0 "));
+    // int32 and int64 ids: the first bad token is named, a token range before it passes.
+    std::vector<std::int32_t> id32 = {100, 149, 120, 150, 99};
+    CHECK(ok(positions::ids(id32.data()), 0, 3) == "no error");
+    e = ok(positions::ids(id32.data()), 0, 5);
+    CHECK((has(e, "token 3 ") && has(e, "position 150")));
+    e = ok(positions::ids(id32.data()), 4, 5);
+    CHECK((has(e, "token 4 ") && has(e, "position 99")));
+    std::vector<std::int64_t> id64 = {149, 100, std::int64_t(1) << 40, -1};
+    CHECK(ok(positions::ids(id64.data()), 0, 2) == "no error");
+    e = ok(positions::ids(id64.data()), 1, 4);
+    CHECK((has(e, "token 2 ") && has(e, "position 1099511627776")));
+    e = ok(positions::ids(id64.data()), 3, 4);
+    CHECK((has(e, "token 3 ") && has(e, "position -1")));
+    // Constant positions (a uniform delta); empty ranges; null ids; bad token ranges.
+    CHECK(ok(positions::constant(149), 0, 1000) == "no error");
+    e = ok(positions::constant(150), 7, 9);
+    CHECK((has(e, "token 7 ") && has(e, "position 150")));
+    CHECK(ok(positions::contiguous(0), 3, 3) == "no error");
+    CHECK(ok(positions::ids(static_cast<const std::int32_t*>(nullptr)), 0, 0) == "no error");
+    CHECK(has(ok(positions::ids(static_cast<const std::int64_t*>(nullptr)), 0, 1), "null"));
+    CHECK(has(ok(positions::contiguous(100), 3, 2), "token_begin"));
+    CHECK(has(ok(positions::contiguous(100), -1, 2), "token_begin"));
+    // Table kinds: table_rows() needs a list table with enough rows.
+    CHECK(has(ok(positions::table_rows(), 0, 1), "list table"));
+    const auto list = ropekit::cos_sin_table::for_positions(freqs, id32.data(), 3);
+    CHECK(error_of([&] { ropekit::validate_positions(list, positions::table_rows(), 0, 3); }) ==
+          "no error");
+    e = error_of([&] { ropekit::validate_positions(list, positions::table_rows(), 1, 5); });
+    CHECK((has(e, "token 3 ") && has(e, "3 rows")));
+    CHECK(has(error_of([&] { ropekit::validate_positions(list, positions::contiguous(0), 0, 1); }),
+              "table_rows"));
+    // An empty range table accepts no position.
+    const auto empty = ropekit::cos_sin_table::for_range(freqs, 5, 0);
+    CHECK(has(error_of([&] { ropekit::validate_positions(empty, positions::constant(5), 0, 1); }),
+              "token 0 "));
+}
+
+TEST_CASE("validate_positions accepts exactly what the table kernel accepts", "[rope][errors]") {
+    // Whatever passes the cold-path check runs without a ROPEKIT_ASSERT, and whatever fails it
+    // would have been skipped silently (left unrotated) in a release build.
+    const auto freqs = make_freqs(64, 64, rope_layout::gptj);
+    const auto table = ropekit::cos_sin_table::for_range(freqs, -20, 40);  // [-20, 20)
+    std::vector<float> buf(12 * 64);
+    const auto x = ropekit::packed_view(buf.data(), 12, 1, 64);
+    std::vector<std::int32_t> id32(12);
+    std::vector<std::int64_t> id64(12);
+    std::mt19937 rng(4);
+    std::uniform_int_distribution<int> d(-23, 22);
+    int rejected = 0;
+    for (int trial = 0; trial < 200; ++trial) {
+        positions p = positions::contiguous(d(rng));
+        if (trial % 3 == 1) {
+            for (auto& v : id32) v = d(rng) / 2;
+            p = positions::ids(id32.data());
+        } else if (trial % 3 == 2) {
+            for (auto& v : id64) v = d(rng) / 2 + d(rng) / 4;
+            p = positions::ids(id64.data());
+        }
+        const std::int64_t t0 = trial % 5, t1 = 12 - trial % 4;
+        const bool check_throws =
+            error_of([&] { ropekit::validate_positions(table, p, t0, t1); }) != "no error";
+        bool kernel_asserts = false;
+        try {
+            ropekit::apply_rope<arch>(table, x, p, t0, t1);
+        } catch (const ropekit_test::assert_failure&) {
+            kernel_asserts = true;
+        }
+        INFO("trial " << trial);
+        CHECK(check_throws == kernel_asserts);
+        rejected += check_throws;
+    }
+    CHECK(rejected > 20);
+    CHECK(rejected < 180);
+}
+
+TEST_CASE("validate_positions (table-free): |position| < 2^29", "[rope][errors]") {
+    const auto freqs = make_freqs(128, 96, rope_layout::neox);
+    const auto ok = [&](const ropekit::rope_frequencies& f, const positions& p, std::int64_t t0,
+                        std::int64_t t1) {
+        return error_of([&] { ropekit::validate_positions(f, p, t0, t1); });
+    };
+    const std::int64_t lim = std::int64_t(1) << 29;
+    CHECK(ropekit::table_free_position_limit == lim);
+    std::string e;
+    CHECK(ok(freqs, positions::contiguous(lim - 3), 0, 3) == "no error");
+    e = ok(freqs, positions::contiguous(lim - 3), 0, 4);
+    CHECK((has(e, "token 3 ") && has(e, "position 536870912") && has(e, "2^29")));
+    e = ok(freqs, positions::contiguous(-lim - 5), 2, 9);
+    CHECK((has(e, "token 2 ") && has(e, "position -536870915")));
+    CHECK(ok(freqs, positions::contiguous(-lim + 1), 0, 2) == "no error");
+    std::vector<std::int32_t> id32 = {0, -5, std::numeric_limits<std::int32_t>::max(), 3};
+    CHECK(ok(freqs, positions::ids(id32.data()), 0, 2) == "no error");
+    e = ok(freqs, positions::ids(id32.data()), 0, 4);
+    CHECK((has(e, "token 2 ") && has(e, "position 2147483647")));
+    std::vector<std::int64_t> id64 = {lim - 1, -(lim - 1), -lim, 7};
+    CHECK(ok(freqs, positions::ids(id64.data()), 0, 2) == "no error");
+    e = ok(freqs, positions::ids(id64.data()), 1, 4);
+    CHECK((has(e, "token 2 ") && has(e, "position -536870912")));
+    CHECK(ok(freqs, positions::constant(lim - 1), 0, 9) == "no error");
+    CHECK(has(ok(freqs, positions::constant(std::numeric_limits<std::int64_t>::min()), 4, 9),
+              "token 4 "));
+    CHECK(has(ok(freqs, positions::table_rows(), 0, 1), "table_rows"));
+    CHECK(has(ok(freqs, positions::ids(static_cast<const std::int32_t*>(nullptr)), 0, 1), "null"));
+    CHECK(ok(freqs, positions::ids(static_cast<const std::int32_t*>(nullptr)), 2, 2) == "no error");
+    // An inv_freq above 1 lowers the bound to keep |position * inv_freq| < 2^29.
+    auto fast = freqs;
+    fast.inv_freq[0] = 4.0f;
+    CHECK(ok(fast, positions::constant(lim / 4 - 1), 0, 1) == "no error");
+    e = ok(fast, positions::constant(lim / 4), 0, 1);
+    CHECK((has(e, "token 0 ") && has(e, "inv_freq")));
 }
 
 #if ROPEKIT_HAS_XSIMD

@@ -133,17 +133,25 @@ ROPEKIT_ALWAYS_INLINE void rotate_gptj_simd(T* x, const float* cd, const float* 
 /// (mask the low half) without widening, and two rounded results merge back with one shift and
 /// one ternary-logic op. For GPT-J the even/odd split *is* the pair split; for NeoX the caller
 /// passes cos/sin reordered per 32-pair block into 16 even then 16 odd pairs.
+///
+/// Every helper is a template on Arch (only ever instantiated for an AVX-512BW arch): their
+/// bodies depend on ISA macros (`__AVX512BF16__` in merge), and a non-template inline function
+/// would get a different definition in each per-ISA translation unit of a runtime-dispatching
+/// program (an ODR violation); with Arch in the mangled name each TU's copy is its own.
 namespace bf16x32 {
 
+template <class Arch>
 ROPEKIT_ALWAYS_INLINE __m512 even(__m512i x) noexcept {
     // Zero-masking shifts throughout: GCC 12's unmasked ones trip -Wmaybe-uninitialized.
     return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, x, 16));
 }
+template <class Arch>
 ROPEKIT_ALWAYS_INLINE __m512 odd(__m512i x) noexcept {
     return _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(std::int32_t(0xffff0000u))));
 }
 /// Round-to-nearest-even to the top 16 bits (the low 16 bits are garbage), exactly
 /// ropekit::bfloat16: u + 0x7fff + lsb, and NaN -> quiet NaN with the same top bits.
+template <class Arch>
 ROPEKIT_ALWAYS_INLINE __m512i round_top(__m512 v) noexcept {
     const __m512i u = _mm512_castps_si512(v);
     const __m512i lsb =
@@ -153,6 +161,7 @@ ROPEKIT_ALWAYS_INLINE __m512i round_top(__m512 v) noexcept {
     return _mm512_mask_or_epi32(t, nan, u, _mm512_set1_epi32(0x00400000));
 }
 /// 32 bf16 from the float results of the even and the odd elements.
+template <class Arch>
 ROPEKIT_ALWAYS_INLINE __m512i merge(__m512 even_result, __m512 odd_result) noexcept {
 #if defined(__AVX512BF16__)
     // vcvtne2ps2bf16 rounds to nearest even and quiets NaNs exactly like ropekit::bfloat16, but
@@ -170,37 +179,59 @@ ROPEKIT_ALWAYS_INLINE __m512i merge(__m512 even_result, __m512 odd_result) noexc
         return _mm512_maskz_permutexvar_epi16(~__mmask32(0), order, packed);
     }
 #endif
-    const __m512i lo = _mm512_maskz_srli_epi32(0xffff, round_top(even_result), 16);
+    const __m512i lo = _mm512_maskz_srli_epi32(0xffff, round_top<Arch>(even_result), 16);
     // lo | (odd & 0xffff0000): truth table A | (B & C) = 0xf8.
-    return _mm512_ternarylogic_epi32(lo, round_top(odd_result),
+    return _mm512_ternarylogic_epi32(lo, round_top<Arch>(odd_result),
                                      _mm512_set1_epi32(std::int32_t(0xffff0000u)), 0xf8);
 }
 
 /// NeoX on pairs [0, m) with m a multiple of 32; ceo/seo hold, per block of 32 pairs, the
 /// cos/sin of its 16 even pairs then of its 16 odd pairs.
+template <class Arch>
 ROPEKIT_ALWAYS_INLINE void rotate_neox(bfloat16* ROPEKIT_RESTRICT x0, bfloat16* ROPEKIT_RESTRICT x1,
                                        const float* ceo, const float* seo, int m) noexcept {
     for (int i = 0; i < m; i += 32) {
         const __m512i a = _mm512_loadu_si512(x0 + i), b = _mm512_loadu_si512(x1 + i);
         const __m512 ce = _mm512_loadu_ps(ceo + i), co = _mm512_loadu_ps(ceo + i + 16);
         const __m512 se = _mm512_loadu_ps(seo + i), so = _mm512_loadu_ps(seo + i + 16);
-        const __m512 ae = even(a), ao = odd(a), be = even(b), bo = odd(b);
-        _mm512_storeu_si512(x0 + i, merge(_mm512_fmsub_ps(ae, ce, _mm512_mul_ps(be, se)),
-                                          _mm512_fmsub_ps(ao, co, _mm512_mul_ps(bo, so))));
-        _mm512_storeu_si512(x1 + i, merge(_mm512_fmadd_ps(be, ce, _mm512_mul_ps(ae, se)),
-                                          _mm512_fmadd_ps(bo, co, _mm512_mul_ps(ao, so))));
+        const __m512 ae = even<Arch>(a), ao = odd<Arch>(a), be = even<Arch>(b), bo = odd<Arch>(b);
+        _mm512_storeu_si512(x0 + i, merge<Arch>(_mm512_fmsub_ps(ae, ce, _mm512_mul_ps(be, se)),
+                                                _mm512_fmsub_ps(ao, co, _mm512_mul_ps(bo, so))));
+        _mm512_storeu_si512(x1 + i, merge<Arch>(_mm512_fmadd_ps(be, ce, _mm512_mul_ps(ae, se)),
+                                                _mm512_fmadd_ps(bo, co, _mm512_mul_ps(ao, so))));
     }
 }
 
 /// GPT-J on 16 * blocks pairs (32 * blocks channels) with natural-order cos/sin.
+template <class Arch>
 ROPEKIT_ALWAYS_INLINE void rotate_gptj(bfloat16* x, const float* c, const float* s,
                                        int pairs) noexcept {
     for (int j = 0; j < pairs; j += 16) {
         const __m512i v = _mm512_loadu_si512(x + 2 * j);
         const __m512 cc = _mm512_loadu_ps(c + j), ss = _mm512_loadu_ps(s + j);
-        const __m512 a = even(v), b = odd(v);
-        _mm512_storeu_si512(x + 2 * j, merge(_mm512_fmsub_ps(a, cc, _mm512_mul_ps(b, ss)),
-                                             _mm512_fmadd_ps(b, cc, _mm512_mul_ps(a, ss))));
+        const __m512 a = even<Arch>(v), b = odd<Arch>(v);
+        _mm512_storeu_si512(x + 2 * j, merge<Arch>(_mm512_fmsub_ps(a, cc, _mm512_mul_ps(b, ss)),
+                                                   _mm512_fmadd_ps(b, cc, _mm512_mul_ps(a, ss))));
+    }
+}
+
+/// Builds the per-32-pair even/odd reordering of c and s used by rotate_neox (m a multiple of
+/// 32). Two-source permutes and vector stores: scalar stores would stall the vector loads that
+/// follow in every head on store forwarding.
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE void build_even_odd_angles(const float* c, const float* s, int m, float* ceo,
+                                                 float* seo) noexcept {
+    const __m512i even_idx =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_idx =
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int blk = 0; blk < m; blk += 32) {
+        const __m512 c0 = _mm512_loadu_ps(c + blk), c1 = _mm512_loadu_ps(c + blk + 16);
+        const __m512 s0 = _mm512_loadu_ps(s + blk), s1 = _mm512_loadu_ps(s + blk + 16);
+        _mm512_storeu_ps(ceo + blk, _mm512_maskz_permutex2var_ps(0xffff, c0, even_idx, c1));
+        _mm512_storeu_ps(ceo + blk + 16, _mm512_maskz_permutex2var_ps(0xffff, c0, odd_idx, c1));
+        _mm512_storeu_ps(seo + blk, _mm512_maskz_permutex2var_ps(0xffff, s0, even_idx, s1));
+        _mm512_storeu_ps(seo + blk + 16, _mm512_maskz_permutex2var_ps(0xffff, s0, odd_idx, s1));
     }
 }
 
@@ -298,16 +329,16 @@ ROPEKIT_ALWAYS_INLINE bool rotate_token_fixed(rope_layout layout, const float* c
                         T* x0 = row + 32 * k;
                         T* x1 = row + pairs + 32 * k;
                         const __m512i a = _mm512_loadu_si512(x0), b = _mm512_loadu_si512(x1);
-                        const __m512 ae = bf16x32::even(a), ao = bf16x32::odd(a);
-                        const __m512 be = bf16x32::even(b), bo = bf16x32::odd(b);
+                        const __m512 ae = bf16x32::even<Arch>(a), ao = bf16x32::odd<Arch>(a);
+                        const __m512 be = bf16x32::even<Arch>(b), bo = bf16x32::odd<Arch>(b);
                         _mm512_storeu_si512(
-                            x0,
-                            bf16x32::merge(_mm512_fmsub_ps(ae, ce[k], _mm512_mul_ps(be, se[k])),
-                                           _mm512_fmsub_ps(ao, co[k], _mm512_mul_ps(bo, so[k]))));
+                            x0, bf16x32::merge<Arch>(
+                                    _mm512_fmsub_ps(ae, ce[k], _mm512_mul_ps(be, se[k])),
+                                    _mm512_fmsub_ps(ao, co[k], _mm512_mul_ps(bo, so[k]))));
                         _mm512_storeu_si512(
-                            x1,
-                            bf16x32::merge(_mm512_fmadd_ps(be, ce[k], _mm512_mul_ps(ae, se[k])),
-                                           _mm512_fmadd_ps(bo, co[k], _mm512_mul_ps(ao, so[k]))));
+                            x1, bf16x32::merge<Arch>(
+                                    _mm512_fmadd_ps(be, ce[k], _mm512_mul_ps(ae, se[k])),
+                                    _mm512_fmadd_ps(bo, co[k], _mm512_mul_ps(ao, so[k]))));
                     });
                 }
             }
@@ -324,11 +355,11 @@ ROPEKIT_ALWAYS_INLINE bool rotate_token_fixed(rope_layout layout, const float* c
                 for (int h = 0; h < tg.heads; ++h, row += tg.head_stride) {
                     static_for<blocks>([&](auto k) {
                         const __m512i v = _mm512_loadu_si512(row + 32 * k);
-                        const __m512 a = bf16x32::even(v), b = bf16x32::odd(v);
+                        const __m512 a = bf16x32::even<Arch>(v), b = bf16x32::odd<Arch>(v);
                         _mm512_storeu_si512(
-                            row + 32 * k,
-                            bf16x32::merge(_mm512_fmsub_ps(a, cc[k], _mm512_mul_ps(b, ss[k])),
-                                           _mm512_fmadd_ps(b, cc[k], _mm512_mul_ps(a, ss[k]))));
+                            row + 32 * k, bf16x32::merge<Arch>(
+                                              _mm512_fmsub_ps(a, cc[k], _mm512_mul_ps(b, ss[k])),
+                                              _mm512_fmadd_ps(b, cc[k], _mm512_mul_ps(a, ss[k]))));
                     });
                 }
             }
@@ -413,36 +444,6 @@ ROPEKIT_ALWAYS_INLINE void build_gptj_angles(const float* c, const float* s, int
     }
 }
 
-/// Builds the per-32-pair even/odd reordering of c and s used by the bf16x32 NeoX path.
-ROPEKIT_ALWAYS_INLINE void build_even_odd_angles(const float* c, const float* s, int m, float* ceo,
-                                                 float* seo) noexcept {
-#if ROPEKIT_BF16_AVX512_PAIRS
-    // Two-source permutes and vector stores (scalar stores would stall the vector loads that
-    // follow in every head on store forwarding).
-    const __m512i even =
-        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd =
-        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    for (int blk = 0; blk < m; blk += 32) {
-        const __m512 c0 = _mm512_loadu_ps(c + blk), c1 = _mm512_loadu_ps(c + blk + 16);
-        const __m512 s0 = _mm512_loadu_ps(s + blk), s1 = _mm512_loadu_ps(s + blk + 16);
-        _mm512_storeu_ps(ceo + blk, _mm512_maskz_permutex2var_ps(0xffff, c0, even, c1));
-        _mm512_storeu_ps(ceo + blk + 16, _mm512_maskz_permutex2var_ps(0xffff, c0, odd, c1));
-        _mm512_storeu_ps(seo + blk, _mm512_maskz_permutex2var_ps(0xffff, s0, even, s1));
-        _mm512_storeu_ps(seo + blk + 16, _mm512_maskz_permutex2var_ps(0xffff, s0, odd, s1));
-    }
-#else
-    for (int blk = 0; blk < m; blk += 32) {
-        for (int j = 0; j < 16; ++j) {
-            ceo[blk + j] = c[blk + 2 * j];
-            ceo[blk + 16 + j] = c[blk + 2 * j + 1];
-            seo[blk + j] = s[blk + 2 * j];
-            seo[blk + 16 + j] = s[blk + 2 * j + 1];
-        }
-    }
-#endif
-}
-
 /// Rotates pairs [p0, p0 + n) of token t in every head of every target, given the angles of
 /// those pairs (c[i], s[i] for pair p0 + i). `half` is rotary_dim / 2.
 template <class Arch, class T>
@@ -455,10 +456,14 @@ ROPEKIT_ALWAYS_INLINE void rotate_token(rope_layout layout, int half, int p0, in
 #if ROPEKIT_HAS_XSIMD
     if constexpr (is_simd_arch<Arch>) {
         if (n == 64 && half == 64) {
-            if (use_bf16x32<Arch, T> && layout == rope_layout::neox)
-                build_even_odd_angles(c, s, 64, scratch.cos_eo, scratch.sin_eo);
-            if (!use_bf16x32<Arch, T> && layout == rope_layout::gptj)
+            if constexpr (use_bf16x32<Arch, T>) {
+#if ROPEKIT_BF16_AVX512_PAIRS
+                if (layout == rope_layout::neox)
+                    bf16x32::build_even_odd_angles<Arch>(c, s, 64, scratch.cos_eo, scratch.sin_eo);
+#endif
+            } else if (layout == rope_layout::gptj) {
                 build_gptj_angles<Arch>(c, s, 64, cd, sd);
+            }
             if (rotate_token_fixed<Arch, T, 64>(layout, c, s, cd, sd, scratch.cos_eo,
                                                 scratch.sin_eo, targets, n_targets, t))
                 return;
@@ -470,12 +475,13 @@ ROPEKIT_ALWAYS_INLINE void rotate_token(rope_layout layout, int half, int p0, in
         if constexpr (use_bf16x32<Arch, T>) {
             const int m = n / 32 * 32;
             if (m > 0) {
-                build_even_odd_angles(c, s, m, scratch.cos_eo, scratch.sin_eo);
+                bf16x32::build_even_odd_angles<Arch>(c, s, m, scratch.cos_eo, scratch.sin_eo);
                 for (int g = 0; g < n_targets; ++g) {
                     const rope_target<T>& tg = targets[g];
                     T* row = tg.data + t * tg.token_stride + p0;
                     for (int h = 0; h < tg.heads; ++h, row += tg.head_stride) {
-                        bf16x32::rotate_neox(row, row + half, scratch.cos_eo, scratch.sin_eo, m);
+                        bf16x32::rotate_neox<Arch>(row, row + half, scratch.cos_eo, scratch.sin_eo,
+                                                   m);
                         if (m < n)
                             rotate_neox_simd<Arch, T>(row + m, row + half + m, c + m, s + m, n - m);
                     }
@@ -509,7 +515,7 @@ ROPEKIT_ALWAYS_INLINE void rotate_token(rope_layout layout, int half, int p0, in
 #if ROPEKIT_BF16_AVX512_PAIRS
                 if constexpr (use_bf16x32<Arch, T>) {
                     const int m = n / 16 * 16;
-                    bf16x32::rotate_gptj(row, c, s, m);
+                    bf16x32::rotate_gptj<Arch>(row, c, s, m);
                     if (m < n)
                         rotate_gptj_simd<Arch, T>(row + 2 * m, cd + 2 * m, sd + 2 * m, 2 * (n - m));
                     continue;
@@ -537,6 +543,8 @@ ROPEKIT_ALWAYS_INLINE void rotate_token(rope_layout layout, int half, int p0, in
 /// load/store loop over 40 of every 48 heads shows the same); software prefetches of the rows
 /// ahead did not help, a prefetch of every gap line in address order, right after the token,
 /// keeps the stream alive. The gap is only a hint: prefetches never fault and never touch data.
+/// (A template on Arch, like everything the kernels call: see find_rope_gap.)
+template <class Arch>
 struct rope_gap {
     std::uintptr_t begin = 0;
     std::uintptr_t end = 0;
@@ -565,10 +573,15 @@ inline constexpr std::int64_t rope_gap_min_bytes = std::int64_t(1) << 21;
 /// The gap of a single-pass call whose targets share one positive token stride, when the gap is
 /// at most as large as the rows themselves (prefetching more would waste more bandwidth than the
 /// stream restart costs); inactive otherwise.
-template <class T>
-rope_gap find_rope_gap(int pairs, const rope_target<T>* targets, int n_targets, std::int64_t t0,
-                       std::int64_t t1) noexcept {
-    rope_gap gap;
+///
+/// Arch is not used: it puts the architecture in the mangled name, because the compiler
+/// vectorises even this integer code (an AVX-512 TU emitted VEX moves here, and k-mask
+/// instructions in check_view), and a copy the linker kept from an AVX TU must never serve a
+/// baseline caller.
+template <class Arch, class T>
+rope_gap<Arch> find_rope_gap(int pairs, const rope_target<T>* targets, int n_targets,
+                             std::int64_t t0, std::int64_t t1) noexcept {
+    rope_gap<Arch> gap;
     if (n_targets < 1 || pairs > rope_chunk_pairs || t1 - t0 < 2) return gap;
     const std::ptrdiff_t stride = targets[0].token_stride;
     std::uintptr_t lo = 0, hi = 0;
@@ -604,7 +617,7 @@ template <class Arch, class T, class Prepare, class Lookup>
 void rope_run(int pairs, rope_layout layout, const rope_target<T>* targets, int n_targets,
               std::int64_t t0, std::int64_t t1, Prepare&& prepare, Lookup&& lookup) {
     rope_scratch scratch;
-    const rope_gap gap = find_rope_gap(pairs, targets, n_targets, t0, t1);
+    const rope_gap<Arch> gap = find_rope_gap<Arch>(pairs, targets, n_targets, t0, t1);
     for (int p0 = 0; p0 < pairs; p0 += rope_chunk_pairs) {
         const int n = std::min(rope_chunk_pairs, pairs - p0);
         prepare(p0, n, scratch);
