@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -323,6 +324,27 @@ constexpr int decode_chunk = 16;
 /// Prefetch distance of the decode loops, in key rows.
 constexpr int decode_prefetch_rows = 16;
 
+/// Zeroes the padding rows of a tile row. A call rather than a loop: GCC 12 -O3 interchanges
+/// the (channel, padded row) loop nest and emits aligned stores at the unaligned first padding
+/// row (a crash at 37 rows with AVX-512).
+inline void zero_floats(float* p, int n) noexcept {
+    if (n > 0) std::memset(p, 0, std::size_t(n) * sizeof(float));
+}
+
+/// Keys the decode block prefetches ahead of the chunk it computes (whole token rows of K and
+/// V over the block's heads).
+constexpr int decode_prefetch_keys = 32;
+
+/// Hints that `bytes` bytes from `p` will be read soon (into L2: the distance is too far for L1).
+ROPEKIT_ALWAYS_INLINE void prefetch_bytes(const void* p, std::ptrdiff_t bytes) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    const char* c = static_cast<const char*>(p);
+    for (std::ptrdiff_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 2);
+#else
+    (void)p, (void)bytes;
+#endif
+}
+
 /// Hints that the row at `p + ahead * stride` (elements of T) will be read soon. Computed on
 /// integers: the address may lie past the array, which is harmless for a prefetch.
 template <class T>
@@ -399,21 +421,57 @@ ROPEKIT_ALWAYS_INLINE void with_nr(int nr, F&& f) noexcept {
     f(std::integral_constant<int, 1>{});
 }
 
+/// score_decode for KB = width / NR keys at once: the KB x NR dot products are reduced
+/// together by one transpose-and-add tree instead of one horizontal sum each.
+template <class Ops, int NR, class KV>
+ROPEKIT_ALWAYS_INLINE void score_decode_tree(const KV* kbase, std::ptrdiff_t kstride, int D,
+                                             const float* qrow, float* st, int r0) noexcept {
+    using V = typename Ops::vec;
+    constexpr int W = Ops::width;
+    constexpr int KB = W / NR;
+    V acc[KB * NR];
+    for (int j = 0; j < KB * NR; ++j) acc[j] = Ops::zero();
+    const KV* kp[KB];
+    for (int c = 0; c < KB; ++c) kp[c] = kbase + c * kstride;
+    for (int d = 0; d < D; d += W) {
+        V qv[NR];
+        for (int i = 0; i < NR; ++i) qv[i] = Ops::load(qrow + (r0 + i) * max_head_dim + d);
+        for (int c = 0; c < KB; ++c) {
+            const V kv = Ops::load_stored(kp[c] + d);
+            for (int i = 0; i < NR; ++i) acc[c * NR + i] = Ops::fma(qv[i], kv, acc[c * NR + i]);
+        }
+    }
+    alignas(64) float sums[W];
+    Ops::store(sums, Ops::sum_rows(acc));
+    for (int c = 0; c < KB; ++c)
+        for (int i = 0; i < NR; ++i) st[c * block_rows + r0 + i] = sums[c * NR + i];
+}
+
 template <class Ops, class KV>
 inline void scores_decode(const KV* kbase, std::ptrdiff_t kstride, int nc, int D, const float* qrow,
-                          float* st, int row_begin, int rows) noexcept {
+                          float* st, int row_begin, int rows, bool prefetch = true) noexcept {
     const int row_end = row_begin + rows;
     for (int r0 = row_begin; r0 < row_end; r0 += 4)
         with_nr(row_end - r0, [&](auto nrc) {
-            score_decode<Ops, decltype(nrc)::value>(kbase, kstride, nc, D, qrow, st, r0,
-                                                    r0 == row_begin);
+            constexpr int nr = decltype(nrc)::value;
+            constexpr int W = Ops::width;
+            int c = 0;
+            if constexpr (W >= 4 && W % nr == 0) {
+                constexpr int kb = W / nr;
+                if (!prefetch)
+                    for (; c + kb <= nc; c += kb)
+                        score_decode_tree<Ops, nr>(kbase + c * kstride, kstride, D, qrow,
+                                                   st + c * block_rows, r0);
+            }
+            score_decode<Ops, nr>(kbase + c * kstride, kstride, nc - c, D, qrow,
+                                  st + c * block_rows, r0, prefetch && r0 == row_begin);
         });
 }
 
 template <class Ops, class KV>
 inline void accumulate_pv_decode(const KV* vbase, std::ptrdiff_t vstride, int nc, int D,
                                  const float* pt, const float* alpha, float* orow, int row_begin,
-                                 int rows) noexcept {
+                                 int rows, bool prefetch = true) noexcept {
     constexpr int W = Ops::width;
     constexpr int NDV = blocking<Ops>::nv;
     const int row_end = row_begin + rows;
@@ -423,7 +481,8 @@ inline void accumulate_pv_decode(const KV* vbase, std::ptrdiff_t vstride, int nc
             for (int d0 = 0; d0 < D; d0 += NDV * W)
                 with_nv<NDV>((D - d0) / W, [&](auto nvc) {
                     // The first pass over the rows prefetches the whole V row ahead.
-                    const int pf = (r0 == row_begin && d0 == 0) ? D * int(sizeof(KV)) : 0;
+                    const int pf =
+                        (prefetch && r0 == row_begin && d0 == 0) ? D * int(sizeof(KV)) : 0;
                     pv_decode<Ops, nr, decltype(nvc)::value>(vbase, vstride, nc, pt, alpha, orow,
                                                              r0, d0, pf);
                 });
@@ -542,11 +601,10 @@ class kernel {
         alignas(64) float tmp[max_head_dim];
         alignas(64) float rot[max_head_dim];
         const int rows = nh * nt;
-        for (int r = rows; r < nrv * W; ++r)
-            for (int d = 0; d < D_; ++d) {
-                ws_.qt[d * R + r] = 0.0f;
-                if constexpr (rotating) ws_.qcap[d * R + r] = 0.0f;
-            }
+        for (int d = 0; d < D_; ++d) {
+            zero_floats(ws_.qt + d * R + rows, nrv * W - rows);
+            if constexpr (rotating) zero_floats(ws_.qcap + d * R + rows, nrv * W - rows);
+        }
         for (int tl = 0; tl < nt; ++tl) {
             const std::int64_t t = t0 + tl;
             ws_.tok_pos[tl] = q_pos(t);
@@ -609,8 +667,7 @@ class kernel {
         if (decode_) {
             for (int r = 0; r < rows; ++r)
                 for (int d = 0; d < D_; ++d) ws_.kc[r * max_head_dim + d] = ws_.qt[d * R + r];
-            for (int c = 0; c < C; ++c)
-                for (int r = rows; r < nrv * W; ++r) ws_.st[c * R + r] = 0.0f;
+            for (int c = 0; c < C; ++c) zero_floats(ws_.st + c * R + rows, nrv * W - rows);
         }
         for (int r = 0; r < nrv * W; ++r) {
             ws_.m[r] = -std::numeric_limits<float>::infinity();
@@ -833,9 +890,7 @@ class kernel {
             ws_.m[r] = -std::numeric_limits<float>::infinity();
             ws_.l[r] = 0.0f;
         }
-        for (int c = 0; c < C; ++c)
-            for (int r = rows; r < nrv * W; ++r) ws_.st[c * R + r] = 0.0f;
-        for (int r = 0; r < R; ++r) ws_.ones[r] = 1.0f;
+        for (int c = 0; c < C; ++c) zero_floats(ws_.st + c * R + rows, nrv * W - rows);
 
         block_bounds qb{};
         qb.q_pos_min = qb.q_pos_max = ws_.tok_pos[0];
@@ -850,20 +905,32 @@ class kernel {
         ranges[0] = keys;
         if (!p_.k_positions) n_ranges = mask_.key_ranges(qb, ranges);
         constexpr float ninf = -std::numeric_limits<float>::infinity();
+        // Bytes of one token's K (or V) row over the block's K/V heads: contiguous in a
+        // [token][head][d] cache, so prefetching whole token rows ahead turns the walk into one
+        // sequential stream per tensor (the per-head walk below jumps a page per key).
+        const std::ptrdiff_t span_k =
+            std::ptrdiff_t(sizeof(KV)) * ((seg_g[nseg - 1] - seg_g[0]) * k_.head_stride + D_);
+        const std::ptrdiff_t span_v =
+            std::ptrdiff_t(sizeof(KV)) * ((seg_g[nseg - 1] - seg_g[0]) * v_.head_stride + D_);
         for (int ri = 0; ri < n_ranges; ++ri) {
             const std::int64_t b = std::max(ranges[ri].begin, keys.begin);
             const std::int64_t e = std::min(ranges[ri].end, keys.end);
-            for (std::int64_t c0 = b; c0 < e; c0 += C) {
-                const int nc = int(std::min<std::int64_t>(C, e - c0));
-                block_bounds b;
-                const tile_visibility vis = classify_tile(qb, c0, nc, b);
+            // One chunk of keys at a time, scores then softmax then P V, so K and V of a chunk
+            // are read together and both streams are prefetched the same distance ahead.
+            for (std::int64_t c0 = b; c0 < e; c0 += decode_chunk) {
+                const int nc = int(std::min<std::int64_t>(decode_chunk, e - c0));
+                const std::int64_t pf_end =
+                    std::min<std::int64_t>(e, c0 + nc + decode_prefetch_keys);
+                for (std::int64_t c = c0 == b ? b : c0 + decode_prefetch_keys; c < pf_end; ++c) {
+                    prefetch_bytes(k_.at(c, seg_g[0]), span_k);
+                    prefetch_bytes(v_.at(c, seg_g[0]), span_v);
+                }
+                block_bounds bb;
+                const tile_visibility vis = classify_tile(qb, c0, nc, bb);
                 if (vis == tile_visibility::none) continue;
-                // Chunks of keys across all heads: the walk follows the cache's token order.
-                for (int cc = 0; cc < nc; cc += decode_chunk)
-                    for (int sg = 0; sg < nseg; ++sg)
-                        scores_decode<Ops>(k_.at(c0 + cc, seg_g[sg]), k_.token_stride,
-                                           std::min(decode_chunk, nc - cc), D_, ws_.kc,
-                                           ws_.st + cc * R, seg_r0[sg], nt * seg_nh[sg]);
+                for (int sg = 0; sg < nseg; ++sg)
+                    scores_decode<Ops>(k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_, ws_.kc,
+                                       ws_.st, seg_r0[sg], nt * seg_nh[sg], false);
                 if (vis == tile_visibility::partial) {
                     for (int c = 0; c < nc; ++c)
                         for (int tl = 0; tl < nt; ++tl) {
@@ -876,13 +943,10 @@ class kernel {
                         }
                 }
                 softmax_update<Ops>(ws_.st, nc, nrv, ws_.m, ws_.l, ws_.alpha);
-                // The rescale by alpha is applied with the first chunk only.
-                for (int cc = 0; cc < nc; cc += decode_chunk)
-                    for (int sg = 0; sg < nseg; ++sg)
-                        accumulate_pv_decode<Ops>(v_.at(c0 + cc, seg_g[sg]), v_.token_stride,
-                                                  std::min(decode_chunk, nc - cc), D_,
-                                                  ws_.st + cc * R, cc == 0 ? ws_.alpha : ws_.ones,
-                                                  ws_.ot, seg_r0[sg], nt * seg_nh[sg]);
+                for (int sg = 0; sg < nseg; ++sg)
+                    accumulate_pv_decode<Ops>(v_.at(c0, seg_g[sg]), v_.token_stride, nc, D_, ws_.st,
+                                              ws_.alpha, ws_.ot, seg_r0[sg], nt * seg_nh[sg],
+                                              false);
             }
         }
         for (int sg = 0; sg < nseg; ++sg)

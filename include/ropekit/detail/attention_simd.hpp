@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "../arch.hpp"
 #include "../config.hpp"
@@ -117,6 +118,37 @@ struct vec_ops {
     }
     static ROPEKIT_ALWAYS_INLINE float reduce_max(const vec& v) noexcept {
         return detail::simd::reduce_max(v);
+    }
+    /// Lane i = horizontal sum of rows[i], for `width` batches (a transpose-and-add tree: about
+    /// one shuffle and one add per batch instead of a whole reduction each).
+    static ROPEKIT_ALWAYS_INLINE vec sum_rows(const vec* rows) noexcept {
+#if defined(__AVX512F__) && (defined(__x86_64__) || defined(__i386__))
+        if constexpr (width == 16 && std::is_base_of_v<xsimd::avx512f, Arch>) {
+            // xsimd 8.1's AVX-512 haddp returns the lanes permuted (0 1 4 5 2 3 ...): own tree.
+            __m512 s2[8];
+            for (int i = 0; i < 8; ++i) {
+                const __m512 a = rows[2 * i], b = rows[2 * i + 1];
+                s2[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+            }
+            __m512 s4[4];
+            for (int i = 0; i < 4; ++i) {
+                const __m512d a = _mm512_castps_pd(s2[2 * i]), b = _mm512_castps_pd(s2[2 * i + 1]);
+                s4[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                                      _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+            }
+            __m512 s8[2];
+            for (int i = 0; i < 2; ++i) {
+                const __m512 a = s4[2 * i], b = s4[2 * i + 1];
+                s8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+            }
+            return _mm512_add_ps(_mm512_shuffle_f32x4(s8[0], s8[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(s8[0], s8[1], _MM_SHUFFLE(3, 1, 3, 1)));
+        } else
+#endif
+        {
+            return xsimd::haddp(rows);
+        }
     }
 };
 #endif
