@@ -72,13 +72,11 @@ struct data {
         o.resize(q.size());
         lse.resize(std::size_t(nq * h));
     }
-    ropekit::tensor_view<const float> qv() const {
-        return ropekit::dense_view(q.data(), n_q, H, D);
+    ropekit::head_view<const float> qv() const { return ropekit::packed_view(q.data(), n_q, H, D); }
+    ropekit::head_view<const KV> kv(const std::vector<KV>& x) const {
+        return ropekit::packed_view(x.data(), n_kv, KVH, D);
     }
-    ropekit::tensor_view<const KV> kv(const std::vector<KV>& x) const {
-        return ropekit::dense_view(x.data(), n_kv, KVH, D);
-    }
-    ropekit::tensor_view<float> ov() { return ropekit::dense_view(o.data(), n_q, H, D); }
+    ropekit::head_view<float> ov() { return ropekit::packed_view(o.data(), n_q, H, D); }
 };
 
 /// Visible pairs per head for the default positions (queries are the last n_q keys).
@@ -207,13 +205,13 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
             attention_params pp = p;
             pp.lse = pl[ti].data();
             ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
-                                       ropekit::dense_view(po[ti].data(), 1, H, D), mask, pp,
+                                       ropekit::packed_view(po[ti].data(), 1, H, D), mask, pp,
                                        {0, H}, {0, 1}, ropekit::split_keys(n_kv, threads, ti),
                                        *ws[ti]);
         });
         for (int ti = 1; ti < threads; ++ti)
-            ropekit::merge_attention(ropekit::dense_view(po[0].data(), 1, H, D), pl[0].data(),
-                                     ropekit::dense_view(po[ti].data(), 1, H, D), pl[ti].data(),
+            ropekit::merge_attention(ropekit::packed_view(po[0].data(), 1, H, D), pl[0].data(),
+                                     ropekit::packed_view(po[ti].data(), 1, H, D), pl[ti].data(),
                                      {0, 1}, {0, H});
         benchmark::ClobberMemory();
     }

@@ -37,15 +37,15 @@ int main() {
     for (auto& x : q) x = nd(rng);
     for (auto& x : k) x = ropekit::bfloat16(nd(rng));
     for (auto& x : v) x = ropekit::bfloat16(nd(rng));
-    const auto qv = ropekit::dense_view<const float>(q.data(), n, H, D);
-    const auto kv = ropekit::dense_view<const ropekit::bfloat16>(k.data(), n, KVH, D);
-    const auto vv = ropekit::dense_view<const ropekit::bfloat16>(v.data(), n, KVH, D);
+    const auto qv = ropekit::packed_view<const float>(q.data(), n, H, D);
+    const auto kv = ropekit::packed_view<const ropekit::bfloat16>(k.data(), n, KVH, D);
+    const auto vv = ropekit::packed_view<const ropekit::bfloat16>(v.data(), n, KVH, D);
     const ropekit::sink_window_mask mask{4, 256};  // StreamingLLM: 4 sinks + 256-token window
     ropekit::attention_params p;
     p.softmax_scale = 1.0f / std::sqrt(float(D));
 
     // --- 1. Prefill: work items = (one K/V head's query heads) x (64-token query blocks). ---
-    ropekit::attention(qv, kv, vv, ropekit::dense_view(o_ref.data(), n, H, D), mask, p);
+    ropekit::attention(qv, kv, vv, ropekit::packed_view(o_ref.data(), n, H, D), mask, p);
     const std::int64_t group = H / KVH, block = 64;
     const std::int64_t blocks = (n + block - 1) / block, items = KVH * blocks;
     std::atomic<std::int64_t> next{0};
@@ -56,7 +56,7 @@ int main() {
             for (std::int64_t i = next++; i < items; i = next++) {
                 const std::int64_t g = i % KVH, b = i / KVH;
                 ropekit::attention_blocked(ropekit::default_arch{}, qv, kv, vv,
-                                           ropekit::dense_view(o.data(), n, H, D), mask, p,
+                                           ropekit::packed_view(o.data(), n, H, D), mask, p,
                                            {g * group, (g + 1) * group},
                                            {b * block, std::min(n, (b + 1) * block)}, {0, n}, *ws);
             }
@@ -69,13 +69,13 @@ int main() {
     std::vector<float> sinks(static_cast<std::size_t>(H));
     for (auto& s : sinks) s = nd(rng);
     const ropekit::causal_mask causal;
-    const auto q1 = ropekit::dense_view<const float>(q.data() + (n - 1) * H * D, 1, H, D);
+    const auto q1 = ropekit::packed_view<const float>(q.data() + (n - 1) * H * D, 1, H, D);
     std::vector<float> d_ref(static_cast<std::size_t>(H * D));
     std::vector<float> lse_ref(static_cast<std::size_t>(H));
     ropekit::attention_params pd = p;
     pd.sink_logits = sinks.data();
     pd.lse = lse_ref.data();
-    ropekit::attention(q1, kv, vv, ropekit::dense_view(d_ref.data(), 1, H, D), causal, pd);
+    ropekit::attention(q1, kv, vv, ropekit::packed_view(d_ref.data(), 1, H, D), causal, pd);
 
     std::vector<std::vector<float>> part_o(n_threads, std::vector<float>(std::size_t(H * D)));
     std::vector<std::vector<float>> part_lse(n_threads, std::vector<float>(std::size_t(H)));
@@ -85,14 +85,16 @@ int main() {
             auto ws = std::make_unique<ropekit::attention_workspace>();
             ropekit::attention_params pt = p;  // no sinks in the partials: the merge adds them
             pt.lse = part_lse[t].data();
-            ropekit::attention_blocked(
-                ropekit::default_arch{}, q1, kv, vv, ropekit::dense_view(part_o[t].data(), 1, H, D),
-                causal, pt, {0, H}, {0, 1}, ropekit::split_keys(n, int(n_threads), int(t)), *ws);
+            ropekit::attention_blocked(ropekit::default_arch{}, q1, kv, vv,
+                                       ropekit::packed_view(part_o[t].data(), 1, H, D), causal, pt,
+                                       {0, H}, {0, 1},
+                                       ropekit::split_keys(n, int(n_threads), int(t)), *ws);
         });
     for (auto& th : workers) th.join();
     for (unsigned t = 1; t < n_threads; ++t)
-        ropekit::merge_attention(ropekit::dense_view(part_o[0].data(), 1, H, D), part_lse[0].data(),
-                                 ropekit::dense_view<const float>(part_o[t].data(), 1, H, D),
+        ropekit::merge_attention(ropekit::packed_view(part_o[0].data(), 1, H, D),
+                                 part_lse[0].data(),
+                                 ropekit::packed_view<const float>(part_o[t].data(), 1, H, D),
                                  part_lse[t].data(), {0, 1}, {0, H},
                                  t == n_threads - 1 ? sinks.data() : nullptr);  // sinks once
     float lse_diff = 0.0f;

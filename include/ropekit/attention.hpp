@@ -39,8 +39,8 @@ namespace ropekit {
 namespace detail::attn {
 
 template <class KV>
-void validate_shapes(const tensor_view<const float>& q, const tensor_view<const KV>& k,
-                     const tensor_view<const KV>& v, const tensor_view<float>& o,
+void validate_shapes(const head_view<const float>& q, const head_view<const KV>& k,
+                     const head_view<const KV>& v, const head_view<float>& o,
                      const attention_params& p) {
     static_assert(is_storage_type_v<KV>, "K/V storage is float, bfloat16 or half");
     require(q.head_dim > 0 && q.head_dim <= max_head_dim, "head_dim", "must be in [1, 256]",
@@ -63,8 +63,8 @@ void validate_shapes(const tensor_view<const float>& q, const tensor_view<const 
 }
 
 template <class KV>
-bool shapes_ok(const tensor_view<const float>& q, const tensor_view<const KV>& k,
-               const tensor_view<const KV>& v, const tensor_view<float>& o, index_range heads,
+bool shapes_ok(const head_view<const float>& q, const head_view<const KV>& k,
+               const head_view<const KV>& v, const head_view<float>& o, index_range heads,
                index_range queries, index_range keys) noexcept {
     return q.head_dim > 0 && q.head_dim <= max_head_dim && k.head_dim == q.head_dim &&
            v.head_dim == q.head_dim && o.head_dim == q.head_dim && k.heads > 0 &&
@@ -86,10 +86,10 @@ bool shapes_ok(const tensor_view<const float>& q, const tensor_view<const KV>& k
 /// \tparam KV float, bfloat16 or half.
 /// \tparam Mask a mask policy from mask.hpp (or any type with the same three functions).
 template <class Arch, class KV, class Mask>
-void attention_blocked(Arch, tensor_view<const float> q, tensor_view<const KV> k,
-                       tensor_view<const KV> v, tensor_view<float> o, const Mask& mask,
-                       const attention_params& params, index_range heads, index_range queries,
-                       index_range keys, attention_workspace& ws) {
+void attention_blocked(Arch, head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
+                       head_view<float> o, const Mask& mask, const attention_params& params,
+                       index_range heads, index_range queries, index_range keys,
+                       attention_workspace& ws) {
     ROPEKIT_ASSERT(detail::attn::shapes_ok(q, k, v, o, heads, queries, keys),
                    "attention_blocked: inconsistent shapes or ranges");
     ROPEKIT_ASSERT(params.softmax_scale > 0.0f, "attention_blocked: softmax_scale must be > 0");
@@ -102,8 +102,8 @@ void attention_blocked(Arch, tensor_view<const float> q, tensor_view<const KV> k
 /// Attention over the whole problem on the calling thread (front door: validates and throws
 /// ropekit::error naming the field at fault; allocates one attention_workspace).
 template <class KV, class Mask>
-void attention(tensor_view<const float> q, tensor_view<const KV> k, tensor_view<const KV> v,
-               tensor_view<float> o, const Mask& mask, const attention_params& params) {
+void attention(head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
+               head_view<float> o, const Mask& mask, const attention_params& params) {
     detail::attn::validate_shapes(q, k, v, o, params);
     auto ws = std::make_unique<attention_workspace>();
     attention_blocked(default_arch{}, q, k, v, o, mask, params, {0, q.heads}, {0, q.tokens},
@@ -114,7 +114,7 @@ namespace detail::attn {
 
 template <class Rule>
 void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table,
-                     const tensor_view<const float>& q, const tensor_view<const float>& o,
+                     const head_view<const float>& q, const head_view<const float>& o,
                      std::int64_t n_kv, const attention_params& p) {
     rule.validate();
     freqs.validate();
@@ -144,8 +144,8 @@ void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_
 /// \param table range cos/sin table of `freqs` covering every query and key position (engines
 ///        keep one per model); non-integer Leaky angles are computed with accurate_cos_sin.
 template <class Arch, class KV, class Mask, class Rule>
-void rerope_attention_blocked(Arch, tensor_view<const float> q, tensor_view<const KV> k,
-                              tensor_view<const KV> v, tensor_view<float> o, const Mask& mask,
+void rerope_attention_blocked(Arch, head_view<const float> q, head_view<const KV> k,
+                              head_view<const KV> v, head_view<float> o, const Mask& mask,
                               const attention_params& params, const Rule& rule,
                               const rope_frequencies& freqs, const cos_sin_table& table,
                               index_range heads, index_range queries, index_range keys,
@@ -175,8 +175,8 @@ void rerope_attention_blocked(Arch, tensor_view<const float> q, tensor_view<cons
 /// that `table` covers every position, and allocates one workspace). See
 /// rerope_attention_blocked.
 template <class KV, class Mask, class Rule>
-void rerope_attention(tensor_view<const float> q, tensor_view<const KV> k, tensor_view<const KV> v,
-                      tensor_view<float> o, const Mask& mask, const attention_params& params,
+void rerope_attention(head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
+                      head_view<float> o, const Mask& mask, const attention_params& params,
                       const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table) {
     detail::attn::validate_shapes(q, k, v, o, params);
     detail::attn::validate_rerope(rule, freqs, table, q, o, k.tokens, params);
@@ -209,7 +209,7 @@ inline void merge_attention_row(float* o_a, float& lse_a, const float* o_b, floa
 /// out `[n_q][n_heads]` as attention_params::lse). `sink_logits` (per query head, or null) are
 /// added by this call: for split keys, pass the sinks here exactly once and never to the partial
 /// attention calls.
-inline void merge_attention(tensor_view<float> o_a, float* lse_a, tensor_view<const float> o_b,
+inline void merge_attention(head_view<float> o_a, float* lse_a, head_view<const float> o_b,
                             const float* lse_b, index_range queries, index_range heads,
                             const float* sink_logits = nullptr) {
     ROPEKIT_ASSERT(o_a.heads == o_b.heads && o_a.head_dim == o_b.head_dim &&

@@ -32,7 +32,7 @@ inline std::vector<double> rotate(const std::vector<double>& x, double position,
 }
 
 template <class T>
-std::vector<double> head(const tensor_view<const T>& x, std::int64_t t, std::int64_t h) {
+std::vector<double> head(const head_view<const T>& x, std::int64_t t, std::int64_t h) {
     std::vector<double> r(std::size_t(x.head_dim));
     for (int d = 0; d < x.head_dim; ++d) r[d] = double(to_float(x.at(t, h)[d]));
     return r;
@@ -47,7 +47,7 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
 /// Softmax over one score row (hidden keys are -inf), sink in the denominator only, output
 /// and LSE in double.
 template <class KV>
-void finish_row(const std::vector<double>& s, const tensor_view<const KV>& v, std::int64_t kvh,
+void finish_row(const std::vector<double>& s, const head_view<const KV>& v, std::int64_t kvh,
                 const float* sink, int head_dim, double* out, double& lse) {
     double mx = sink ? double(*sink) : -std::numeric_limits<double>::infinity();
     for (double x : s) mx = std::max(mx, x);
@@ -70,8 +70,8 @@ void finish_row(const std::vector<double>& s, const tensor_view<const KV>& v, st
 
 /// Generic driver: `score(t, h, j)` gives the scaled, unmasked score in double.
 template <class KV, class Mask, class Score>
-void run(const tensor_view<const float>& q, const tensor_view<const KV>& k,
-         const tensor_view<const KV>& v, std::vector<double>& o, std::vector<double>& lse,
+void run(const head_view<const float>& q, const head_view<const KV>& k,
+         const head_view<const KV>& v, std::vector<double>& o, std::vector<double>& lse,
          const Mask& mask, const attention_params& p, Score&& score) {
     const std::int64_t n_q = q.tokens, n_kv = k.tokens, H = q.heads;
     const std::int64_t group = H / k.heads;
@@ -101,9 +101,9 @@ void run(const tensor_view<const float>& q, const tensor_view<const KV>& k,
 /// `[n_q][n_heads][head_dim]` and lse as `[n_q][n_heads]` (double). Same semantics as
 /// ropekit::attention (sinks, positions, empty rows -> zeros and LSE -inf).
 template <class KV, class Mask>
-void attention_reference(tensor_view<const float> q, tensor_view<const KV> k,
-                         tensor_view<const KV> v, const Mask& mask, const attention_params& p,
-                         std::vector<double>& o, std::vector<double>& lse) {
+void attention_reference(head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
+                         const Mask& mask, const attention_params& p, std::vector<double>& o,
+                         std::vector<double>& lse) {
     using namespace detail::attn_ref;
     const std::int64_t group = q.heads / k.heads;
     std::vector<std::vector<double>> qs, ks;
@@ -123,11 +123,10 @@ void attention_reference(tensor_view<const float> q, tensor_view<const KV> k,
 /// (R_{(i + w(k-1))/k} q).(R_{j/k} k) (Leaky), score = where(i - j < w, s1, s2); angles in
 /// double. Q and K are unrotated.
 template <class KV, class Mask, class Rule>
-void rerope_attention_reference(tensor_view<const float> q, tensor_view<const KV> k,
-                                tensor_view<const KV> v, const Mask& mask,
-                                const attention_params& p, const Rule& rule,
-                                const rope_frequencies& freqs, std::vector<double>& o,
-                                std::vector<double>& lse) {
+void rerope_attention_reference(head_view<const float> q, head_view<const KV> k,
+                                head_view<const KV> v, const Mask& mask, const attention_params& p,
+                                const Rule& rule, const rope_frequencies& freqs,
+                                std::vector<double>& o, std::vector<double>& lse) {
     using namespace detail::attn_ref;
     const std::int64_t group = q.heads / k.heads;
     const double w = double(rule.window);

@@ -19,8 +19,8 @@
 namespace {
 
 using ropekit::attention_params;
+using ropekit::head_view;
 using ropekit::index_range;
-using ropekit::tensor_view;
 using arch = ropekit::default_arch;
 
 /// Error metrics of a result against the double reference: normwise maximum relative error
@@ -78,16 +78,16 @@ struct problem {
         o.assign(q.size(), std::numeric_limits<float>::quiet_NaN());
         lse.assign(std::size_t(nq * h), std::numeric_limits<float>::quiet_NaN());
     }
-    tensor_view<const float> qv() const { return ropekit::dense_view(q.data(), n_q, heads, D); }
-    tensor_view<const KV> kv_k() const { return ropekit::dense_view(k.data(), n_kv, kv_heads, D); }
-    tensor_view<const KV> kv_v() const { return ropekit::dense_view(v.data(), n_kv, kv_heads, D); }
-    tensor_view<const float> kf_view() const {
-        return ropekit::dense_view(kf.data(), n_kv, kv_heads, D);
+    head_view<const float> qv() const { return ropekit::packed_view(q.data(), n_q, heads, D); }
+    head_view<const KV> kv_k() const { return ropekit::packed_view(k.data(), n_kv, kv_heads, D); }
+    head_view<const KV> kv_v() const { return ropekit::packed_view(v.data(), n_kv, kv_heads, D); }
+    head_view<const float> kf_view() const {
+        return ropekit::packed_view(kf.data(), n_kv, kv_heads, D);
     }
-    tensor_view<const float> vf_view() const {
-        return ropekit::dense_view(vf.data(), n_kv, kv_heads, D);
+    head_view<const float> vf_view() const {
+        return ropekit::packed_view(vf.data(), n_kv, kv_heads, D);
     }
-    tensor_view<float> ov() { return ropekit::dense_view(o.data(), n_q, heads, D); }
+    head_view<float> ov() { return ropekit::packed_view(o.data(), n_q, heads, D); }
 };
 
 template <class KV, class Mask>
@@ -254,8 +254,8 @@ TEST_CASE("split keys merged by LSE equal the unsplit result; sinks added once",
             for (bool sink_in_partial : {false, true}) {
                 std::vector<float> o_acc(pr.o.size()), l_acc(pr.lse.size());
                 std::vector<float> o_part(pr.o.size()), l_part(pr.lse.size());
-                auto acc = ropekit::dense_view(o_acc.data(), n_q, H, 128);
-                auto part = ropekit::dense_view(o_part.data(), n_q, H, 128);
+                auto acc = ropekit::packed_view(o_acc.data(), n_q, H, 128);
+                auto part = ropekit::packed_view(o_part.data(), n_q, H, 128);
                 for (int i = 0; i < parts; ++i) {
                     // Unaligned split points too: 301 keys in `parts` pieces.
                     const index_range keys{n_kv * i / parts, n_kv * (i + 1) / parts};
@@ -315,8 +315,8 @@ void decode_grid() {
                 auto ws = std::make_unique<ropekit::attention_workspace>();
                 std::vector<float> o_acc(pr.o.size()), l_acc(pr.lse.size());
                 std::vector<float> o_part(pr.o.size()), l_part(pr.lse.size());
-                auto acc = ropekit::dense_view(o_acc.data(), s.n_q, H, 128);
-                auto part = ropekit::dense_view(o_part.data(), s.n_q, H, 128);
+                auto acc = ropekit::packed_view(o_acc.data(), s.n_q, H, 128);
+                auto part = ropekit::packed_view(o_part.data(), s.n_q, H, 128);
                 const std::int64_t cuts[] = {0, n_kv / 3, n_kv * 2 / 3 + 1, n_kv};
                 for (int i = 0; i < 3; ++i) {
                     const index_range keys{std::min(cuts[i], n_kv), std::min(cuts[i + 1], n_kv)};
@@ -352,11 +352,11 @@ TEST_CASE("head and query-block ranges cover the whole result; strided views",
     std::mt19937 rng(7);
     std::normal_distribution<float> nd;
     for (auto& x : qkv) x = nd(rng);
-    tensor_view<const float> q{qkv.data(), n, H, D, tok, D};
-    tensor_view<const float> k{qkv.data() + H * D, n, KVH, D, tok, D};
-    tensor_view<const float> v{qkv.data() + (H + KVH) * D, n, KVH, D, tok, D};
+    head_view<const float> q{qkv.data(), n, H, D, tok, D};
+    head_view<const float> k{qkv.data() + H * D, n, KVH, D, tok, D};
+    head_view<const float> v{qkv.data() + (H + KVH) * D, n, KVH, D, tok, D};
     std::vector<float> o(std::size_t(n * H * D), -7.0f), lse(std::size_t(n * H));
-    auto ov = ropekit::dense_view(o.data(), n, H, D);
+    auto ov = ropekit::packed_view(o.data(), n, H, D);
     attention_params p;
     p.softmax_scale = 0.1f;
     p.lse = lse.data();

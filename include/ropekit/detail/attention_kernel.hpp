@@ -29,6 +29,7 @@
 #include "../rerope.hpp"
 #include "../storage.hpp"
 #include "../table.hpp"
+#include "../view.hpp"
 #include "attention_simd.hpp"
 #if ROPEKIT_HAS_XSIMD
 #include "simd_storage.hpp"
@@ -41,33 +42,6 @@
 #endif
 
 namespace ropekit {
-
-/// A strided tokens x heads x head_dim tensor of Q, K, V or O.
-/// Element (t, h, d) is at `data[t * token_stride + h * head_stride + d]` (d is contiguous).
-template <class T>
-struct tensor_view {
-    T* data = nullptr;                ///< element (0, 0, 0)
-    std::int64_t tokens = 0;          ///< number of tokens
-    std::int64_t heads = 0;           ///< number of heads
-    int head_dim = 0;                 ///< channels per head
-    std::ptrdiff_t token_stride = 0;  ///< elements between consecutive tokens
-    std::ptrdiff_t head_stride = 0;   ///< elements between consecutive heads
-
-    /// Start of head `h` of token `t`.
-    T* at(std::int64_t t, std::int64_t h) const noexcept {
-        return data + t * token_stride + h * head_stride;
-    }
-    /// Read-only view of the same elements.
-    operator tensor_view<const T>() const noexcept {
-        return {data, tokens, heads, head_dim, token_stride, head_stride};
-    }
-};
-
-/// View of a dense `[tokens][heads][head_dim]` array.
-template <class T>
-tensor_view<T> dense_view(T* data, std::int64_t tokens, std::int64_t heads, int head_dim) noexcept {
-    return {data, tokens, heads, head_dim, std::ptrdiff_t(heads) * head_dim, head_dim};
-}
 
 /// Everything besides the tensors and the mask.
 struct attention_params {
@@ -528,8 +502,8 @@ class kernel {
     static constexpr int C = tile_keys;
     static constexpr bool rotating = !std::is_same_v<Pos, no_rotation>;
 
-    kernel(const tensor_view<const float>& q, const tensor_view<const KV>& k,
-           const tensor_view<const KV>& v, const tensor_view<float>& o, const Mask& mask,
+    kernel(const head_view<const float>& q, const head_view<const KV>& k,
+           const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
            const attention_params& p, const Pos& pos, attention_workspace& ws) noexcept
         : q_(q), k_(k), v_(v), o_(o), mask_(mask), p_(p), pos_(pos), ws_(ws) {
         D_ = q.head_dim;
@@ -641,8 +615,8 @@ class kernel {
 
     /// A K or V tile as float rows: the stored rows themselves when KV is float, else converted.
     /// `pack` copies fp32 rows too: a compact tile spans 8 pages instead of one page per row.
-    const float* float_tile(const tensor_view<const KV>& x, std::int64_t kvh, std::int64_t c0,
-                            int nc, float* buf, std::ptrdiff_t& stride, bool pack) noexcept {
+    const float* float_tile(const head_view<const KV>& x, std::int64_t kvh, std::int64_t c0, int nc,
+                            float* buf, std::ptrdiff_t& stride, bool pack) noexcept {
         if constexpr (std::is_same_v<KV, float>) {
             if (!pack) {
                 stride = x.token_stride;
@@ -1013,9 +987,9 @@ class kernel {
         }
     }
 
-    tensor_view<const float> q_;
-    tensor_view<const KV> k_, v_;
-    tensor_view<float> o_;
+    head_view<const float> q_;
+    head_view<const KV> k_, v_;
+    head_view<float> o_;
     const Mask& mask_;
     const attention_params& p_;
     const Pos& pos_;
