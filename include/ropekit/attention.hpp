@@ -90,9 +90,13 @@ void attention_blocked(Arch, head_view<const float> q, head_view<const KV> k, he
                        head_view<float> o, const Mask& mask, const attention_params& params,
                        index_range heads, index_range queries, index_range keys,
                        attention_workspace& ws) {
-    ROPEKIT_ASSERT(detail::attn::shapes_ok(q, k, v, o, heads, queries, keys),
-                   "attention_blocked: inconsistent shapes or ranges");
-    ROPEKIT_ASSERT(params.softmax_scale > 0.0f, "attention_blocked: softmax_scale must be > 0");
+    const bool shapes = detail::attn::shapes_ok(q, k, v, o, heads, queries, keys);
+    ROPEKIT_ASSERT(shapes, "attention_blocked: inconsistent shapes or ranges");
+    const bool scale = params.softmax_scale > 0.0f;
+    ROPEKIT_ASSERT(scale, "attention_blocked: softmax_scale must be > 0");
+    // With the asserts compiled out (NDEBUG) a broken precondition writes nothing rather than
+    // reading out of bounds, as the rotary kernels do.
+    if (!shapes || !scale) return;
     const detail::attn::no_rotation none{};
     detail::attn::kernel<Arch, KV, Mask, detail::attn::no_rotation> kern(q, k, v, o, mask, params,
                                                                          none, ws);
@@ -152,11 +156,13 @@ void rerope_attention_blocked(Arch, head_view<const float> q, head_view<const KV
                               attention_workspace& ws) {
     static_assert(std::is_same_v<Rule, rerope> || std::is_same_v<Rule, leaky_rerope>,
                   "Rule is ropekit::rerope or ropekit::leaky_rerope");
-    ROPEKIT_ASSERT(detail::attn::shapes_ok(q, k, v, o, heads, queries, keys),
-                   "rerope_attention_blocked: inconsistent shapes or ranges");
-    ROPEKIT_ASSERT(
-        freqs.head_dim == q.head_dim && table.pairs() == freqs.pairs() && table.is_range(),
-        "rerope_attention_blocked: frequencies / table do not match head_dim");
+    const bool shapes = detail::attn::shapes_ok(q, k, v, o, heads, queries, keys);
+    ROPEKIT_ASSERT(shapes, "rerope_attention_blocked: inconsistent shapes or ranges");
+    const bool tables_match =
+        freqs.head_dim == q.head_dim && table.pairs() == freqs.pairs() && table.is_range();
+    ROPEKIT_ASSERT(tables_match,
+                   "rerope_attention_blocked: frequencies / table do not match head_dim");
+    if (!shapes || !tables_match) return;  // NDEBUG: write nothing rather than read out of bounds
     // Every position the kernel will look up must have a table row (cheap: O(n_q + n_kv)).
     bool covered = true;
     for (std::int64_t t = queries.begin; t < queries.end; ++t)
@@ -165,6 +171,7 @@ void rerope_attention_blocked(Arch, head_view<const float> q, head_view<const KV
     for (std::int64_t j = keys.begin; j < keys.end; ++j)
         covered = covered && table.contains(params.k_positions ? params.k_positions[j] : j);
     ROPEKIT_ASSERT(covered, "rerope_attention_blocked: a position is outside the cos/sin table");
+    if (!covered) return;
     const detail::attn::rerope_rotation<Rule> rot{rule, &freqs, &table};
     detail::attn::kernel<Arch, KV, Mask, detail::attn::rerope_rotation<Rule>> kern(q, k, v, o, mask,
                                                                                    params, rot, ws);
