@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
     bool supported = true;
-    if (std::strcmp(cpu, "avx2") == 0) supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (std::strcmp(cpu, "avx2") == 0)
+        supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (std::strcmp(cpu, "avx512bw") == 0)
         supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                     __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");

@@ -14,6 +14,7 @@ struct assert_failure : std::logic_error {
 }  // namespace ropekit_test
 
 #define ROPEKIT_ASSERT(cond, msg) \
-    ((cond) ? (void)0 : throw ::ropekit_test::assert_failure(std::string("ROPEKIT_ASSERT: ") + (msg)))
+    ((cond) ? (void)0             \
+            : throw ::ropekit_test::assert_failure(std::string("ROPEKIT_ASSERT: ") + (msg)))
 
 #include "catch.hpp"

@@ -16,16 +16,16 @@ namespace ropekit {
 /// outside a table. The message names the field and the value, e.g.
 /// `ropekit: rotary_dim must be even and positive (got 63)`.
 class error : public std::invalid_argument {
-public:
-    /// \param field the parameter or key at fault, as the user spells it (`rotary_dim`, `beta_fast`).
-    /// \param message what is wrong, including the offending value.
+  public:
+    /// \param field the parameter or key at fault, as the user spells it (`rotary_dim`,
+    /// `beta_fast`). \param message what is wrong, including the offending value.
     error(std::string field, const std::string& message)
         : std::invalid_argument("ropekit: " + message), field_(std::move(field)) {}
 
     /// The parameter or key the error is about.
     const std::string& field() const noexcept { return field_; }
 
-private:
+  private:
     std::string field_;
 };
 
@@ -50,8 +50,8 @@ std::string format_value(const T& v) {
 /// Throws ropekit::error "`field` `requirement` (got `value`)".
 template <class T>
 [[noreturn]] void fail(const char* field, const char* requirement, const T& value) {
-    ROPEKIT_THROW(error(field, std::string(field) + " " + requirement + " (got " +
-                                   format_value(value) + ")"));
+    ROPEKIT_THROW(error(
+        field, std::string(field) + " " + requirement + " (got " + format_value(value) + ")"));
 #if !ROPEKIT_HAS_EXCEPTIONS
     std::abort();
 #endif

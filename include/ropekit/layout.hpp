@@ -15,8 +15,9 @@ namespace ropekit {
 /// With `rotary_dim = 8` (pairs p0..p3, c = first element of a pair, s = second), channels
 /// past rotary_dim (`.`) are never touched:
 ///
-///     neox  (HF rotate_half, ggml NEOX):   [c0 c1 c2 c3 s0 s1 s2 s3 . . .]  pair i = (i, i + rotary_dim/2)
-///     gptj  (Meta/GPT-J, ggml NORMAL):     [c0 s0 c1 s1 c2 s2 c3 s3 . . .]  pair i = (2i, 2i + 1)
+///     neox  (HF rotate_half, ggml NEOX):   [c0 c1 c2 c3 s0 s1 s2 s3 . . .]  pair i = (i, i +
+///     rotary_dim/2) gptj  (Meta/GPT-J, ggml NORMAL):     [c0 s0 c1 s1 c2 s2 c3 s3 . . .]  pair i =
+///     (2i, 2i + 1)
 enum class rope_layout {
     neox,  ///< rotate-half: pair i is channels (i, i + rotary_dim/2)
     gptj,  ///< interleaved: pair i is channels (2i, 2i + 1)

@@ -32,7 +32,9 @@ struct bfloat16 {
     /// Rounds `f` to nearest even; NaN stays a (quiet) NaN, never turns into infinity.
     explicit bfloat16(float f) noexcept : bits(round_from_float(f)) {}
     /// Exact widening to float.
-    explicit operator float() const noexcept { return detail::bits_float(std::uint32_t(bits) << 16); }
+    explicit operator float() const noexcept {
+        return detail::bits_float(std::uint32_t(bits) << 16);
+    }
     /// Wraps a raw bit pattern.
     static bfloat16 from_bits(std::uint16_t b) noexcept {
         bfloat16 r;
@@ -108,24 +110,31 @@ inline constexpr bool is_storage_type_v =
 template <class T>
 inline float to_float(T v) noexcept {
     static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
-    if constexpr (std::is_same_v<T, float>) return v;
-    else return static_cast<float>(v);
+    if constexpr (std::is_same_v<T, float>)
+        return v;
+    else
+        return static_cast<float>(v);
 }
 
 /// Rounds a float to the storage type (nearest even for the 16-bit types).
 template <class T>
 inline T from_float(float f) noexcept {
     static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
-    if constexpr (std::is_same_v<T, float>) return f;
-    else return T(f);
+    if constexpr (std::is_same_v<T, float>)
+        return f;
+    else
+        return T(f);
 }
 
 /// Short name for logs and benchmark labels: "f32", "bf16", "f16".
 template <class T>
 constexpr const char* storage_name() noexcept {
-    if constexpr (std::is_same_v<T, float>) return "f32";
-    else if constexpr (std::is_same_v<T, bfloat16>) return "bf16";
-    else return "f16";
+    if constexpr (std::is_same_v<T, float>)
+        return "f32";
+    else if constexpr (std::is_same_v<T, bfloat16>)
+        return "bf16";
+    else
+        return "f16";
 }
 
 }  // namespace ropekit
