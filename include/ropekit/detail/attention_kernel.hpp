@@ -629,6 +629,28 @@ class kernel {
         return buf;
     }
 
+    /// Position and index bounds of the nt query tokens loaded into the workspace.
+    block_bounds query_block_bounds(int nt) const noexcept {
+        block_bounds qb{};
+        qb.q_pos_min = qb.q_pos_max = ws_.tok_pos[0];
+        for (int tl = 1; tl < nt; ++tl) {
+            qb.q_pos_min = std::min(qb.q_pos_min, ws_.tok_pos[tl]);
+            qb.q_pos_max = std::max(qb.q_pos_max, ws_.tok_pos[tl]);
+        }
+        qb.q_index_min = ws_.tok_idx[0];
+        qb.q_index_max = ws_.tok_idx[nt - 1];
+        return qb;
+    }
+
+    /// The key index ranges (at most 2) the mask lets this query block see within `keys`. With
+    /// explicit key positions the mask cannot map positions to indices: all of `keys`, and the
+    /// per-tile classification does the skipping.
+    int visible_key_ranges(const block_bounds& qb, index_range keys,
+                           index_range (&ranges)[2]) const noexcept {
+        ranges[0] = keys;
+        return p_.k_positions ? 1 : mask_.key_ranges(qb, ranges);
+    }
+
     void block(std::int64_t kvh, std::int64_t h0, int nh, std::int64_t t0, int nt,
                index_range keys) noexcept {
         const int rows = nh * nt;
@@ -655,19 +677,10 @@ class kernel {
                 for (int r = 0; r < nrv * W; ++r) ws_.ot[d * R + r] = 0.0f;
         }
 
-        block_bounds qb{};
-        qb.q_pos_min = qb.q_pos_max = ws_.tok_pos[0];
-        for (int tl = 1; tl < nt; ++tl) {
-            qb.q_pos_min = std::min(qb.q_pos_min, ws_.tok_pos[tl]);
-            qb.q_pos_max = std::max(qb.q_pos_max, ws_.tok_pos[tl]);
-        }
-        qb.q_index_min = ws_.tok_idx[0];
-        qb.q_index_max = ws_.tok_idx[nt - 1];
-
         index_range ranges[2];
-        int n_ranges = 1;
-        ranges[0] = keys;
-        if (!p_.k_positions) n_ranges = mask_.key_ranges(qb, ranges);
+        const block_bounds qb = query_block_bounds(nt);
+        const int n_ranges = visible_key_ranges(qb, keys, ranges);
+
         for (int ri = 0; ri < n_ranges; ++ri) {
             const std::int64_t b = std::max(ranges[ri].begin, keys.begin);
             const std::int64_t e = std::min(ranges[ri].end, keys.end);
@@ -866,18 +879,9 @@ class kernel {
         }
         for (int c = 0; c < C; ++c) zero_floats(ws_.st + c * R + rows, nrv * W - rows);
 
-        block_bounds qb{};
-        qb.q_pos_min = qb.q_pos_max = ws_.tok_pos[0];
-        for (int tl = 1; tl < nt; ++tl) {
-            qb.q_pos_min = std::min(qb.q_pos_min, ws_.tok_pos[tl]);
-            qb.q_pos_max = std::max(qb.q_pos_max, ws_.tok_pos[tl]);
-        }
-        qb.q_index_min = ws_.tok_idx[0];
-        qb.q_index_max = ws_.tok_idx[nt - 1];
         index_range ranges[2];
-        int n_ranges = 1;
-        ranges[0] = keys;
-        if (!p_.k_positions) n_ranges = mask_.key_ranges(qb, ranges);
+        const block_bounds qb = query_block_bounds(nt);
+        const int n_ranges = visible_key_ranges(qb, keys, ranges);
         constexpr float ninf = -std::numeric_limits<float>::infinity();
         // Bytes of one token's K (or V) row over the block's K/V heads: contiguous in a
         // [token][head][d] cache, so prefetching whole token rows ahead turns the walk into one
