@@ -498,13 +498,13 @@ void apply_rope_qk(const rope_frequencies& freqs, head_view<T> q, head_view<T> k
 template <class T>
 void rerotate_keys(const rope_frequencies& freqs, head_view<T> k, const positions& deltas,
                    std::int64_t token_begin, std::int64_t token_end) {
-    apply_rope<default_arch, T>(freqs, k, deltas, token_begin, token_end);
+    rerotate_keys<default_arch, T>(freqs, k, deltas, token_begin, token_end);
 }
 /// rerotate_keys<default_arch> (deltas from a table) on tokens [token_begin, token_end).
 template <class T>
 void rerotate_keys(const cos_sin_table& delta_table, head_view<T> k, const positions& deltas,
                    std::int64_t token_begin, std::int64_t token_end) {
-    apply_rope<default_arch, T>(delta_table, k, deltas, token_begin, token_end);
+    rerotate_keys<default_arch, T>(delta_table, k, deltas, token_begin, token_end);
 }
 /// rebase_keys<default_arch> on tokens [token_begin, token_end).
 template <class T>
