@@ -5,8 +5,10 @@
 // Counters (measured in the same run):
 //   GFLOP/s      4 * visible (i, j) pairs * head_dim * heads per second (masked pairs not counted)
 //   of_fma_peak  FLOP/s / (threads * one core's fp32 FMA peak from bench_common.hpp)
-//   over_read_bw (decode) K/V bytes per second / bandwidth of a one-thread read-only sweep of
-//                the same number of bytes (bench_common.hpp read_bytes_per_second)
+//   over_read_bw (decode) K/V bytes per second / bandwidth of a read-only sweep of the same
+//                number of bytes with the same number of threads (bench_common.hpp
+//                read_bytes_per_second); the threads split the keys, so both read the K/V
+//                cache once per call
 //   over_naive   speed-up per visible pair over a naive fp32 kernel (one score row per query,
 //                softmax, weighted sum); the naive kernel runs on one head and at most 512
 //                queries of the same shape, and its time is scaled per visible pair.
@@ -219,7 +221,7 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
     const double bytes = 2.0 * double(n_kv) * KVH * D * sizeof(KV);
     st.counters["GB/s"] = bytes / secs * 1e-9;
     st.counters["over_read_bw"] =
-        bytes / secs / ropekit_bench::read_bytes_per_second(std::size_t(bytes));
+        bytes / secs / ropekit_bench::read_bytes_per_second(std::size_t(bytes), threads);
     set_counters<KV>(st, secs, mask, 1, n_kv, H, D, threads, double(n_kv));
 }
 

@@ -286,9 +286,10 @@ TEST_CASE("split keys merged by LSE equal the unsplit result; sinks added once",
 }
 
 /// Decode shapes (a few query rows per K/V head): rows per K/V head 1 to 8 (the score kernel
-/// reduces width / rows keys per tree, 3 rows per head take the per-key path), key counts
-/// around the 16-key chunk and the tree width, more K/V heads than one decode block holds, and
-/// key ranges starting and ending off the chunk grid.
+/// reduces width / rows keys per tree; 3 rows per head are padded to 4), key counts around the
+/// 32-key chunk and the tree width, more K/V heads than one decode block holds, key ranges
+/// starting and ending off the chunk grid, and a sinks + window mask (two key ranges, chunks
+/// partly hidden).
 template <class KV>
 void decode_grid() {
     struct shape {
@@ -296,41 +297,49 @@ void decode_grid() {
     };
     for (shape s : {shape{1, 1, 20}, shape{3, 1, 3}, shape{1, 2, 5}, shape{2, 2, 3},
                     shape{1, 4, 20}, shape{2, 4, 2}, shape{1, 8, 3}, shape{1, 3, 2}}) {
-        for (std::int64_t n_kv : {1, 4, 15, 16, 17, 47, 100, 300}) {
-            DYNAMIC_SECTION("n_q=" << s.n_q << " ratio=" << s.ratio << " kv_heads=" << s.kv_heads
-                                   << " n_kv=" << n_kv) {
-                const std::int64_t H = s.ratio * s.kv_heads;
-                problem<KV> pr(s.n_q, n_kv, H, s.kv_heads, 128,
-                               unsigned(n_kv * 7 + s.ratio * 3 + s.kv_heads));
-                attention_params p;
-                p.softmax_scale = 1.0f / std::sqrt(128.0f);
-                p.lse = pr.lse.data();
-                const ropekit::causal_mask mask;
-                std::vector<double> ro, rl;
-                ropekit::attention_reference(pr.qv(), pr.kv_k(), pr.kv_v(), mask, p, ro, rl);
-                ropekit::attention(pr.qv(), pr.kv_k(), pr.kv_v(), pr.ov(), mask, p);
-                CHECK(compare(pr.o, ro).max_rel <= 1e-5);
-                check_lse(pr.lse, rl);
-                // Split keys at off-grid points, merged by LSE.
-                auto ws = std::make_unique<ropekit::attention_workspace>();
-                std::vector<float> o_acc(pr.o.size()), l_acc(pr.lse.size());
-                std::vector<float> o_part(pr.o.size()), l_part(pr.lse.size());
-                auto acc = ropekit::packed_view(o_acc.data(), s.n_q, H, 128);
-                auto part = ropekit::packed_view(o_part.data(), s.n_q, H, 128);
-                const std::int64_t cuts[] = {0, n_kv / 3, n_kv * 2 / 3 + 1, n_kv};
-                for (int i = 0; i < 3; ++i) {
-                    const index_range keys{std::min(cuts[i], n_kv), std::min(cuts[i + 1], n_kv)};
-                    attention_params pp = p;
-                    pp.lse = i == 0 ? l_acc.data() : l_part.data();
-                    ropekit::attention_blocked(arch{}, pr.qv(), pr.kv_k(), pr.kv_v(),
-                                               i == 0 ? acc : part, mask, pp, {0, H}, {0, s.n_q},
-                                               keys, *ws);
-                    if (i > 0)
-                        ropekit::merge_attention(acc, l_acc.data(), part, l_part.data(), {0, s.n_q},
-                                                 {0, H});
+        for (std::int64_t n_kv : {1, 4, 15, 16, 17, 31, 32, 33, 47, 100, 300}) {
+            for (bool window : {false, true}) {
+                DYNAMIC_SECTION("n_q=" << s.n_q << " ratio=" << s.ratio
+                                       << " kv_heads=" << s.kv_heads << " n_kv=" << n_kv
+                                       << " sinks+window=" << window) {
+                    const std::int64_t H = s.ratio * s.kv_heads;
+                    problem<KV> pr(s.n_q, n_kv, H, s.kv_heads, 128,
+                                   unsigned(n_kv * 7 + s.ratio * 3 + s.kv_heads));
+                    attention_params p;
+                    p.softmax_scale = 1.0f / std::sqrt(128.0f);
+                    p.lse = pr.lse.data();
+                    // Sinks 3 + window 37: keys [0, 3) and the last 37 up to each query. {n_kv, 1}
+                    // makes every key a sink: plain causal.
+                    const ropekit::sink_window_mask mask = window
+                                                               ? ropekit::sink_window_mask{3, 37}
+                                                               : ropekit::sink_window_mask{n_kv, 1};
+                    std::vector<double> ro, rl;
+                    ropekit::attention_reference(pr.qv(), pr.kv_k(), pr.kv_v(), mask, p, ro, rl);
+                    ropekit::attention(pr.qv(), pr.kv_k(), pr.kv_v(), pr.ov(), mask, p);
+                    CHECK(compare(pr.o, ro).max_rel <= 1e-5);
+                    check_lse(pr.lse, rl);
+                    // Split keys at off-grid points, merged by LSE.
+                    auto ws = std::make_unique<ropekit::attention_workspace>();
+                    std::vector<float> o_acc(pr.o.size()), l_acc(pr.lse.size());
+                    std::vector<float> o_part(pr.o.size()), l_part(pr.lse.size());
+                    auto acc = ropekit::packed_view(o_acc.data(), s.n_q, H, 128);
+                    auto part = ropekit::packed_view(o_part.data(), s.n_q, H, 128);
+                    const std::int64_t cuts[] = {0, n_kv / 3, n_kv * 2 / 3 + 1, n_kv};
+                    for (int i = 0; i < 3; ++i) {
+                        const index_range keys{std::min(cuts[i], n_kv),
+                                               std::min(cuts[i + 1], n_kv)};
+                        attention_params pp = p;
+                        pp.lse = i == 0 ? l_acc.data() : l_part.data();
+                        ropekit::attention_blocked(arch{}, pr.qv(), pr.kv_k(), pr.kv_v(),
+                                                   i == 0 ? acc : part, mask, pp, {0, H},
+                                                   {0, s.n_q}, keys, *ws);
+                        if (i > 0)
+                            ropekit::merge_attention(acc, l_acc.data(), part, l_part.data(),
+                                                     {0, s.n_q}, {0, H});
+                    }
+                    CHECK(compare(o_acc, ro).max_rel <= 1e-5);
+                    check_lse(l_acc, rl);
                 }
-                CHECK(compare(o_acc, ro).max_rel <= 1e-5);
-                check_lse(l_acc, rl);
             }
         }
     }

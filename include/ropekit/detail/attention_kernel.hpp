@@ -39,6 +39,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace ropekit {
@@ -294,10 +295,11 @@ inline void accumulate_pv(const float* vbase, std::ptrdiff_t vstride, int nc, in
 }
 
 /// Keys per chunk in the decode loops (all heads of a block visit a chunk before the next).
-constexpr int decode_chunk = 16;
-/// Prefetch distance of the decode loops, in key rows.
-constexpr int decode_prefetch_rows = 16;
-
+/// 32 rather than 16 halves the per-chunk softmax folding and O reloads (-11% time per key in
+/// L2, bf16 head_dim 128); 64 was slower from DRAM on Zen 4.
+constexpr int decode_chunk = 32;
+static_assert(block_rows * decode_chunk <= tile_keys * block_rows,
+              "the decode score tiles of a block fit in the workspace score tile");
 /// Zeroes the padding rows of a tile row. A call rather than a loop: GCC 12 -O3 interchanges
 /// the (channel, padded row) loop nest and emits aligned stores at the unaligned first padding
 /// row (a crash at 37 rows with AVX-512).
@@ -305,85 +307,34 @@ inline void zero_floats(float* p, int n) noexcept {
     if (n > 0) std::memset(p, 0, std::size_t(n) * sizeof(float));
 }
 
-/// Keys the decode block prefetches ahead of the chunk it computes (whole token rows of K and
-/// V over the block's heads).
-constexpr int decode_prefetch_keys = 32;
+/// How far ahead of the keys it reads the decode loop prefetches (into L2), in bytes of one
+/// head's K (or V) rows: about 16 KB per head hid the DRAM latency on Zen 4 for fp32 and bf16
+/// (32 and 64 keys at head_dim 128); the prefetch lines of all heads of a block (256 KB for 8
+/// K/V heads) stay well inside L2.
+constexpr int decode_prefetch_bytes = 16384;
 
-/// Hints that `bytes` bytes from `p` will be read soon (into L2: the distance is too far for L1).
-ROPEKIT_ALWAYS_INLINE void prefetch_bytes(const void* p, std::ptrdiff_t bytes) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    const char* c = static_cast<const char*>(p);
-    for (std::ptrdiff_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 2);
-#else
-    (void)p, (void)bytes;
-#endif
-}
-
-/// Hints that the row at `p + ahead * stride` (elements of T) will be read soon. Computed on
-/// integers: the address may lie past the array, which is harmless for a prefetch.
+/// Hints that the element `offset` elements after `p` will be read soon, into L2 (Zen 4 and
+/// Intel put T1 prefetches there): far enough ahead to cover DRAM latency without evicting the
+/// L1 lines in use. Computed on integers: the address may lie past the array, which is harmless
+/// for a prefetch.
 template <class T>
-ROPEKIT_ALWAYS_INLINE void prefetch_row(const T* p, std::ptrdiff_t stride, int bytes) noexcept {
+ROPEKIT_ALWAYS_INLINE void prefetch_l2(const T* p, std::ptrdiff_t offset) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
     const std::uintptr_t a =
-        reinterpret_cast<std::uintptr_t>(p) +
-        std::uintptr_t(decode_prefetch_rows * stride * std::ptrdiff_t(sizeof(T)));
-    for (int off = 0; off < bytes; off += 64)
-        __builtin_prefetch(reinterpret_cast<const void*>(a + std::uintptr_t(off)), 0, 3);
+        reinterpret_cast<std::uintptr_t>(p) + std::uintptr_t(offset * std::ptrdiff_t(sizeof(T)));
+    __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 2);
 #else
-    (void)p, (void)stride, (void)bytes;
+    (void)p, (void)offset;
 #endif
 }
 
-/// Decode form (a few query rows): S[r][c] = q_r . k_c vectorised over head channels, one
-/// horizontal sum per (row, key). `qrow` holds the rows [r][max_head_dim]; D % width == 0.
-/// K is read in its storage type (16-bit rows are widened in registers, never copied).
-template <class Ops, int NR, class KV>
-ROPEKIT_ALWAYS_INLINE void score_decode(const KV* kbase, std::ptrdiff_t kstride, int nc, int D,
-                                        const float* qrow, float* st, int r0,
-                                        bool prefetch) noexcept {
-    using V = typename Ops::vec;
-    constexpr int W = Ops::width;
-    for (int c = 0; c < nc; ++c) {
-        const KV* kr = kbase + c * kstride;
-        if (prefetch) prefetch_row(kr, kstride, D * int(sizeof(KV)));
-        V acc[NR];
-        for (int i = 0; i < NR; ++i) acc[i] = Ops::zero();
-        for (int d = 0; d < D; d += W) {
-            const V kv = Ops::load_stored(kr + d);
-            for (int i = 0; i < NR; ++i)
-                acc[i] = Ops::fma(Ops::load(qrow + (r0 + i) * max_head_dim + d), kv, acc[i]);
-        }
-        for (int i = 0; i < NR; ++i) st[c * block_rows + r0 + i] = Ops::reduce_add(acc[i]);
-    }
-}
-
-/// Decode form of O = alpha * O + P V with O row-major `orow[r][max_head_dim]`: V rows are
-/// loaded once per key and shared by the NR rows; NDV channel vectors per pass.
-template <class Ops, int NR, int NDV, class KV>
-ROPEKIT_ALWAYS_INLINE void pv_decode(const KV* vbase, std::ptrdiff_t vstride, int nc,
-                                     const float* pt, const float* alpha, float* orow, int r0,
-                                     int d0, int prefetch_bytes) noexcept {
-    using V = typename Ops::vec;
-    constexpr int W = Ops::width;
-    V acc[NR][NDV];
-    for (int i = 0; i < NR; ++i) {
-        const V a = Ops::set1(alpha[r0 + i]);
-        for (int n = 0; n < NDV; ++n)
-            acc[i][n] = Ops::load(orow + (r0 + i) * max_head_dim + d0 + n * W) * a;
-    }
-    const KV* vr = vbase + d0;
-    for (int c = 0; c < nc; ++c, vr += vstride) {
-        if (prefetch_bytes > 0) prefetch_row(vr, vstride, prefetch_bytes);
-        V vv[NDV];
-        for (int n = 0; n < NDV; ++n) vv[n] = Ops::load_stored(vr + n * W);
-        for (int i = 0; i < NR; ++i) {
-            const V pb = Ops::set1(pt[c * block_rows + r0 + i]);
-            for (int n = 0; n < NDV; ++n) acc[i][n] = Ops::fma(pb, vv[n], acc[i][n]);
-        }
-    }
-    for (int i = 0; i < NR; ++i)
-        for (int n = 0; n < NDV; ++n)
-            Ops::store(orow + (r0 + i) * max_head_dim + d0 + n * W, acc[i][n]);
+/// Runtime padded row count (1, 2, 4 or 8) to an instantiation.
+template <class F>
+ROPEKIT_ALWAYS_INLINE void with_padded_rows(int nr, F&& f) noexcept {
+    if (nr >= 8) return f(std::integral_constant<int, 8>{});
+    if (nr == 4) return f(std::integral_constant<int, 4>{});
+    if (nr == 2) return f(std::integral_constant<int, 2>{});
+    f(std::integral_constant<int, 1>{});
 }
 
 /// Runtime row count 1..4 to an instantiation.
@@ -395,11 +346,13 @@ ROPEKIT_ALWAYS_INLINE void with_nr(int nr, F&& f) noexcept {
     f(std::integral_constant<int, 1>{});
 }
 
-/// score_decode for KB = width / NR keys at once: the KB x NR dot products are reduced
-/// together by one transpose-and-add tree instead of one horizontal sum each.
+/// The dot products of NR query rows (`q[i * max_head_dim]`) with KB = width / NR key rows,
+/// reduced together by one transpose-and-add tree instead of one horizontal sum each: lane
+/// `c * NR + i` of the result is q_i . k_c.
 template <class Ops, int NR, class KV>
-ROPEKIT_ALWAYS_INLINE void score_decode_tree(const KV* kbase, std::ptrdiff_t kstride, int D,
-                                             const float* qrow, float* st, int r0) noexcept {
+ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff_t kstride, int D,
+                                                   const float* q,
+                                                   std::ptrdiff_t prefetch_offset = 0) noexcept {
     using V = typename Ops::vec;
     constexpr int W = Ops::width;
     constexpr int KB = W / NR;
@@ -409,58 +362,18 @@ ROPEKIT_ALWAYS_INLINE void score_decode_tree(const KV* kbase, std::ptrdiff_t kst
     for (int c = 0; c < KB; ++c) kp[c] = kbase + c * kstride;
     for (int d = 0; d < D; d += W) {
         V qv[NR];
-        for (int i = 0; i < NR; ++i) qv[i] = Ops::load(qrow + (r0 + i) * max_head_dim + d);
+        for (int i = 0; i < NR; ++i) {
+            qv[i] = Ops::load(q + i * max_head_dim + d);
+            Ops::in_register(qv[i]);
+        }
         for (int c = 0; c < KB; ++c) {
-            const V kv = Ops::load_stored(kp[c] + d);
+            if (prefetch_offset != 0) prefetch_l2(kp[c] + d, prefetch_offset);
+            V kv = Ops::load_stored(kp[c] + d);
+            Ops::in_register(kv);
             for (int i = 0; i < NR; ++i) acc[c * NR + i] = Ops::fma(qv[i], kv, acc[c * NR + i]);
         }
     }
-    alignas(64) float sums[W];
-    Ops::store(sums, Ops::sum_rows(acc));
-    for (int c = 0; c < KB; ++c)
-        for (int i = 0; i < NR; ++i) st[c * block_rows + r0 + i] = sums[c * NR + i];
-}
-
-template <class Ops, class KV>
-inline void scores_decode(const KV* kbase, std::ptrdiff_t kstride, int nc, int D, const float* qrow,
-                          float* st, int row_begin, int rows, bool prefetch = true) noexcept {
-    const int row_end = row_begin + rows;
-    for (int r0 = row_begin; r0 < row_end; r0 += 4)
-        with_nr(row_end - r0, [&](auto nrc) {
-            constexpr int nr = decltype(nrc)::value;
-            constexpr int W = Ops::width;
-            int c = 0;
-            if constexpr (W >= 4 && W % nr == 0) {
-                constexpr int kb = W / nr;
-                if (!prefetch)
-                    for (; c + kb <= nc; c += kb)
-                        score_decode_tree<Ops, nr>(kbase + c * kstride, kstride, D, qrow,
-                                                   st + c * block_rows, r0);
-            }
-            score_decode<Ops, nr>(kbase + c * kstride, kstride, nc - c, D, qrow,
-                                  st + c * block_rows, r0, prefetch && r0 == row_begin);
-        });
-}
-
-template <class Ops, class KV>
-inline void accumulate_pv_decode(const KV* vbase, std::ptrdiff_t vstride, int nc, int D,
-                                 const float* pt, const float* alpha, float* orow, int row_begin,
-                                 int rows, bool prefetch = true) noexcept {
-    constexpr int W = Ops::width;
-    constexpr int NDV = blocking<Ops>::nv;
-    const int row_end = row_begin + rows;
-    for (int r0 = row_begin; r0 < row_end; r0 += 4)
-        with_nr(row_end - r0, [&](auto nrc) {
-            constexpr int nr = decltype(nrc)::value;
-            for (int d0 = 0; d0 < D; d0 += NDV * W)
-                with_nv<NDV>((D - d0) / W, [&](auto nvc) {
-                    // The first pass over the rows prefetches the whole V row ahead.
-                    const int pf =
-                        (prefetch && r0 == row_begin && d0 == 0) ? D * int(sizeof(KV)) : 0;
-                    pv_decode<Ops, nr, decltype(nvc)::value>(vbase, vstride, nc, pt, alpha, orow,
-                                                             r0, d0, pf);
-                });
-        });
+    return Ops::sum_rows(acc);
 }
 
 /// Online-softmax update of rows [0, nrv * W) with the scores of keys [0, nc): running max m,
@@ -490,6 +403,157 @@ inline void softmax_update(float* st, int nc, int nrv, float* m, float* l, float
         Ops::store(m + r, m_new);
         Ops::store(alpha + r, a);
     }
+}
+
+/// Query rows of a decode segment (one K/V head) rounded up to 1, 2, 4 or 8, so that the
+/// transpose-and-add tree (width / NR keys at once) always applies; padding rows hold zero
+/// queries and their results are never read.
+inline int decode_padded_rows(int rows) noexcept {
+    return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+}
+
+/// Decode scores of NR query rows (`q[i * max_head_dim]`) against the keys [0, nc) of one K/V
+/// head, nc <= decode_chunk, into the key-major tile `sd[c * NR + i]`. Each K row is read once,
+/// in its storage type, and shared by the NR rows; a transpose-and-add tree reduces W / NR keys
+/// at once and its result is exactly W consecutive entries of the tile (one aligned store).
+template <class Ops, int NR, class KV>
+ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t kstride, int nc,
+                                               int D, const float* q, float* sd,
+                                               std::ptrdiff_t prefetch_offset) noexcept {
+    using V = typename Ops::vec;
+    constexpr int W = Ops::width;
+    int c = 0;
+    if constexpr (W >= 4 && W % NR == 0) {
+        constexpr int KB = W / NR;
+        for (; c + KB <= nc; c += KB)
+            Ops::store(sd + c * NR,
+                       score_tree<Ops, NR>(kbase + c * kstride, kstride, D, q, prefetch_offset));
+    }
+    for (; c < nc; ++c) {
+        const KV* kr = kbase + c * kstride;
+        V acc[NR];
+        for (int i = 0; i < NR; ++i) acc[i] = Ops::zero();
+        for (int d = 0; d < D; d += W) {
+            if (prefetch_offset != 0) prefetch_l2(kr + d, prefetch_offset);
+            V kv = Ops::load_stored(kr + d);
+            Ops::in_register(kv);
+            for (int i = 0; i < NR; ++i)
+                acc[i] = Ops::fma(Ops::load(q + i * max_head_dim + d), kv, acc[i]);
+        }
+        for (int i = 0; i < NR; ++i) sd[c * NR + i] = Ops::reduce_add(acc[i]);
+    }
+}
+
+/// Online-softmax update of NR decode rows with the key-major score tile `sd[c * NR + i]` of
+/// keys [0, nc): running max m, running sum l, P written over S, alpha = rescale factor of the
+/// old accumulators. The tile is decode_chunk * NR floats, whole vectors: lane f of the tile
+/// belongs to row f % NR, so the max and the sum are vertical over the vectors and only the
+/// last W (or NR) lanes are folded per row.
+template <class Ops, int NR>
+ROPEKIT_ALWAYS_INLINE void decode_chunk_softmax(float* sd, int nc, float* m, float* l,
+                                                float* alpha) noexcept {
+    using V = typename Ops::vec;
+    constexpr int W = Ops::width;
+    constexpr int NV = decode_chunk * NR / W;  // vectors in the tile
+    constexpr int G = NR > W ? NR / W : 1;     // vectors before the row pattern repeats
+    constexpr int T = G * W;                   // lanes of one pattern (a multiple of NR)
+    static_assert(decode_chunk * NR % W == 0 && NV % G == 0, "a decode tile is whole vectors");
+    constexpr float ninf = -std::numeric_limits<float>::infinity();
+    for (int f = nc * NR; f < decode_chunk * NR; ++f) sd[f] = ninf;
+    alignas(64) float t[T];
+    V acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = Ops::load(sd + g * W);
+    for (int v = G; v < NV; ++v) acc[v % G] = Ops::max(acc[v % G], Ops::load(sd + v * W));
+    for (int g = 0; g < G; ++g) Ops::store(t + g * W, acc[g]);
+    float m_sub[NR];
+    for (int i = 0; i < NR; ++i) {
+        float mx = m[i];
+        for (int f = i; f < T; f += NR) mx = std::max(mx, t[f]);
+        // A row that has seen no visible key keeps m = -inf: subtract 0 instead, so every exp
+        // argument is -inf (-> exactly 0) and never NaN.
+        m_sub[i] = mx == ninf ? 0.0f : mx;
+        alpha[i] = m[i] - m_sub[i];
+        m[i] = mx;
+    }
+    for (int f = 0; f < T; ++f) t[f] = alpha[f % NR];
+    V mp[G];
+    for (int g = 0; g < G; ++g) Ops::store(t + g * W, Ops::exp(Ops::load(t + g * W)));
+    for (int i = 0; i < NR; ++i) alpha[i] = t[i];
+    for (int f = 0; f < T; ++f) t[f] = m_sub[f % NR];
+    for (int g = 0; g < G; ++g) {
+        mp[g] = Ops::load(t + g * W);
+        acc[g] = Ops::zero();
+    }
+    for (int v = 0; v < NV; ++v) {
+        const V p = Ops::exp(Ops::load(sd + v * W) - mp[v % G]);
+        Ops::store(sd + v * W, p);
+        acc[v % G] = acc[v % G] + p;
+    }
+    for (int g = 0; g < G; ++g) Ops::store(t + g * W, acc[g]);
+    for (int i = 0; i < NR; ++i) {
+        float sum = 0.0f;
+        for (int f = i; f < T; f += NR) sum += t[f];
+        l[i] = l[i] * alpha[i] + sum;
+    }
+}
+
+/// Decode O = alpha * O + P V for rows [r0, r0 + NRB) of NR (`orow[i * max_head_dim]`,
+/// channels [d0, d0 + NDV * width)) over keys [0, nc), P in the key-major tile `p[c * NR + i]`:
+/// each V vector is loaded once and shared by the NRB rows.
+template <class Ops, int NR, int NRB, int NDV, class KV>
+ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t vstride, int nc,
+                                                 const float* p, const float* alpha, float* orow,
+                                                 int r0, int d0,
+                                                 std::ptrdiff_t prefetch_offset) noexcept {
+    using V = typename Ops::vec;
+    constexpr int W = Ops::width;
+    V acc[NRB][NDV];
+    for (int i = 0; i < NRB; ++i) {
+        const V a = Ops::set1(alpha[r0 + i]);
+        for (int n = 0; n < NDV; ++n)
+            acc[i][n] = Ops::load(orow + (r0 + i) * max_head_dim + d0 + n * W) * a;
+    }
+    const KV* vr = vbase + d0;
+    for (int c = 0; c < nc; ++c, vr += vstride) {
+        V vv[NDV];
+        for (int n = 0; n < NDV; ++n) {
+            if (prefetch_offset != 0) prefetch_l2(vr + n * W, prefetch_offset);
+            vv[n] = Ops::load_stored(vr + n * W);
+            Ops::in_register(vv[n]);
+        }
+        for (int i = 0; i < NRB; ++i) {
+            const V pb = Ops::set1(p[c * NR + r0 + i]);
+            for (int n = 0; n < NDV; ++n) acc[i][n] = Ops::fma(pb, vv[n], acc[i][n]);
+        }
+    }
+    for (int i = 0; i < NRB; ++i)
+        for (int n = 0; n < NDV; ++n)
+            Ops::store(orow + (r0 + i) * max_head_dim + d0 + n * W, acc[i][n]);
+}
+
+/// One decode step of one K/V head over one chunk of keys [0, nc): scores of its NR (padded)
+/// query rows, `hide(sd)` (the mask, for partially visible chunks), the online softmax, and
+/// P V for the `rows` real rows (4 at a time) and all D channels.
+template <class Ops, int NR, class KV, class Hide>
+ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, const KV* vbase,
+                                       std::ptrdiff_t vstride, int nc, int D, int rows,
+                                       const float* q, float* sd, float* m, float* l, float* alpha,
+                                       float* orow, std::ptrdiff_t k_prefetch,
+                                       std::ptrdiff_t v_prefetch, Hide&& hide) noexcept {
+    constexpr int W = Ops::width;
+    constexpr int NDV = blocking<Ops>::nv;
+    decode_chunk_scores<Ops, NR>(kbase, kstride, nc, D, q, sd, k_prefetch);
+    hide(sd);
+    decode_chunk_softmax<Ops, NR>(sd, nc, m, l, alpha);
+    for (int r0 = 0; r0 < rows; r0 += 4)
+        with_nr(rows - r0, [&](auto nrc) {
+            constexpr int nrb = decltype(nrc)::value;
+            for (int d0 = 0; d0 < D; d0 += NDV * W)
+                with_nv<NDV>((D - d0) / W, [&](auto nvc) {
+                    decode_chunk_pv_micro<Ops, NR, nrb, decltype(nvc)::value>(
+                        vbase, vstride, nc, sd, alpha, orow, r0, d0, r0 == 0 ? v_prefetch : 0);
+                });
+        });
 }
 
 /// The blocked kernel for one argument set. `Pos` is no_rotation or rerope_rotation<Rule>.
@@ -522,7 +586,8 @@ class kernel {
             // Decode: one block spans several K/V heads, so each key tile is read token by
             // token across heads (contiguous in a [token][head][d] cache) instead of one
             // 4 KB-strided head at a time.
-            const std::int64_t per_block = std::max<std::int64_t>(1, R / (group_ * nq));
+            const std::int64_t per_block =
+                std::max<std::int64_t>(1, R / decode_padded_rows(int(group_ * nq)));
             for (std::int64_t g = kv0; g < kv1; g += per_block)
                 decode_block(g, std::min(kv1, g + per_block), heads, queries.begin, int(nq), keys);
             return;
@@ -654,28 +719,21 @@ class kernel {
     void block(std::int64_t kvh, std::int64_t h0, int nh, std::int64_t t0, int nt,
                index_range keys) noexcept {
         const int rows = nh * nt;
-        const int nrv = (rows + W - 1) / W;
-        // Few rows (decode): vectorise over head channels instead of rows, so a 16-lane vector
-        // is not mostly padding; K and V rows are still read once and shared by the rows.
-        decode_ = !rotating && W > 1 && D_ % W == 0 && rows <= 8;
-        rows_ = rows;
-        load_q(h0, nh, t0, nt, nrv);
-        if (decode_) {
-            for (int r = 0; r < rows; ++r)
-                for (int d = 0; d < D_; ++d) ws_.kc[r * max_head_dim + d] = ws_.qt[d * R + r];
-            for (int c = 0; c < C; ++c) zero_floats(ws_.st + c * R + rows, nrv * W - rows);
+        if (!rotating && W > 1 && D_ % W == 0 && rows <= 8) {
+            // Few rows (a narrow head range with several queries): the decode form vectorises
+            // over head channels instead of rows, so a vector is not mostly padding.
+            decode_block(kvh, kvh + 1, {h0, h0 + nh}, t0, nt, keys);
+            return;
         }
+        decode_ = false;
+        const int nrv = (rows + W - 1) / W;
+        load_q(h0, nh, t0, nt, nrv);
         for (int r = 0; r < nrv * W; ++r) {
             ws_.m[r] = -std::numeric_limits<float>::infinity();
             ws_.l[r] = 0.0f;
         }
-        if (decode_) {
-            for (int r = 0; r < rows; ++r)
-                for (int d = 0; d < D_; ++d) ws_.ot[r * max_head_dim + d] = 0.0f;
-        } else {
-            for (int d = 0; d < D_; ++d)
-                for (int r = 0; r < nrv * W; ++r) ws_.ot[d * R + r] = 0.0f;
-        }
+        for (int d = 0; d < D_; ++d)
+            for (int r = 0; r < nrv * W; ++r) ws_.ot[d * R + r] = 0.0f;
 
         index_range ranges[2];
         const block_bounds qb = query_block_bounds(nt);
@@ -702,14 +760,10 @@ class kernel {
 
         float* st = ws_.st;
         if constexpr (!rotating) {
-            if (decode_) {
-                scores_decode<Ops>(k_.at(c0, kvh), k_.token_stride, nc, D_, ws_.kc, st, 0, rows_);
-            } else {
-                prefetch_next(kvh, c0 + nc);
-                std::ptrdiff_t ks = 0;
-                const float* kf = float_tile(k_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
-                scores<Ops>(kf, ks, nc, D_, ws_.qt, st, nrv);
-            }
+            prefetch_next(kvh, c0 + nc);
+            std::ptrdiff_t ks = 0;
+            const float* kf = float_tile(k_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
+            scores<Ops>(kf, ks, nc, D_, ws_.qt, st, nrv);
         } else {
             st = rerope_scores(kvh, nrv, b, c0, nc, nt, nh);
         }
@@ -726,14 +780,9 @@ class kernel {
             }
         }
         softmax_update<Ops>(st, nc, nrv, ws_.m, ws_.l, ws_.alpha);
-        if (decode_) {
-            accumulate_pv_decode<Ops>(v_.at(c0, kvh), v_.token_stride, nc, D_, st, ws_.alpha,
-                                      ws_.ot, 0, rows_);
-        } else {
-            std::ptrdiff_t vs = 0;
-            const float* vf = float_tile(v_, kvh, c0, nc, ws_.vt, vs, pack_f32_v);
-            accumulate_pv<Ops>(vf, vs, nc, D_, st, ws_.alpha, ws_.ot, nrv);
-        }
+        std::ptrdiff_t vs = 0;
+        const float* vf = float_tile(v_, kvh, c0, nc, ws_.vt, vs, pack_f32_v);
+        accumulate_pv<Ops>(vf, vs, nc, D_, st, ws_.alpha, ws_.ot, nrv);
     }
 
     /// Asks for the next tile's K and V rows now. With a [token][head][d] cache every key row
@@ -839,11 +888,14 @@ class kernel {
     }
 
     /// Decode block: query tokens [t0, t0 + nt) of the heads of K/V heads [g0, g1) within
-    /// `heads`. Rows are grouped by K/V head (segment), then token, then head.
+    /// `heads`. Rows are grouped by K/V head (segment, padded to decode_padded_rows), then token,
+    /// then head. The keys are walked in chunks of decode_chunk, and each chunk goes through every
+    /// segment in turn (decode_step): the scores, softmax and P V of one K/V head over one chunk
+    /// read its K and V rows once, while the next chunks' rows are prefetched into L2.
     void decode_block(std::int64_t g0, std::int64_t g1, index_range heads, std::int64_t t0, int nt,
                       index_range keys) noexcept {
         decode_ = true;
-        int seg_r0[R], seg_nh[R];
+        int seg_r0[R], seg_rows[R], seg_nh[R];
         std::int64_t seg_g[R], seg_h0[R];
         int nseg = 0, rows = 0;
         for (std::int64_t g = g0; g < g1; ++g) {
@@ -853,78 +905,71 @@ class kernel {
             seg_g[nseg] = g;
             seg_h0[nseg] = h0;
             seg_nh[nseg] = int(h1 - h0);
+            seg_rows[nseg] = nt * seg_nh[nseg];
             seg_r0[nseg] = rows;
-            rows += nt * seg_nh[nseg];
+            rows += decode_padded_rows(seg_rows[nseg]);
             ++nseg;
         }
-        const int nrv = (rows + W - 1) / W;
         const float scale = p_.softmax_scale;
         for (int tl = 0; tl < nt; ++tl) {
             ws_.tok_pos[tl] = q_pos(t0 + tl);
             ws_.tok_idx[tl] = q_index_offset_ + t0 + tl;
+        }
+        // Only channels [0, D) of a row are ever read; padding rows stay zero queries.
+        for (int r = 0; r < rows; ++r) {
+            zero_floats(ws_.kc + r * max_head_dim, D_);
+            zero_floats(ws_.ot + r * max_head_dim, D_);
         }
         for (int sg = 0; sg < nseg; ++sg)
             for (int tl = 0; tl < nt; ++tl)
                 for (int hh = 0; hh < seg_nh[sg]; ++hh) {
                     const int r = seg_r0[sg] + tl * seg_nh[sg] + hh;
                     const float* src = q_.at(t0 + tl, seg_h0[sg] + hh);
-                    for (int d = 0; d < D_; ++d) {
-                        ws_.kc[r * max_head_dim + d] = src[d] * scale;
-                        ws_.ot[r * max_head_dim + d] = 0.0f;
-                    }
+                    for (int d = 0; d < D_; ++d) ws_.kc[r * max_head_dim + d] = src[d] * scale;
                 }
-        for (int r = 0; r < nrv * W; ++r) {
+        for (int r = 0; r < rows; ++r) {
             ws_.m[r] = -std::numeric_limits<float>::infinity();
             ws_.l[r] = 0.0f;
         }
-        for (int c = 0; c < C; ++c) zero_floats(ws_.st + c * R + rows, nrv * W - rows);
 
         index_range ranges[2];
         const block_bounds qb = query_block_bounds(nt);
         const int n_ranges = visible_key_ranges(qb, keys, ranges);
         constexpr float ninf = -std::numeric_limits<float>::infinity();
-        // Bytes of one token's K (or V) row over the block's K/V heads: contiguous in a
-        // [token][head][d] cache, so prefetching whole token rows ahead turns the walk into one
-        // sequential stream per tensor (the per-head walk below jumps a page per key).
-        const std::ptrdiff_t span_k =
-            std::ptrdiff_t(sizeof(KV)) * ((seg_g[nseg - 1] - seg_g[0]) * k_.head_stride + D_);
-        const std::ptrdiff_t span_v =
-            std::ptrdiff_t(sizeof(KV)) * ((seg_g[nseg - 1] - seg_g[0]) * v_.head_stride + D_);
+        const int pf_keys =
+            std::max(decode_chunk, decode_prefetch_bytes / std::max(1, D_ * int(sizeof(KV))));
         for (int ri = 0; ri < n_ranges; ++ri) {
             const std::int64_t b = std::max(ranges[ri].begin, keys.begin);
             const std::int64_t e = std::min(ranges[ri].end, keys.end);
-            // One chunk of keys at a time, scores then softmax then P V, so K and V of a chunk
-            // are read together and both streams are prefetched the same distance ahead.
             for (std::int64_t c0 = b; c0 < e; c0 += decode_chunk) {
                 const int nc = int(std::min<std::int64_t>(decode_chunk, e - c0));
-                const std::int64_t pf_end =
-                    std::min<std::int64_t>(e, c0 + nc + decode_prefetch_keys);
-                for (std::int64_t c = c0 == b ? b : c0 + decode_prefetch_keys; c < pf_end; ++c) {
-                    prefetch_bytes(k_.at(c, seg_g[0]), span_k);
-                    prefetch_bytes(v_.at(c, seg_g[0]), span_v);
-                }
                 block_bounds bb;
                 const tile_visibility vis = classify_tile(qb, c0, nc, bb);
                 if (vis == tile_visibility::none) continue;
-                for (int sg = 0; sg < nseg; ++sg)
-                    scores_decode<Ops>(k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_, ws_.kc,
-                                       ws_.st, seg_r0[sg], nt * seg_nh[sg], false);
-                if (vis == tile_visibility::partial) {
-                    for (int c = 0; c < nc; ++c)
-                        for (int tl = 0; tl < nt; ++tl) {
-                            if (mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl], ws_.kpos[c],
-                                              c0 + c))
-                                continue;
-                            for (int sg = 0; sg < nseg; ++sg)
-                                for (int hh = 0; hh < seg_nh[sg]; ++hh)
-                                    ws_.st[c * R + seg_r0[sg] + tl * seg_nh[sg] + hh] = ninf;
-                        }
+                const std::ptrdiff_t kpf = pf_keys * k_.token_stride;
+                const std::ptrdiff_t vpf = pf_keys * v_.token_stride;
+                for (int sg = 0; sg < nseg; ++sg) {
+                    const int nr = seg_rows[sg];
+                    float* sd = ws_.st + seg_r0[sg] * decode_chunk;
+                    const float* q = ws_.kc + seg_r0[sg] * max_head_dim;
+                    const int r0 = seg_r0[sg];
+                    const int nh = seg_nh[sg];
+                    with_padded_rows(decode_padded_rows(nr), [&](auto nrc) {
+                        constexpr int NR = decltype(nrc)::value;
+                        decode_step<Ops, NR>(
+                            k_.at(c0, seg_g[sg]), k_.token_stride, v_.at(c0, seg_g[sg]),
+                            v_.token_stride, nc, D_, nr, q, sd, ws_.m + r0, ws_.l + r0,
+                            ws_.alpha + r0, ws_.ot + r0 * max_head_dim, kpf, vpf, [&](float* s) {
+                                if (vis != tile_visibility::partial) return;
+                                for (int c = 0; c < nc; ++c)
+                                    for (int tl = 0; tl < nt; ++tl)
+                                        if (!mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl],
+                                                           ws_.kpos[c], c0 + c))
+                                            for (int hh = 0; hh < nh; ++hh)
+                                                s[c * NR + tl * nh + hh] = ninf;
+                            });
+                    });
                 }
-                softmax_update<Ops>(ws_.st, nc, nrv, ws_.m, ws_.l, ws_.alpha);
-                for (int sg = 0; sg < nseg; ++sg)
-                    accumulate_pv_decode<Ops>(v_.at(c0, seg_g[sg]), v_.token_stride, nc, D_, ws_.st,
-                                              ws_.alpha, ws_.ot, seg_r0[sg], nt * seg_nh[sg],
-                                              false);
             }
         }
         for (int sg = 0; sg < nseg; ++sg)
@@ -999,7 +1044,6 @@ class kernel {
     const Pos& pos_;
     attention_workspace& ws_;
     int D_ = 0;
-    int rows_ = 0;
     bool decode_ = false;
     std::int64_t group_ = 1, n_q_ = 0, n_kv_ = 0, q_index_offset_ = 0;
 };
