@@ -637,28 +637,30 @@ class kernel {
     /// Loads the block's Q^T (scaled; rotated for ReRoPE) and zero-pads rows to full vectors.
     void load_q(std::int64_t h0, int nh, std::int64_t t0, int nt, int nrv) noexcept {
         const float scale = p_.softmax_scale;
-        alignas(64) float tmp[max_head_dim];
-        alignas(64) float rot[max_head_dim];
         const int rows = nh * nt;
-        for (int d = 0; d < D_; ++d) {
-            zero_floats(ws_.qt + d * R + rows, nrv * W - rows);
-            if constexpr (rotating) zero_floats(ws_.qcap + d * R + rows, nrv * W - rows);
-        }
+        const float* src[R];
         for (int tl = 0; tl < nt; ++tl) {
             const std::int64_t t = t0 + tl;
             ws_.tok_pos[tl] = q_pos(t);
             ws_.tok_idx[tl] = q_index_offset_ + t;
-            for (int hh = 0; hh < nh; ++hh) {
-                const int r = tl * nh + hh;
-                const float* src = q_.at(t, h0 + hh);
-                if constexpr (!rotating) {
-                    for (int d = 0; d < D_; ++d) ws_.qt[d * R + r] = src[d] * scale;
-                } else {
-                    const rope_frequencies& f = *pos_.freqs;
-                    const int pairs = f.pairs();
-                    for (int d = 0; d < D_; ++d) tmp[d] = src[d] * scale;
+            for (int hh = 0; hh < nh; ++hh) src[tl * nh + hh] = q_.at(t, h0 + hh);
+        }
+        if constexpr (!rotating) {
+            rows_to_columns(src, rows, nrv, scale, ws_.qt);
+        } else {
+            // Rotated rows are staged row-major in the K tiles (free until the first tile).
+            const rope_frequencies& f = *pos_.freqs;
+            const int pairs = f.pairs();
+            alignas(64) float tmp[max_head_dim];
+            const float* rot_rows[R];
+            const float* cap_rows[R];
+            for (int tl = 0; tl < nt; ++tl) {
+                for (int hh = 0; hh < nh; ++hh) {
+                    const int r = tl * nh + hh;
+                    float* rot = ws_.kt + r * max_head_dim;
+                    float* cap = ws_.kc + r * max_head_dim;
+                    for (int d = 0; d < D_; ++d) tmp[d] = src[r][d] * scale;
                     rotate_head(tmp, rot, table_row(ws_.tok_pos[tl]), pairs, D_, f.layout);
-                    for (int d = 0; d < D_; ++d) ws_.qt[d * R + r] = rot[d];
                     if constexpr (is_leaky_v<std::decay_t<decltype(pos_.rule)>>) {
                         // Leaky: q at (i + w (k - 1)) / k, a non-integer position.
                         if (hh == 0) {
@@ -667,14 +669,38 @@ class kernel {
                             accurate_row((double(ws_.tok_pos[tl]) + w * (k - 1.0)) / k,
                                          f.inv_freq.data(), pairs, ws_.cs_tmp);
                         }
-                        rotate_head(tmp, rot, ws_.cs_tmp, pairs, D_, f.layout);
+                        rotate_head(tmp, cap, ws_.cs_tmp, pairs, D_, f.layout);
                     } else {
                         // ReRoPE: q at the window, k unrotated: relative position w.
-                        rotate_head(tmp, rot, ws_.cs_cap, pairs, D_, f.layout);
+                        rotate_head(tmp, cap, ws_.cs_cap, pairs, D_, f.layout);
                     }
-                    for (int d = 0; d < D_; ++d) ws_.qcap[d * R + r] = rot[d];
+                    rot_rows[r] = rot;
+                    cap_rows[r] = cap;
                 }
             }
+            rows_to_columns(rot_rows, rows, nrv, 1.0f, ws_.qt);
+            rows_to_columns(cap_rows, rows, nrv, 1.0f, ws_.qcap);
+        }
+    }
+
+    /// dst[d * R + r] = scale * src[r][d] for d < D and r < nrv * W (rows past `rows` are zero),
+    /// a W x W register transpose per block.
+    void rows_to_columns(const float* const* src, int rows, int nrv, float scale,
+                         float* dst) const noexcept {
+        using V = typename Ops::vec;
+        const V sv = Ops::set1(scale);
+        const int dv = D_ / W * W;
+        for (int r0 = 0; r0 < nrv * W; r0 += W) {
+            for (int d0 = 0; d0 < dv; d0 += W) {
+                V v[W];
+                for (int i = 0; i < W; ++i)
+                    v[i] = r0 + i < rows ? Ops::loadu(src[r0 + i] + d0) * sv : Ops::zero();
+                Ops::transpose(v);
+                for (int j = 0; j < W; ++j) Ops::store(dst + (d0 + j) * R + r0, v[j]);
+            }
+            for (int d = dv; d < D_; ++d)
+                for (int i = 0; i < W; ++i)
+                    dst[d * R + r0 + i] = r0 + i < rows ? src[r0 + i][d] * scale : 0.0f;
         }
     }
 
@@ -725,7 +751,6 @@ class kernel {
             decode_block(kvh, kvh + 1, {h0, h0 + nh}, t0, nt, keys);
             return;
         }
-        decode_ = false;
         const int nrv = (rows + W - 1) / W;
         load_q(h0, nh, t0, nt, nrv);
         for (int r = 0; r < nrv * W; ++r) {
@@ -894,7 +919,6 @@ class kernel {
     /// read its K and V rows once, while the next chunks' rows are prefetched into L2.
     void decode_block(std::int64_t g0, std::int64_t g1, index_range heads, std::int64_t t0, int nt,
                       index_range keys) noexcept {
-        decode_ = true;
         int seg_r0[R], seg_rows[R], seg_nh[R];
         std::int64_t seg_g[R], seg_h0[R];
         int nseg = 0, rows = 0;
@@ -975,7 +999,7 @@ class kernel {
         for (int sg = 0; sg < nseg; ++sg)
             for (int tl = 0; tl < nt; ++tl)
                 for (int hh = 0; hh < seg_nh[sg]; ++hh)
-                    finish_row(t0 + tl, seg_h0[sg] + hh, seg_r0[sg] + tl * seg_nh[sg] + hh);
+                    finish_decode_row(t0 + tl, seg_h0[sg] + hh, seg_r0[sg] + tl * seg_nh[sg] + hh);
     }
 
     /// Key positions of tile [c0, c0 + nc) into ws_.kpos and the mask's verdict on it.
@@ -999,41 +1023,66 @@ class kernel {
         return mask_.classify(b);
     }
 
+    /// Writes the block's O rows (O^T back to [token][head][d], one W x W register transpose per
+    /// block) and LSE.
     void finish(std::int64_t h0, int nh, std::int64_t t0, int nt) noexcept {
+        using V = typename Ops::vec;
+        const int rows = nh * nt;
+        float* dst[R];
+        alignas(64) float scale[R];
         for (int tl = 0; tl < nt; ++tl)
-            for (int hh = 0; hh < nh; ++hh) finish_row(t0 + tl, h0 + hh, tl * nh + hh);
+            for (int hh = 0; hh < nh; ++hh) {
+                const int r = tl * nh + hh;
+                scale[r] = row_scale(t0 + tl, h0 + hh, r);
+                dst[r] = o_.at(t0 + tl, h0 + hh);
+            }
+        const int dv = D_ / W * W;
+        alignas(64) float spill[max_head_dim];  // target of the padding rows' stores
+        for (int r0 = 0; r0 < rows; r0 += W) {
+            const int nr = std::min(W, rows - r0);
+            for (int i = nr; i < W; ++i) scale[r0 + i] = 0.0f;
+            const V sv = Ops::load(scale + r0);
+            for (int d0 = 0; d0 < dv; d0 += W) {
+                V v[W];
+                for (int i = 0; i < W; ++i) v[i] = Ops::load(ws_.ot + (d0 + i) * R + r0) * sv;
+                Ops::transpose(v);
+                for (int j = 0; j < W; ++j) Ops::storeu((j < nr ? dst[r0 + j] : spill) + d0, v[j]);
+            }
+            for (int i = 0; i < nr; ++i)
+                for (int d = dv; d < D_; ++d)
+                    dst[r0 + i][d] = ws_.ot[d * R + r0 + i] * scale[r0 + i];
+        }
     }
 
-    /// Normalises row r (query token t, head h), adds the learned sink, writes O and LSE.
-    void finish_row(std::int64_t t, std::int64_t h, int r) noexcept {
-        {
-            {
-                double m = ws_.m[r];
-                double l = ws_.l[r];
-                double o_scale = 0.0;
-                if (p_.sink_logits) {
-                    // gpt-oss sink: joins the max and the denominator, never the numerator.
-                    const double s = p_.sink_logits[h];
-                    const double mm = std::max(m, s);
-                    const double keep = l > 0.0 ? std::exp(m - mm) : 0.0;
-                    l = l * keep + std::exp(s - mm);
-                    o_scale = keep / l;
-                    m = mm;
-                } else if (l > 0.0) {
-                    o_scale = 1.0 / l;
-                }
-                float* out = o_.at(t, h);
-                const float os = float(o_scale);
-                if (decode_)
-                    for (int d = 0; d < D_; ++d) out[d] = ws_.ot[r * max_head_dim + d] * os;
-                else
-                    for (int d = 0; d < D_; ++d) out[d] = ws_.ot[d * R + r] * os;
-                if (p_.lse) {
-                    p_.lse[t * q_.heads + h] =
-                        l > 0.0 ? float(m + std::log(l)) : -std::numeric_limits<float>::infinity();
-                }
-            }
+    /// The factor that normalises row r (query token t, head h), including the learned sink,
+    /// and the row's LSE (written when requested).
+    float row_scale(std::int64_t t, std::int64_t h, int r) noexcept {
+        double m = ws_.m[r];
+        double l = ws_.l[r];
+        double o_scale = 0.0;
+        if (p_.sink_logits) {
+            // gpt-oss sink: joins the max and the denominator, never the numerator.
+            const double s = p_.sink_logits[h];
+            const double mm = std::max(m, s);
+            const double keep = l > 0.0 ? std::exp(m - mm) : 0.0;
+            l = l * keep + std::exp(s - mm);
+            o_scale = keep / l;
+            m = mm;
+        } else if (l > 0.0) {
+            o_scale = 1.0 / l;
         }
+        if (p_.lse) {
+            p_.lse[t * q_.heads + h] =
+                l > 0.0 ? float(m + std::log(l)) : -std::numeric_limits<float>::infinity();
+        }
+        return float(o_scale);
+    }
+
+    /// Writes decode row r (row-major accumulator `ot[r][d]`) as O(t, h), and its LSE.
+    void finish_decode_row(std::int64_t t, std::int64_t h, int r) noexcept {
+        const float os = row_scale(t, h, r);
+        float* out = o_.at(t, h);
+        for (int d = 0; d < D_; ++d) out[d] = ws_.ot[r * max_head_dim + d] * os;
     }
 
     head_view<const float> q_;
@@ -1044,7 +1093,6 @@ class kernel {
     const Pos& pos_;
     attention_workspace& ws_;
     int D_ = 0;
-    bool decode_ = false;
     std::int64_t group_ = 1, n_q_ = 0, n_kv_ = 0, q_index_offset_ = 0;
 };
 

@@ -46,6 +46,7 @@ struct vec_ops<scalar_arch> {
     }
     static ROPEKIT_ALWAYS_INLINE float reduce_add(vec v) noexcept { return v; }
     static ROPEKIT_ALWAYS_INLINE void store(float* p, vec v) noexcept { *p = v; }
+    static ROPEKIT_ALWAYS_INLINE void storeu(float* p, vec v) noexcept { *p = v; }
     static ROPEKIT_ALWAYS_INLINE vec set1(float x) noexcept { return x; }
     static ROPEKIT_ALWAYS_INLINE vec zero() noexcept { return 0.0f; }
     static ROPEKIT_ALWAYS_INLINE vec fma(vec a, vec b, vec c) noexcept { return a * b + c; }
@@ -58,6 +59,7 @@ struct vec_ops<scalar_arch> {
     static ROPEKIT_ALWAYS_INLINE vec exp(vec x) noexcept { return std::exp(x); }
     static ROPEKIT_ALWAYS_INLINE float reduce_max(vec v) noexcept { return v; }
     static ROPEKIT_ALWAYS_INLINE void in_register(vec&) noexcept {}
+    static ROPEKIT_ALWAYS_INLINE void transpose(vec*) noexcept {}
 };
 
 #if ROPEKIT_HAS_XSIMD
@@ -79,6 +81,9 @@ struct vec_ops {
         return detail::simd::load_as_float<Arch, T>(p);
     }
     static ROPEKIT_ALWAYS_INLINE void store(float* p, const vec& v) noexcept { v.store_aligned(p); }
+    static ROPEKIT_ALWAYS_INLINE void storeu(float* p, const vec& v) noexcept {
+        v.store_unaligned(p);
+    }
     static ROPEKIT_ALWAYS_INLINE float reduce_add(const vec& v) noexcept {
         return detail::simd::reduce_add(v);
     }
@@ -134,6 +139,73 @@ struct vec_ops {
         (void)v;
 #endif
     }
+    /// Transposes the width x width matrix held in `v[0..width)` (v[i] lane j becomes v[j]
+    /// lane i): unpack / shuffle networks for AVX-512 (64 shuffles for 256 floats) and AVX
+    /// (24 for 64); other targets go through memory. Q^T and O^T (the kernel's "queries in lanes"
+    /// layout) are filled and emptied this way instead of one scalar per element.
+    static ROPEKIT_ALWAYS_INLINE void transpose(vec* v) noexcept {
+#if defined(__AVX512F__) && (defined(__x86_64__) || defined(__i386__))
+        if constexpr (width == 16 && std::is_base_of_v<xsimd::avx512f, Arch>) {
+            __m512 t[16], u[16];
+            for (int k = 0; k < 8; ++k) {
+                t[2 * k] = _mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]);
+                t[2 * k + 1] = _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]);
+            }
+            // u[4g + c], 128-bit block L: column 4L + c of rows 4g .. 4g + 3.
+            for (int g = 0; g < 4; ++g) {
+                const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
+                const __m512d c = _mm512_castps_pd(t[4 * g + 1]),
+                              d = _mm512_castps_pd(t[4 * g + 3]);
+                u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+                u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+                u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+                u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+            }
+            for (int c = 0; c < 4; ++c) {
+                const __m512 v02 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
+                const __m512 v13 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
+                const __m512 w02 =
+                    _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
+                const __m512 w13 =
+                    _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
+                v[c] = _mm512_shuffle_f32x4(v02, w02, _MM_SHUFFLE(2, 0, 2, 0));
+                v[8 + c] = _mm512_shuffle_f32x4(v02, w02, _MM_SHUFFLE(3, 1, 3, 1));
+                v[4 + c] = _mm512_shuffle_f32x4(v13, w13, _MM_SHUFFLE(2, 0, 2, 0));
+                v[12 + c] = _mm512_shuffle_f32x4(v13, w13, _MM_SHUFFLE(3, 1, 3, 1));
+            }
+            return;
+        }
+#endif
+#if defined(__AVX__) && (defined(__x86_64__) || defined(__i386__))
+        if constexpr (width == 8 && std::is_base_of_v<xsimd::avx, Arch>) {
+            __m256 t[8], u[8];
+            for (int k = 0; k < 4; ++k) {
+                t[2 * k] = _mm256_unpacklo_ps(v[2 * k], v[2 * k + 1]);
+                t[2 * k + 1] = _mm256_unpackhi_ps(v[2 * k], v[2 * k + 1]);
+            }
+            for (int g = 0; g < 2; ++g) {
+                u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                u[4 * g + 2] =
+                    _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                u[4 * g + 3] =
+                    _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            for (int c = 0; c < 4; ++c) {
+                v[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+                v[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+            }
+            return;
+        }
+#endif
+        alignas(64) float m[width * width];
+        for (int i = 0; i < width; ++i) v[i].store_aligned(m + i * width);
+        alignas(64) float t[width * width];
+        for (int i = 0; i < width; ++i)
+            for (int j = 0; j < width; ++j) t[j * width + i] = m[i * width + j];
+        for (int i = 0; i < width; ++i) v[i] = vec::load_aligned(t + i * width);
+    }
+
     /// Lane i = horizontal sum of rows[i], for `width` batches (a transpose-and-add tree: about
     /// one shuffle and one add per batch instead of a whole reduction each).
     static ROPEKIT_ALWAYS_INLINE vec sum_rows(const vec* rows) noexcept {
