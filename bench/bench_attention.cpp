@@ -12,7 +12,11 @@
 //   over_naive   speed-up per visible pair over a naive fp32 kernel (one score row per query,
 //                softmax, weighted sum); the naive kernel runs on one head and at most 512
 //                queries of the same shape, and its time is scaled per visible pair.
+//   over_roofline (decode) K/V bytes per second / min(read sweep, the bytes per second at which
+//                the FMA peak of the threads becomes the limit)
 //   us_per_query (sinks + window) wall time per query row (all heads)
+//   speedup_1t   (2-thread prefill) time of the whole problem on one thread / time on two,
+//                both measured in each iteration, back to back
 // GCC 12 -Wmaybe-uninitialized false positives inside AVX-512 intrinsics (GCC PR 105593),
 // inlined here from Eigen's packet math.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -42,18 +46,6 @@ namespace {
 
 using ropekit::attention_params;
 using ropekit::index_range;
-
-template <class F>
-void run_threads(int n, F&& f) {
-    if (n == 1) {
-        f(0);
-        return;
-    }
-    std::vector<std::thread> ts;
-    for (int i = 1; i < n; ++i) ts.emplace_back([&, i] { f(i); });
-    f(0);
-    for (auto& t : ts) t.join();
-}
 
 template <class KV>
 struct data {
@@ -151,6 +143,34 @@ struct loop_timer {
     }
 };
 
+/// Runs `share(ti, T)` (thread ti's part of a T-thread split) on `threads` threads per
+/// iteration and returns the wall seconds per iteration. With threads > 1 each iteration also
+/// runs the whole problem on one thread, untimed by the benchmark, and `speedup_1t` reports the
+/// ratio of the two: measured back to back, so both see the same machine (the boost clock of
+/// this shared host drifts by 20% between runs).
+template <class F>
+double timed_split(benchmark::State& st, int threads, F&& share) {
+    ropekit_bench::thread_team team(threads);
+    const std::function<void(int)> job = [&](int ti) { share(ti, threads); };
+    double t_par = 0, t_one = 0;
+    for (auto _ : st) {
+        const auto a = ropekit_bench::clock::now();
+        team.run(job);
+        benchmark::ClobberMemory();
+        const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+        st.SetIterationTime(t);
+        t_par += t;
+        if (threads > 1) {
+            const auto b = ropekit_bench::clock::now();
+            share(0, 1);
+            benchmark::ClobberMemory();
+            t_one += std::chrono::duration<double>(ropekit_bench::clock::now() - b).count();
+        }
+    }
+    if (threads > 1) st.counters["speedup_1t"] = t_one / t_par;
+    return t_par / double(std::max<benchmark::IterationCount>(st.iterations(), 1));
+}
+
 template <class KV, class Mask>
 void set_counters(benchmark::State& st, double secs, const Mask& mask, std::int64_t n_q,
                   std::int64_t n_kv, std::int64_t H, int D, int threads, double pairs_per_head) {
@@ -172,18 +192,13 @@ void prefill(benchmark::State& st, Mask mask, std::int64_t n, std::int64_t H, st
     std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
     for (int i = 0; i < threads; ++i)
         ws.push_back(std::make_unique<ropekit::attention_workspace>());
-    loop_timer timer;
-    for (auto _ : st) {
-        run_threads(threads, [&](int ti) {
-            // Thread ti takes query heads [ti H / T, (ti + 1) H / T) (whole K/V groups), all
-            // queries in one call: causal work is the same for every head.
-            ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
-                                       d.ov(), mask, p, {H * ti / threads, H * (ti + 1) / threads},
-                                       {0, n_q}, {0, n}, *ws[ti]);
-        });
-        benchmark::ClobberMemory();
-    }
-    const double secs = timer.per_iteration(st);
+    const double secs = timed_split(st, threads, [&](int ti, int nt) {
+        // Thread ti takes query heads [ti H / T, (ti + 1) H / T) (whole K/V groups), all
+        // queries in one call: causal work is the same for every head.
+        ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(),
+                                   mask, p, {H * ti / nt, H * (ti + 1) / nt}, {0, n_q}, {0, n},
+                                   *ws[ti]);
+    });
     set_counters<KV>(st, secs, mask, n_q, n, H, D, threads, visible_pairs(mask, n_q, n));
     if (n_q < n) st.counters["us_per_query"] = secs / double(n_q) * 1e6;
 }
@@ -201,9 +216,12 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
     const ropekit::causal_mask mask;
     for (int i = 0; i < threads; ++i)
         ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    // The team (its workers spin between runs) lives only for the timed loop: the read sweep
+    // below pins its own threads to the same cores.
+    auto team = std::make_unique<ropekit_bench::thread_team>(threads);
     loop_timer timer;
     for (auto _ : st) {
-        run_threads(threads, [&](int ti) {
+        team->run([&](int ti) {
             attention_params pp = p;
             pp.lse = pl[ti].data();
             ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
@@ -218,10 +236,17 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
         benchmark::ClobberMemory();
     }
     const double secs = timer.per_iteration(st);
+    team.reset();
     const double bytes = 2.0 * double(n_kv) * KVH * D * sizeof(KV);
     st.counters["GB/s"] = bytes / secs * 1e-9;
-    st.counters["over_read_bw"] =
-        bytes / secs / ropekit_bench::read_bytes_per_second(std::size_t(bytes), threads);
+    const double read_bw = ropekit_bench::read_bytes_per_second(std::size_t(bytes), threads);
+    st.counters["over_read_bw"] = bytes / secs / read_bw;
+    // The roofline: decode does 4 * head_dim FLOP per (key, query head) on 2 * head_dim stored
+    // K/V values; with GQA the bytes per FLOP shrink, and a cache that fits in L3 can be read
+    // faster than the FMA units consume it (bf16, 4 query heads per K/V head: 4 FLOP per byte).
+    const double flops = 4.0 * double(n_kv) * D * double(H);
+    const double fma_bw = bytes * threads * ropekit_bench::fma_peak_flops() / flops;
+    st.counters["over_roofline"] = bytes / secs / std::min(read_bw, fma_bw);
     set_counters<KV>(st, secs, mask, 1, n_kv, H, D, threads, double(n_kv));
 }
 
@@ -287,17 +312,12 @@ void rerope_prefill(benchmark::State& st, Rule rule, std::int64_t n, std::int64_
     std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
     for (int i = 0; i < threads; ++i)
         ws.push_back(std::make_unique<ropekit::attention_workspace>());
-    loop_timer timer;
-    for (auto _ : st) {
-        run_threads(threads, [&](int ti) {
-            ropekit::rerope_attention_blocked(
-                ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(), mask, p, rule, f,
-                table, {H * ti / threads, H * (ti + 1) / threads}, {0, n}, {0, n}, *ws[ti]);
-        });
-        benchmark::ClobberMemory();
-    }
-    set_counters<KV>(st, timer.per_iteration(st), mask, n, n, H, D, threads,
-                     visible_pairs(mask, n, n));
+    const double secs = timed_split(st, threads, [&](int ti, int nt) {
+        ropekit::rerope_attention_blocked(
+            ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(), mask, p, rule, f, table,
+            {H * ti / nt, H * (ti + 1) / nt}, {0, n}, {0, n}, *ws[ti]);
+    });
+    set_counters<KV>(st, secs, mask, n, n, H, D, threads, visible_pairs(mask, n, n));
 }
 
 template <class KV>
@@ -321,7 +341,7 @@ void register_all() {
                 name<KV>("prefill", "causal", sz, th).c_str(), [=](benchmark::State& st) {
                     prefill<KV>(st, ropekit::causal_mask{}, s.n, s.H, s.KVH, th, s.n);
                 });
-            b->UseRealTime()->Unit(benchmark::kMillisecond);
+            b->UseManualTime()->Unit(benchmark::kMillisecond);
             // n = 4096 with 32 heads is 137 GFLOP (4 * pairs * head_dim * heads): one iteration
             // per run keeps the whole binary near 2 minutes.
             if (s.n >= 4096) b->Iterations(1);
@@ -341,7 +361,7 @@ void register_all() {
                     [=](benchmark::State& st) {
                         prefill<KV>(st, ropekit::sink_window_mask{4, 1020}, n, 8, 8, th, 512);
                     })
-                    ->UseRealTime()
+                    ->UseManualTime()
                     ->Unit(benchmark::kMillisecond);
             }
             benchmark::RegisterBenchmark(name<KV>("prefill", "causal", "n4096/h8", th).c_str(),
@@ -349,21 +369,21 @@ void register_all() {
                                              prefill<KV>(st, ropekit::causal_mask{}, 4096, 8, 8, th,
                                                          4096);
                                          })
-                ->UseRealTime()
+                ->UseManualTime()
                 ->Unit(benchmark::kMillisecond);
             benchmark::RegisterBenchmark(name<KV>("prefill", "rerope_w512", "n4096/h8", th).c_str(),
                                          [=](benchmark::State& st) {
                                              rerope_prefill<KV>(st, ropekit::rerope{512}, 4096, 8,
                                                                 th);
                                          })
-                ->UseRealTime()
+                ->UseManualTime()
                 ->Unit(benchmark::kMillisecond);
             benchmark::RegisterBenchmark(
                 name<KV>("prefill", "leaky_rerope_w512_k16", "n4096/h8", th).c_str(),
                 [=](benchmark::State& st) {
                     rerope_prefill<KV>(st, ropekit::leaky_rerope{512, 16.0}, 4096, 8, th);
                 })
-                ->UseRealTime()
+                ->UseManualTime()
                 ->Unit(benchmark::kMillisecond);
         }
     }
