@@ -154,50 +154,39 @@ class thread_team {
 #endif
 };
 
-/// Bytes per second of a read-only sweep (sum of all floats) over `bytes`, split into
-/// `threads` contiguous parts summed concurrently by a thread_team (like the decode
-/// benchmarks), cached per (size, threads).
-inline double read_bytes_per_second(std::size_t bytes, int threads = 1) {
-    static std::mutex m;
-    static std::map<std::pair<std::size_t, int>, double> cache;
-    std::lock_guard<std::mutex> lock(m);
-    const auto key = std::make_pair(bytes, threads);
-    if (auto it = cache.find(key); it != cache.end()) return it->second;
-    std::vector<float> buf(bytes / sizeof(float), 1.0f);
-    const int reps = repetitions_for(bytes);
-    const int per_chunk = std::max(1, reps / 9);
-    auto sweep = [](const float* p, std::size_t n) {
+/// Reads `bytes` bytes from `p` once, as a vectorised sum of 32-bit integers (integers: K/V bit
+/// patterns read as floats could be denormals and slow the sweep down). The bandwidth limit of
+/// a kernel that reads the same bytes once.
+inline void read_sweep(const void* p, std::size_t bytes) {
+    const char* c = static_cast<const char*>(p);
 #if defined(__GNUC__) || defined(__clang__)
-        // Two independent 16-float vector sums (GCC / clang vector extension: the plain-array
-        // form is not always vectorised, and a scalar sweep would understate the bandwidth).
-        typedef float f16 __attribute__((vector_size(64)));
-        f16 a{}, b{};
-        for (std::size_t i = 0; i + 32 <= n; i += 32) {
-            f16 x, y;
-            std::memcpy(&x, p + i, sizeof x);
-            std::memcpy(&y, p + i + 16, sizeof y);
-            a += x;
-            b += y;
-        }
-        a += b;
+    // Two independent 64-byte vector sums (GCC / clang vector extension: the plain-array form
+    // is not always vectorised, and a scalar sweep would understate the bandwidth).
+    typedef std::uint32_t u16x __attribute__((vector_size(64)));
+    u16x a{}, b{};
+    std::size_t i = 0;
+    for (; i + 128 <= bytes; i += 128) {
+        u16x x, y;
+        std::memcpy(&x, c + i, sizeof x);
+        std::memcpy(&y, c + i + 64, sizeof y);
+        a += x;
+        b += y;
+    }
+    a += b;
 #else
-        float a[16] = {};
-        for (std::size_t i = 0; i + 16 <= n; i += 16)
-            for (int j = 0; j < 16; ++j) a[j] += p[i + j];
+    std::uint32_t a[16] = {};
+    std::size_t i = 0;
+    for (; i + 64 <= bytes; i += 64)
+        for (int j = 0; j < 16; ++j) {
+            std::uint32_t x;
+            std::memcpy(&x, c + i + 4 * j, 4);
+            a[j] += x;
+        }
 #endif
-        benchmark::DoNotOptimize(a);
-    };
-    const std::size_t part = buf.size() / std::size_t(threads) / 32 * 32;
-    thread_team team(threads);
-    const double t = median_seconds(
-        [&] {
-            for (int r = 0; r < per_chunk; ++r)
-                team.run([&](int i) { sweep(buf.data() + part * std::size_t(i), part); });
-        },
-        9);
-    const double bw = double(part * std::size_t(threads) * sizeof(float)) * per_chunk / t;
-    cache[key] = bw;
-    return bw;
+    std::uint32_t tail = 0;
+    for (; i < bytes; ++i) tail += std::uint8_t(c[i]);
+    benchmark::DoNotOptimize(a);
+    benchmark::DoNotOptimize(tail);
 }
 
 /// fp32 FLOP/s of one core running independent FMA chains (2 FLOP per lane per FMA), measured
