@@ -80,6 +80,17 @@ struct vec_ops {
     static ROPEKIT_ALWAYS_INLINE vec load_stored(const T* p) noexcept {
         return detail::simd::load_as_float<Arch, T>(p);
     }
+    /// 2 x width bfloat16 values at `p` as two float vectors: the even elements (0, 2, 4, ...)
+    /// and the odd ones. One load and two integer operations, where two widening loads cost a
+    /// zero-extending shuffle and a shift each; the caller keeps the other operand in the same
+    /// even / odd order (decode permutes q and O once per call).
+    static ROPEKIT_ALWAYS_INLINE void load_bf16_pairs(const bfloat16* p, vec& even,
+                                                      vec& odd) noexcept {
+        using u32 = xsimd::batch<std::uint32_t, Arch>;
+        const u32 x = u32::load_unaligned(reinterpret_cast<const std::uint32_t*>(p));
+        even = detail::simd::bit_cast<float>(x << 16);
+        odd = detail::simd::bit_cast<float>(x & u32(0xFFFF0000u));
+    }
     static ROPEKIT_ALWAYS_INLINE void store(float* p, const vec& v) noexcept { v.store_aligned(p); }
     static ROPEKIT_ALWAYS_INLINE void storeu(float* p, const vec& v) noexcept {
         v.store_unaligned(p);
