@@ -14,7 +14,8 @@
 //                queries of the same shape, and its time is scaled per visible pair.
 //   over_roofline (decode) K/V bytes per second / min(read sweep, the bytes per second at which
 //                the FMA peak of the threads becomes the limit)
-//   us_per_query (sinks + window) wall time per query row (all heads)
+//   us_per_query (sinks + window) wall time per query row (all heads); the n32768_vs_n4096
+//                case alternates both cache lengths per iteration: long_over_short
 //   speedup_1t   (2-thread prefill) time of the whole problem on one thread / time on two,
 //                both measured in each iteration, back to back
 // GCC 12 -Wmaybe-uninitialized false positives inside AVX-512 intrinsics (GCC PR 105593),
@@ -203,6 +204,46 @@ void prefill(benchmark::State& st, Mask mask, std::int64_t n, std::int64_t H, st
     if (n_q < n) st.counters["us_per_query"] = secs / double(n_q) * 1e6;
 }
 
+/// Sinks + window: the same n_q query rows (the last n_q positions) against caches of n_short
+/// and n_long keys (the first n_short keys of the long one), alternating in every iteration so
+/// both see the same machine state. Reports the long case's time and us_per_query, the short
+/// one's us_per_query_short, and long_over_short, the ratio the cost-per-query goal is about.
+template <class Mask>
+void suffix_scaling(benchmark::State& st, Mask mask, std::int64_t n_short, std::int64_t n_long,
+                    std::int64_t H, int threads, std::int64_t n_q) {
+    const int D = 128;
+    data<float> d(n_q, n_long, H, H, D);
+    attention_params p;
+    p.softmax_scale = 1.0f / std::sqrt(float(D));
+    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
+    for (int i = 0; i < threads; ++i)
+        ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    ropekit_bench::thread_team team(threads);
+    auto run = [&](std::int64_t n) {
+        const auto a = ropekit_bench::clock::now();
+        team.run([&](int ti) {
+            ropekit::attention_blocked(
+                ropekit::default_arch{}, d.qv(),
+                ropekit::packed_view(static_cast<const float*>(d.k.data()), n, int(H), D),
+                ropekit::packed_view(static_cast<const float*>(d.v.data()), n, int(H), D), d.ov(),
+                mask, p, {H * ti / threads, H * (ti + 1) / threads}, {0, n_q}, {0, n}, *ws[ti]);
+        });
+        benchmark::ClobberMemory();
+        return std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+    };
+    double t_long = 0, t_short = 0;
+    for (auto _ : st) {
+        const double t = run(n_long);
+        st.SetIterationTime(t);
+        t_long += t;
+        t_short += run(n_short);
+    }
+    const double iters = double(std::max<benchmark::IterationCount>(st.iterations(), 1));
+    st.counters["us_per_query"] = t_long / iters / double(n_q) * 1e6;
+    st.counters["us_per_query_short"] = t_short / iters / double(n_q) * 1e6;
+    st.counters["long_over_short"] = t_long / t_short;
+}
+
 template <class KV>
 void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_t KVH,
             int threads) {
@@ -379,6 +420,13 @@ void register_all() {
                     ->UseManualTime()
                     ->Unit(benchmark::kMillisecond);
             }
+            benchmark::RegisterBenchmark(
+                name<KV>("suffix512", "sinks4_window1020", "n32768_vs_n4096/h8", th).c_str(),
+                [=](benchmark::State& st) {
+                    suffix_scaling(st, ropekit::sink_window_mask{4, 1020}, 4096, 32768, 8, th, 512);
+                })
+                ->UseManualTime()
+                ->Unit(benchmark::kMillisecond);
             benchmark::RegisterBenchmark(name<KV>("prefill", "causal", "n4096/h8", th).c_str(),
                                          [=](benchmark::State& st) {
                                              prefill<KV>(st, ropekit::causal_mask{}, 4096, 8, 8, th,

@@ -199,7 +199,12 @@ ROPEKIT_ALWAYS_INLINE void score_micro(const float* kbase, std::ptrdiff_t kstrid
     const float* q = qt + rv0 * W;
     for (int d = 0; d < D; ++d, q += R) {
         V qv[NV];
-        for (int n = 0; n < NV; ++n) qv[n] = Ops::load(q + n * W);
+        for (int n = 0; n < NV; ++n) {
+            qv[n] = Ops::load(q + n * W);
+            // Without this GCC 12 sometimes folds the load into each of the RB FMAs that use it
+            // (seen once run() inlined more: 18% slower sinks + window prefill).
+            Ops::in_register(qv[n]);
+        }
         for (int i = 0; i < RB; ++i) {
             const V kb = Ops::set1(kp[i][d]);
             for (int n = 0; n < NV; ++n) acc[i][n] = Ops::fma(kb, qv[n], acc[i][n]);
@@ -228,7 +233,10 @@ ROPEKIT_ALWAYS_INLINE void pv_micro(const float* vbase, std::ptrdiff_t vstride, 
     const float* vr = vbase;
     for (int c = 0; c < nc; ++c, p += R, vr += vstride) {
         V pv[NV];
-        for (int n = 0; n < NV; ++n) pv[n] = Ops::load(p + n * W);
+        for (int n = 0; n < NV; ++n) {
+            pv[n] = Ops::load(p + n * W);
+            Ops::in_register(pv[n]);
+        }
         for (int i = 0; i < RD; ++i) {
             const V vb = Ops::set1(vr[i]);
             for (int n = 0; n < NV; ++n) acc[i][n] = Ops::fma(vb, pv[n], acc[i][n]);
