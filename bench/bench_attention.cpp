@@ -74,6 +74,21 @@ struct data {
     ropekit::head_view<float> ov() { return ropekit::packed_view(o.data(), n_q, H, D); }
 };
 
+/// The parameters every benchmark uses: softmax scale 1/sqrt(head_dim), default positions.
+attention_params default_params(int head_dim) {
+    attention_params p;
+    p.softmax_scale = 1.0f / std::sqrt(float(head_dim));
+    return p;
+}
+
+/// One attention_workspace per thread (about 0.5 MB each, so on the heap).
+std::vector<std::unique_ptr<ropekit::attention_workspace>> workspaces(int threads) {
+    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
+    for (int i = 0; i < threads; ++i)
+        ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    return ws;
+}
+
 /// Visible pairs per head for the default positions (queries are the last n_q keys).
 template <class Mask>
 double visible_pairs(const Mask& m, std::int64_t n_q, std::int64_t n_kv) {
@@ -188,11 +203,8 @@ void prefill(benchmark::State& st, Mask mask, std::int64_t n, std::int64_t H, st
              int threads, std::int64_t n_q) {
     const int D = 128;
     data<KV> d(n_q, n, H, KVH, D);
-    attention_params p;
-    p.softmax_scale = 1.0f / std::sqrt(float(D));
-    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
-    for (int i = 0; i < threads; ++i)
-        ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    const attention_params p = default_params(D);
+    const auto ws = workspaces(threads);
     const double secs = timed_split(st, threads, [&](int ti, int nt) {
         // Thread ti takes query heads [ti H / T, (ti + 1) H / T) (whole K/V groups), all
         // queries in one call: causal work is the same for every head.
@@ -213,11 +225,8 @@ void suffix_scaling(benchmark::State& st, Mask mask, std::int64_t n_short, std::
                     std::int64_t H, int threads, std::int64_t n_q) {
     const int D = 128;
     data<float> d(n_q, n_long, H, H, D);
-    attention_params p;
-    p.softmax_scale = 1.0f / std::sqrt(float(D));
-    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
-    for (int i = 0; i < threads; ++i)
-        ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    const attention_params p = default_params(D);
+    const auto ws = workspaces(threads);
     ropekit_bench::thread_team team(threads);
     auto run = [&](std::int64_t n) {
         const auto a = ropekit_bench::clock::now();
@@ -249,14 +258,11 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
             int threads) {
     const int D = 128;
     data<KV> d(1, n_kv, H, KVH, D);
-    attention_params p;
-    p.softmax_scale = 1.0f / std::sqrt(float(D));
-    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
+    const attention_params p = default_params(D);
+    const auto ws = workspaces(threads);
     std::vector<std::vector<float>> po(threads, std::vector<float>(d.o.size())),
         pl(threads, std::vector<float>(d.lse.size()));
     const ropekit::causal_mask mask;
-    for (int i = 0; i < threads; ++i)
-        ws.push_back(std::make_unique<ropekit::attention_workspace>());
     ropekit_bench::thread_team team(threads);
     const std::size_t row_bytes = std::size_t(KVH * D) * sizeof(KV);
     double t_decode = 0, t_sweep = 0;
@@ -362,12 +368,9 @@ void rerope_prefill(benchmark::State& st, Rule rule, std::int64_t n, std::int64_
     f.rotary_dim = D;
     for (int i = 0; i < D / 2; ++i) f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / D)));
     const auto table = ropekit::cos_sin_table::for_range(f, 0, n);
-    attention_params p;
-    p.softmax_scale = 1.0f / std::sqrt(float(D));
+    const attention_params p = default_params(D);
     const ropekit::causal_mask mask;
-    std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
-    for (int i = 0; i < threads; ++i)
-        ws.push_back(std::make_unique<ropekit::attention_workspace>());
+    const auto ws = workspaces(threads);
     const double secs = timed_split(st, threads, [&](int ti, int nt) {
         ropekit::rerope_attention_blocked(
             ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(), mask, p, rule, f, table,
