@@ -142,9 +142,13 @@ struct vec_ops {
     /// the load into every FMA that uses it (and redo a 16-bit widening per use), which makes the
     /// loop bound by load ports (one 512-bit load per cycle on Zen 4) instead of FMAs.
     static ROPEKIT_ALWAYS_INLINE void in_register(vec& v) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
         typename vec::register_type r = v;
-        __asm__("" : "+v"(r));
+        __asm__("" : "+v"(r));  // "v": any SSE / AVX / AVX-512 register
+        v = r;
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+        typename vec::register_type r = v;
+        __asm__("" : "+w"(r));  // "w": any NEON / SVE register
         v = r;
 #else
         (void)v;
