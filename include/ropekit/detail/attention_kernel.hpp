@@ -621,15 +621,19 @@ class kernel {
         const std::int64_t kv0 = heads.begin / group_;
         const std::int64_t kv1 = (heads.end + group_ - 1) / group_;
         const std::int64_t nq = queries.size();
-        if (!rotating && W > 1 && D_ % W == 0 && nq > 0 && group_ * nq <= 8) {
-            // Decode: one block spans several K/V heads, so each key tile is read token by
-            // token across heads (contiguous in a [token][head][d] cache) instead of one
-            // 4 KB-strided head at a time.
-            const std::int64_t per_block =
-                std::max<std::int64_t>(1, R / decode_padded_rows(int(group_ * nq)));
-            for (std::int64_t g = kv0; g < kv1; g += per_block)
-                decode_block(g, std::min(kv1, g + per_block), heads, queries.begin, int(nq), keys);
-            return;
+        // The decode form exists only without in-kernel rotation and with vectors (a constexpr
+        // guard: ReRoPE and scalar kernels never instantiate it).
+        if constexpr (!rotating && W > 1) {
+            if (D_ % W == 0 && nq > 0 && group_ * nq <= 8) {
+                // Decode: one block spans several K/V heads (up to 64 padded rows), so the
+                // per-call setup and the chunk loop are shared by them.
+                const std::int64_t per_block =
+                    std::max<std::int64_t>(1, R / decode_padded_rows(int(group_ * nq)));
+                for (std::int64_t g = kv0; g < kv1; g += per_block)
+                    decode_block(g, std::min(kv1, g + per_block), heads, queries.begin, int(nq),
+                                 keys);
+                return;
+            }
         }
         for (std::int64_t kvh = kv0; kvh < kv1; ++kvh) {
             const std::int64_t g0 = std::max(heads.begin, kvh * group_);
@@ -784,11 +788,14 @@ class kernel {
     void block(std::int64_t kvh, std::int64_t h0, int nh, std::int64_t t0, int nt,
                index_range keys) noexcept {
         const int rows = nh * nt;
-        if (!rotating && W > 1 && D_ % W == 0 && rows <= 8) {
-            // Few rows (a narrow head range with several queries): the decode form vectorises
-            // over head channels instead of rows, so a vector is not mostly padding.
-            decode_block(kvh, kvh + 1, {h0, h0 + nh}, t0, nt, keys);
-            return;
+        if constexpr (!rotating && W > 1) {
+            if (D_ % W == 0 && rows <= 8) {
+                // Few rows (a narrow head range with several queries): the decode form
+                // vectorises over head channels instead of rows, so a vector is not mostly
+                // padding.
+                decode_block(kvh, kvh + 1, {h0, h0 + nh}, t0, nt, keys);
+                return;
+            }
         }
         const int nrv = (rows + W - 1) / W;
         load_q(h0, nh, t0, nt, nrv);
