@@ -1012,6 +1012,8 @@ class kernel {
         constexpr float ninf = -std::numeric_limits<float>::infinity();
         const int pf_keys =
             std::max(decode_chunk, decode_prefetch_bytes / std::max(1, D_ * int(sizeof(KV))));
+        const std::ptrdiff_t kpf = pf_keys * k_.token_stride;
+        const std::ptrdiff_t vpf = pf_keys * v_.token_stride;
         for (int ri = 0; ri < n_ranges; ++ri) {
             const std::int64_t b = std::max(ranges[ri].begin, keys.begin);
             const std::int64_t e = std::min(ranges[ri].end, keys.end);
@@ -1020,8 +1022,6 @@ class kernel {
                 block_bounds bb;
                 const tile_visibility vis = classify_tile(qb, c0, nc, bb);
                 if (vis == tile_visibility::none) continue;
-                const std::ptrdiff_t kpf = pf_keys * k_.token_stride;
-                const std::ptrdiff_t vpf = pf_keys * v_.token_stride;
                 for (int sg = 0; sg < nseg; ++sg) {
                     const int nr = seg_rows[sg];
                     float* sd = ws_.st + seg_r0[sg] * decode_chunk;
