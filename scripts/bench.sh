@@ -2,6 +2,7 @@
 # Builds the benchmarks (-O3 -march=native) and runs them with repetitions, reporting medians.
 # One-core runs are pinned to the last core; the 2-thread attention cases use all cores.
 #   bash scripts/bench.sh [table|rope|attention ...] [-- extra Google Benchmark flags]
+#   ROPEKIT_BENCH_OPT=-O2 bash scripts/bench.sh ...   the same at -O2 (build tree build/bench-O2)
 # JSON results land in build/bench/<name>.json next to the console output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,10 @@ while (($#)); do
 done
 ((${#names[@]})) || names=(table rope attention)
 bash scripts/deps.sh
+opt=${ROPEKIT_BENCH_OPT:--O3}
 dir=build/bench
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DROPEKIT_BUILD_TESTS=OFF -DROPEKIT_BUILD_EXAMPLES=OFF \
+[ "$opt" = -O3 ] || dir="build/bench$opt"
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DROPEKIT_BENCH_OPT="$opt" -DROPEKIT_BUILD_TESTS=OFF -DROPEKIT_BUILD_EXAMPLES=OFF \
   -DROPEKIT_BUILD_BENCHMARKS=ON -DROPEKIT_REQUIRE_DEV_DEPS=ON > /dev/null
 targets=()
 for n in "${names[@]}"; do targets+=(--target "bench_$n"); done

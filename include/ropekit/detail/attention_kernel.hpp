@@ -117,13 +117,25 @@ struct alignas(64) attention_workspace {
 namespace detail::attn {
 
 /// Rotates one head by a cos|sin row (pairs cosines then pairs sines), into `out`; channels
-/// past rotary_dim are copied. Same pairing as ropekit::rope_layout.
-inline void rotate_head(const float* x, float* out, const float* cs, int pairs, int head_dim,
-                        rope_layout layout) noexcept {
+/// past rotary_dim are copied. Same pairing as ropekit::rope_layout. Vectorised by hand for NeoX
+/// (the halves are contiguous): GCC 12 -O2 does not vectorise loops with a runtime trip count,
+/// and ReRoPE rotates every key of every tile (Leaky ReRoPE twice).
+template <class Ops>
+ROPEKIT_ALWAYS_INLINE void rotate_head(const float* ROPEKIT_RESTRICT x, float* ROPEKIT_RESTRICT out,
+                                       const float* cs, int pairs, int head_dim,
+                                       rope_layout layout) noexcept {
+    constexpr int W = Ops::width;
     const float* c = cs;
     const float* s = cs + pairs;
     if (layout == rope_layout::neox) {
-        for (int i = 0; i < pairs; ++i) {
+        int i = 0;
+        for (; i + W <= pairs; i += W) {
+            const auto a = Ops::loadu(x + i), b = Ops::loadu(x + i + pairs);
+            const auto ci = Ops::loadu(c + i), si = Ops::loadu(s + i);
+            Ops::storeu(out + i, a * ci - b * si);
+            Ops::storeu(out + i + pairs, Ops::fma(a, si, b * ci));
+        }
+        for (; i < pairs; ++i) {
             const float a = x[i], b = x[i + pairs];
             out[i] = a * c[i] - b * s[i];
             out[i + pairs] = b * c[i] + a * s[i];
@@ -144,8 +156,18 @@ inline void accurate_row(double position, const float* inv_freq, int pairs, floa
 }
 
 /// cos|sin of a + b from the rows of a and b (angle addition).
-inline void compose_rows(const float* a, const float* b, int pairs, float* out) noexcept {
-    for (int i = 0; i < pairs; ++i) {
+template <class Ops>
+ROPEKIT_ALWAYS_INLINE void compose_rows(const float* a, const float* b, int pairs,
+                                        float* ROPEKIT_RESTRICT out) noexcept {
+    constexpr int W = Ops::width;
+    int i = 0;
+    for (; i + W <= pairs; i += W) {
+        const auto ca = Ops::loadu(a + i), sa = Ops::loadu(a + pairs + i);
+        const auto cb = Ops::loadu(b + i), sb = Ops::loadu(b + pairs + i);
+        Ops::storeu(out + i, ca * cb - sa * sb);
+        Ops::storeu(out + pairs + i, Ops::fma(sa, cb, ca * sb));
+    }
+    for (; i < pairs; ++i) {
         const float ca = a[i], sa = a[pairs + i], cb = b[i], sb = b[pairs + i];
         out[i] = ca * cb - sa * sb;
         out[pairs + i] = sa * cb + ca * sb;
@@ -192,26 +214,36 @@ ROPEKIT_ALWAYS_INLINE void score_micro(const float* kbase, std::ptrdiff_t kstrid
     constexpr int W = Ops::width;
     constexpr int R = block_rows;
     V acc[RB][NV];
-    for (int i = 0; i < RB; ++i)
+    ROPEKIT_UNROLL
+    for (int i = 0; i < RB; ++i) {
+        ROPEKIT_UNROLL
         for (int n = 0; n < NV; ++n) acc[i][n] = Ops::zero();
+    }
     const float* kp[RB];
+    ROPEKIT_UNROLL
     for (int i = 0; i < RB; ++i) kp[i] = kbase + i * kstride;
     const float* q = qt + rv0 * W;
     for (int d = 0; d < D; ++d, q += R) {
         V qv[NV];
+        ROPEKIT_UNROLL
         for (int n = 0; n < NV; ++n) {
             qv[n] = Ops::load(q + n * W);
             // Without this GCC 12 sometimes folds the load into each of the RB FMAs that use it
             // (seen once run() inlined more: 18% slower sinks + window prefill).
             Ops::in_register(qv[n]);
         }
+        ROPEKIT_UNROLL
         for (int i = 0; i < RB; ++i) {
             const V kb = Ops::set1(kp[i][d]);
+            ROPEKIT_UNROLL
             for (int n = 0; n < NV; ++n) acc[i][n] = Ops::fma(kb, qv[n], acc[i][n]);
         }
     }
-    for (int i = 0; i < RB; ++i)
+    ROPEKIT_UNROLL
+    for (int i = 0; i < RB; ++i) {
+        ROPEKIT_UNROLL
         for (int n = 0; n < NV; ++n) Ops::store(st + i * R + (rv0 + n) * W, acc[i][n]);
+    }
 }
 
 /// O^T rows [d, d + RD) x row vectors [rv0, rv0 + NV): acc = alpha * acc + sum_c V[c][d] P^T[c].
@@ -225,25 +257,35 @@ ROPEKIT_ALWAYS_INLINE void pv_micro(const float* vbase, std::ptrdiff_t vstride, 
     V acc[RD][NV];
     {
         V a[NV];
+        ROPEKIT_UNROLL
         for (int n = 0; n < NV; ++n) a[n] = Ops::load(alpha + (rv0 + n) * W);
-        for (int i = 0; i < RD; ++i)
+        ROPEKIT_UNROLL
+        for (int i = 0; i < RD; ++i) {
+            ROPEKIT_UNROLL
             for (int n = 0; n < NV; ++n) acc[i][n] = Ops::load(ot + i * R + (rv0 + n) * W) * a[n];
+        }
     }
     const float* p = pt + rv0 * W;
     const float* vr = vbase;
     for (int c = 0; c < nc; ++c, p += R, vr += vstride) {
         V pv[NV];
+        ROPEKIT_UNROLL
         for (int n = 0; n < NV; ++n) {
             pv[n] = Ops::load(p + n * W);
             Ops::in_register(pv[n]);
         }
+        ROPEKIT_UNROLL
         for (int i = 0; i < RD; ++i) {
             const V vb = Ops::set1(vr[i]);
+            ROPEKIT_UNROLL
             for (int n = 0; n < NV; ++n) acc[i][n] = Ops::fma(vb, pv[n], acc[i][n]);
         }
     }
-    for (int i = 0; i < RD; ++i)
+    ROPEKIT_UNROLL
+    for (int i = 0; i < RD; ++i) {
+        ROPEKIT_UNROLL
         for (int n = 0; n < NV; ++n) Ops::store(ot + i * R + (rv0 + n) * W, acc[i][n]);
+    }
 }
 
 /// Register blocking of `Ops`: RB keys (or head channels) x NV row vectors.
@@ -363,6 +405,7 @@ ROPEKIT_ALWAYS_INLINE void load_kv(const KV* p, typename Ops::vec* out) noexcept
     } else {
         out[0] = Ops::load_stored(p);
     }
+    ROPEKIT_UNROLL
     for (int i = 0; i < P; ++i) Ops::in_register(out[i]);
 }
 
@@ -378,25 +421,34 @@ ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff
     constexpr int W = Ops::width;
     constexpr int KB = W / NR;
     V acc[KB * NR];
+    ROPEKIT_UNROLL
     for (int j = 0; j < KB * NR; ++j) acc[j] = Ops::zero();
     const KV* kp[KB];
+    ROPEKIT_UNROLL
     for (int c = 0; c < KB; ++c) kp[c] = kbase + c * kstride;
     for (int d = 0; d < D; d += P * W) {
         V qv[NR][P];
-        for (int i = 0; i < NR; ++i)
+        ROPEKIT_UNROLL
+        for (int i = 0; i < NR; ++i) {
+            ROPEKIT_UNROLL
             for (int h = 0; h < P; ++h) {
                 qv[i][h] = Ops::load(q + i * max_head_dim + d + h * W);
                 // With 8 rows of pairs the q vectors would crowd out the accumulators: those
                 // stay memory operands.
                 if constexpr (NR * P <= 8) Ops::in_register(qv[i][h]);
             }
+        }
+        ROPEKIT_UNROLL
         for (int c = 0; c < KB; ++c) {
             if (prefetch_offset != 0) prefetch_l2(kp[c] + d, prefetch_offset);
             V kv[P];
             load_kv<Ops, P>(kp[c] + d, kv);
-            for (int h = 0; h < P; ++h)
+            ROPEKIT_UNROLL
+            for (int h = 0; h < P; ++h) {
+                ROPEKIT_UNROLL
                 for (int i = 0; i < NR; ++i)
                     acc[c * NR + i] = Ops::fma(qv[i][h], kv[h], acc[c * NR + i]);
+            }
         }
     }
     return Ops::sum_rows(acc);
@@ -458,15 +510,20 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t k
     for (; c < nc; ++c) {
         const KV* kr = kbase + c * kstride;
         V acc[NR];
+        ROPEKIT_UNROLL
         for (int i = 0; i < NR; ++i) acc[i] = Ops::zero();
         for (int d = 0; d < D; d += P * W) {
             if (prefetch_offset != 0) prefetch_l2(kr + d, prefetch_offset);
             V kv[P];
             load_kv<Ops, P>(kr + d, kv);
-            for (int h = 0; h < P; ++h)
+            ROPEKIT_UNROLL
+            for (int h = 0; h < P; ++h) {
+                ROPEKIT_UNROLL
                 for (int i = 0; i < NR; ++i)
                     acc[i] = Ops::fma(Ops::load(q + i * max_head_dim + d + h * W), kv[h], acc[i]);
+            }
         }
+        ROPEKIT_UNROLL
         for (int i = 0; i < NR; ++i) sd[c * NR + i] = Ops::reduce_add(acc[i]);
     }
 }
@@ -489,12 +546,17 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_softmax(float* sd, int nc, float* m, flo
     for (int f = nc * NR; f < decode_chunk * NR; ++f) sd[f] = ninf;
     alignas(64) float t[T];
     V acc[G];
+    ROPEKIT_UNROLL
     for (int g = 0; g < G; ++g) acc[g] = Ops::load(sd + g * W);
+    ROPEKIT_UNROLL
     for (int v = G; v < NV; ++v) acc[v % G] = Ops::max(acc[v % G], Ops::load(sd + v * W));
+    ROPEKIT_UNROLL
     for (int g = 0; g < G; ++g) Ops::store(t + g * W, acc[g]);
     float m_sub[NR];
+    ROPEKIT_UNROLL
     for (int i = 0; i < NR; ++i) {
         float mx = m[i];
+        ROPEKIT_UNROLL
         for (int f = i; f < T; f += NR) mx = std::max(mx, t[f]);
         // A row that has seen no visible key keeps m = -inf: subtract 0 instead, so every exp
         // argument is -inf (-> exactly 0) and never NaN.
@@ -502,23 +564,32 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_softmax(float* sd, int nc, float* m, flo
         alpha[i] = m[i] - m_sub[i];
         m[i] = mx;
     }
+    ROPEKIT_UNROLL
     for (int f = 0; f < T; ++f) t[f] = alpha[f % NR];
     V mp[G];
+    ROPEKIT_UNROLL
     for (int g = 0; g < G; ++g) Ops::store(t + g * W, Ops::exp(Ops::load(t + g * W)));
+    ROPEKIT_UNROLL
     for (int i = 0; i < NR; ++i) alpha[i] = t[i];
+    ROPEKIT_UNROLL
     for (int f = 0; f < T; ++f) t[f] = m_sub[f % NR];
+    ROPEKIT_UNROLL
     for (int g = 0; g < G; ++g) {
         mp[g] = Ops::load(t + g * W);
         acc[g] = Ops::zero();
     }
+    ROPEKIT_UNROLL
     for (int v = 0; v < NV; ++v) {
         const V p = Ops::exp(Ops::load(sd + v * W) - mp[v % G]);
         Ops::store(sd + v * W, p);
         acc[v % G] = acc[v % G] + p;
     }
+    ROPEKIT_UNROLL
     for (int g = 0; g < G; ++g) Ops::store(t + g * W, acc[g]);
+    ROPEKIT_UNROLL
     for (int i = 0; i < NR; ++i) {
         float sum = 0.0f;
+        ROPEKIT_UNROLL
         for (int f = i; f < T; f += NR) sum += t[f];
         l[i] = l[i] * alpha[i] + sum;
     }
@@ -536,8 +607,10 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
     using V = typename Ops::vec;
     constexpr int W = Ops::width;
     V acc[NRB][NDV];
+    ROPEKIT_UNROLL
     for (int i = 0; i < NRB; ++i) {
         const V a = Ops::set1(alpha[r0 + i]);
+        ROPEKIT_UNROLL
         for (int n = 0; n < NDV; ++n)
             acc[i][n] = Ops::load(orow + (r0 + i) * max_head_dim + d0 + n * W) * a;
     }
@@ -545,18 +618,24 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
     for (int c = 0; c < nc; ++c, vr += vstride) {
         V vv[NDV];
         static_assert(NDV % P == 0, "pairs of V vectors");
+        ROPEKIT_UNROLL
         for (int n = 0; n < NDV; n += P) {
             if (prefetch_offset != 0) prefetch_l2(vr + n * W, prefetch_offset);
             load_kv<Ops, P>(vr + n * W, vv + n);
         }
+        ROPEKIT_UNROLL
         for (int i = 0; i < NRB; ++i) {
             const V pb = Ops::set1(p[c * NR + r0 + i]);
+            ROPEKIT_UNROLL
             for (int n = 0; n < NDV; ++n) acc[i][n] = Ops::fma(pb, vv[n], acc[i][n]);
         }
     }
-    for (int i = 0; i < NRB; ++i)
+    ROPEKIT_UNROLL
+    for (int i = 0; i < NRB; ++i) {
+        ROPEKIT_UNROLL
         for (int n = 0; n < NDV; ++n)
             Ops::store(orow + (r0 + i) * max_head_dim + d0 + n * W, acc[i][n]);
+    }
 }
 
 /// One decode step of one K/V head over one chunk of keys [0, nc): scores of its NR (padded)
@@ -703,7 +782,7 @@ class kernel {
                     float* rot = ws_.kt + r * max_head_dim;
                     float* cap = ws_.kc + r * max_head_dim;
                     for (int d = 0; d < D_; ++d) tmp[d] = src[r][d] * scale;
-                    rotate_head(tmp, rot, table_row(ws_.tok_pos[tl]), pairs, D_, f.layout);
+                    rotate_head<Ops>(tmp, rot, table_row(ws_.tok_pos[tl]), pairs, D_, f.layout);
                     if constexpr (is_leaky_v<std::decay_t<decltype(pos_.rule)>>) {
                         // Leaky: q at (i + w (k - 1)) / k, a non-integer position.
                         if (hh == 0) {
@@ -712,10 +791,10 @@ class kernel {
                             accurate_row((double(ws_.tok_pos[tl]) + w * (k - 1.0)) / k,
                                          f.inv_freq.data(), pairs, ws_.cs_tmp);
                         }
-                        rotate_head(tmp, cap, ws_.cs_tmp, pairs, D_, f.layout);
+                        rotate_head<Ops>(tmp, cap, ws_.cs_tmp, pairs, D_, f.layout);
                     } else {
                         // ReRoPE: q at the window, k unrotated: relative position w.
-                        rotate_head(tmp, cap, ws_.cs_cap, pairs, D_, f.layout);
+                        rotate_head<Ops>(tmp, cap, ws_.cs_cap, pairs, D_, f.layout);
                     }
                     rot_rows[r] = rot;
                     cap_rows[r] = cap;
@@ -736,14 +815,18 @@ class kernel {
         for (int r0 = 0; r0 < nrv * W; r0 += W) {
             for (int d0 = 0; d0 < dv; d0 += W) {
                 V v[W];
+                ROPEKIT_UNROLL
                 for (int i = 0; i < W; ++i)
                     v[i] = r0 + i < rows ? Ops::loadu(src[r0 + i] + d0) * sv : Ops::zero();
                 Ops::transpose(v);
+                ROPEKIT_UNROLL
                 for (int j = 0; j < W; ++j) Ops::store(dst + (d0 + j) * R + r0, v[j]);
             }
-            for (int d = dv; d < D_; ++d)
+            for (int d = dv; d < D_; ++d) {
+                ROPEKIT_UNROLL
                 for (int i = 0; i < W; ++i)
                     dst[d * R + r0 + i] = r0 + i < rows ? src[r0 + i][d] * scale : 0.0f;
+            }
         }
     }
 
@@ -907,8 +990,8 @@ class kernel {
             constexpr bool leaky = is_leaky_v<std::decay_t<decltype(pos_.rule)>>;
             if (need_ord) {
                 for (int c = 0; c < nc; ++c)
-                    rotate_head(raw_row(c), ws_.kt + c * max_head_dim, table_row(ws_.kpos[c]),
-                                pairs, D_, f.layout);
+                    rotate_head<Ops>(raw_row(c), ws_.kt + c * max_head_dim, table_row(ws_.kpos[c]),
+                                     pairs, D_, f.layout);
                 scores<Ops>(ws_.kt, max_head_dim, nc, D_, ws_.qt, ws_.st, nrv);
             }
             if (need_cap) {
@@ -922,10 +1005,12 @@ class kernel {
                     for (int c = 0; c < nc; ++c) {
                         const std::int64_t off = ws_.kpos[c] - b.k_pos_min;
                         if (off < C)
-                            compose_rows(ws_.cs_tmp, ws_.leaky_off + off * 2 * pairs, pairs, cs);
+                            compose_rows<Ops>(ws_.cs_tmp, ws_.leaky_off + off * 2 * pairs, pairs,
+                                              cs);
                         else
                             accurate_row(double(ws_.kpos[c]) / kk, f.inv_freq.data(), pairs, cs);
-                        rotate_head(raw_row(c), ws_.kc + c * max_head_dim, cs, pairs, D_, f.layout);
+                        rotate_head<Ops>(raw_row(c), ws_.kc + c * max_head_dim, cs, pairs, D_,
+                                         f.layout);
                     }
                     kc = ws_.kc;
                 } else {
@@ -1097,8 +1182,10 @@ class kernel {
             const V sv = Ops::load(scale + r0);
             for (int d0 = 0; d0 < dv; d0 += W) {
                 V v[W];
+                ROPEKIT_UNROLL
                 for (int i = 0; i < W; ++i) v[i] = Ops::load(ws_.ot + (d0 + i) * R + r0) * sv;
                 Ops::transpose(v);
+                ROPEKIT_UNROLL
                 for (int j = 0; j < W; ++j) Ops::storeu((j < nr ? dst[r0 + j] : spill) + d0, v[j]);
             }
             for (int i = 0; i < nr; ++i)

@@ -162,11 +162,13 @@ struct vec_ops {
 #if defined(__AVX512F__) && (defined(__x86_64__) || defined(__i386__))
         if constexpr (width == 16 && std::is_base_of_v<xsimd::avx512f, Arch>) {
             __m512 t[16], u[16];
+            ROPEKIT_UNROLL
             for (int k = 0; k < 8; ++k) {
                 t[2 * k] = _mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]);
                 t[2 * k + 1] = _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]);
             }
             // u[4g + c], 128-bit block L: column 4L + c of rows 4g .. 4g + 3.
+            ROPEKIT_UNROLL
             for (int g = 0; g < 4; ++g) {
                 const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
                 const __m512d c = _mm512_castps_pd(t[4 * g + 1]),
@@ -176,6 +178,7 @@ struct vec_ops {
                 u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
                 u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
             }
+            ROPEKIT_UNROLL
             for (int c = 0; c < 4; ++c) {
                 const __m512 v02 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
                 const __m512 v13 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
@@ -194,10 +197,12 @@ struct vec_ops {
 #if defined(__AVX__) && (defined(__x86_64__) || defined(__i386__))
         if constexpr (width == 8 && std::is_base_of_v<xsimd::avx, Arch>) {
             __m256 t[8], u[8];
+            ROPEKIT_UNROLL
             for (int k = 0; k < 4; ++k) {
                 t[2 * k] = _mm256_unpacklo_ps(v[2 * k], v[2 * k + 1]);
                 t[2 * k + 1] = _mm256_unpackhi_ps(v[2 * k], v[2 * k + 1]);
             }
+            ROPEKIT_UNROLL
             for (int g = 0; g < 2; ++g) {
                 u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
                 u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
@@ -206,6 +211,7 @@ struct vec_ops {
                 u[4 * g + 3] =
                     _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
             }
+            ROPEKIT_UNROLL
             for (int c = 0; c < 4; ++c) {
                 v[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
                 v[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
@@ -214,10 +220,15 @@ struct vec_ops {
         }
 #endif
         alignas(64) float m[width * width];
+        ROPEKIT_UNROLL
         for (int i = 0; i < width; ++i) v[i].store_aligned(m + i * width);
         alignas(64) float t[width * width];
-        for (int i = 0; i < width; ++i)
+        ROPEKIT_UNROLL
+        for (int i = 0; i < width; ++i) {
+            ROPEKIT_UNROLL
             for (int j = 0; j < width; ++j) t[j * width + i] = m[i * width + j];
+        }
+        ROPEKIT_UNROLL
         for (int i = 0; i < width; ++i) v[i] = vec::load_aligned(t + i * width);
     }
 
@@ -228,17 +239,20 @@ struct vec_ops {
         if constexpr (width == 16 && std::is_base_of_v<xsimd::avx512f, Arch>) {
             // xsimd 8.1's AVX-512 haddp returns the lanes permuted (0 1 4 5 2 3 ...): own tree.
             __m512 s2[8];
+            ROPEKIT_UNROLL
             for (int i = 0; i < 8; ++i) {
                 const __m512 a = rows[2 * i], b = rows[2 * i + 1];
                 s2[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
             }
             __m512 s4[4];
+            ROPEKIT_UNROLL
             for (int i = 0; i < 4; ++i) {
                 const __m512d a = _mm512_castps_pd(s2[2 * i]), b = _mm512_castps_pd(s2[2 * i + 1]);
                 s4[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
                                       _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
             }
             __m512 s8[2];
+            ROPEKIT_UNROLL
             for (int i = 0; i < 2; ++i) {
                 const __m512 a = s4[2 * i], b = s4[2 * i + 1];
                 s8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
