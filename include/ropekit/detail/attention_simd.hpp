@@ -101,7 +101,7 @@ struct vec_ops {
     static ROPEKIT_ALWAYS_INLINE vec set1(float x) noexcept { return vec(x); }
     static ROPEKIT_ALWAYS_INLINE vec zero() noexcept { return vec(0.0f); }
     static ROPEKIT_ALWAYS_INLINE vec fma(const vec& a, const vec& b, const vec& c) noexcept {
-        return xsimd::fma(a, b, c);
+        return detail::simd::fma(a, b, c);
     }
     static ROPEKIT_ALWAYS_INLINE vec max(const vec& a, const vec& b) noexcept {
         return xsimd::max(a, b);
@@ -120,16 +120,16 @@ struct vec_ops {
         const vec lo(-87.3f);
         const vec xc = xsimd::min(xsimd::max(x, lo), vec(88.0f));
         const vec n = xsimd::nearbyint(xc * vec(1.44269504088896341f));
-        vec r = xsimd::fma(n, vec(-0.693145751953125f), xc);  // ln2 high part (exact n*hi)
-        r = xsimd::fma(n, vec(-1.428606765330187e-06f), r);   // ln2 low part
+        vec r = detail::simd::fma(n, vec(-0.693145751953125f), xc);  // ln2 high part (exact n*hi)
+        r = detail::simd::fma(n, vec(-1.428606765330187e-06f), r);   // ln2 low part
         vec p(1.0f / 5040.0f);
-        p = xsimd::fma(p, r, vec(1.0f / 720.0f));
-        p = xsimd::fma(p, r, vec(1.0f / 120.0f));
-        p = xsimd::fma(p, r, vec(1.0f / 24.0f));
-        p = xsimd::fma(p, r, vec(1.0f / 6.0f));
-        p = xsimd::fma(p, r, vec(0.5f));
-        p = xsimd::fma(p, r, vec(1.0f));
-        p = xsimd::fma(p, r, vec(1.0f));
+        p = detail::simd::fma(p, r, vec(1.0f / 720.0f));
+        p = detail::simd::fma(p, r, vec(1.0f / 120.0f));
+        p = detail::simd::fma(p, r, vec(1.0f / 24.0f));
+        p = detail::simd::fma(p, r, vec(1.0f / 6.0f));
+        p = detail::simd::fma(p, r, vec(0.5f));
+        p = detail::simd::fma(p, r, vec(1.0f));
+        p = detail::simd::fma(p, r, vec(1.0f));
         const ivec e = (xsimd::to_int(n) + ivec(127)) << 23;
         const vec scale = detail::simd::bit_cast<float>(e);
         return xsimd::select(x < lo, vec(0.0f), p * scale);

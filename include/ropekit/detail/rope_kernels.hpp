@@ -87,8 +87,8 @@ ROPEKIT_ALWAYS_INLINE void rotate_neox_simd(T* ROPEKIT_RESTRICT x0, T* ROPEKIT_R
     for (; i + w <= n; i += w) {
         const B a = simd::load_as_float<Arch>(x0 + i), b = simd::load_as_float<Arch>(x1 + i);
         const B cc = B::load_unaligned(c + i), ss = B::load_unaligned(s + i);
-        simd::store_from_float<Arch>(x0 + i, xsimd::fms(a, cc, b * ss));
-        simd::store_from_float<Arch>(x1 + i, xsimd::fma(b, cc, a * ss));
+        simd::store_from_float<Arch>(x0 + i, detail::simd::fms(a, cc, b * ss));
+        simd::store_from_float<Arch>(x1 + i, detail::simd::fma(b, cc, a * ss));
     }
     if (i < n) {
         const std::size_t m = std::size_t(n - i);
@@ -96,8 +96,8 @@ ROPEKIT_ALWAYS_INLINE void rotate_neox_simd(T* ROPEKIT_RESTRICT x0, T* ROPEKIT_R
         const B b = simd::load_as_float_partial<Arch>(x1 + i, m);
         const B cc = simd::load_as_float_partial<Arch>(c + i, m);
         const B ss = simd::load_as_float_partial<Arch>(s + i, m);
-        simd::store_from_float_partial<Arch>(x0 + i, xsimd::fms(a, cc, b * ss), m);
-        simd::store_from_float_partial<Arch>(x1 + i, xsimd::fma(b, cc, a * ss), m);
+        simd::store_from_float_partial<Arch>(x0 + i, detail::simd::fms(a, cc, b * ss), m);
+        simd::store_from_float_partial<Arch>(x1 + i, detail::simd::fma(b, cc, a * ss), m);
     }
 }
 
@@ -112,16 +112,16 @@ ROPEKIT_ALWAYS_INLINE void rotate_gptj_simd(T* x, const float* cd, const float* 
     int i = 0;
     for (; i + w <= m; i += w) {
         const B v = simd::load_as_float<Arch>(x + i);
-        const B r = xsimd::fma(v, B::load_unaligned(cd + i),
-                               simd::swap_adjacent<Arch>(v) * B::load_unaligned(sd + i));
+        const B r = detail::simd::fma(v, B::load_unaligned(cd + i),
+                                      simd::swap_adjacent<Arch>(v) * B::load_unaligned(sd + i));
         simd::store_from_float<Arch>(x + i, r);
     }
     if (i < m) {
         const std::size_t k = std::size_t(m - i);
         const B v = simd::load_as_float_partial<Arch>(x + i, k);
-        const B r =
-            xsimd::fma(v, simd::load_as_float_partial<Arch>(cd + i, k),
-                       simd::swap_adjacent<Arch>(v) * simd::load_as_float_partial<Arch>(sd + i, k));
+        const B r = detail::simd::fma(
+            v, simd::load_as_float_partial<Arch>(cd + i, k),
+            simd::swap_adjacent<Arch>(v) * simd::load_as_float_partial<Arch>(sd + i, k));
         simd::store_from_float_partial<Arch>(x + i, r, k);
     }
 }
@@ -385,8 +385,8 @@ ROPEKIT_ALWAYS_INLINE bool rotate_token_fixed(rope_layout layout, const float* c
                         T* x1 = row + pairs + w * k;
                         const B a = simd::load_as_float<Arch>(x0),
                                 b = simd::load_as_float<Arch>(x1);
-                        simd::store_from_float<Arch>(x0, xsimd::fms(a, cc[k], b * ss[k]));
-                        simd::store_from_float<Arch>(x1, xsimd::fma(b, cc[k], a * ss[k]));
+                        simd::store_from_float<Arch>(x0, detail::simd::fms(a, cc[k], b * ss[k]));
+                        simd::store_from_float<Arch>(x1, detail::simd::fma(b, cc[k], a * ss[k]));
                     });
                 }
             }
@@ -405,7 +405,7 @@ ROPEKIT_ALWAYS_INLINE bool rotate_token_fixed(rope_layout layout, const float* c
                         const B v = simd::load_as_float<Arch>(row + w * k);
                         simd::store_from_float<Arch>(
                             row + w * k,
-                            xsimd::fma(v, cc[k], simd::swap_adjacent<Arch>(v) * ss[k]));
+                            detail::simd::fma(v, cc[k], simd::swap_adjacent<Arch>(v) * ss[k]));
                     });
                 }
             }

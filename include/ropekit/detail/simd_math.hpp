@@ -217,19 +217,19 @@ ROPEKIT_ALWAYS_INLINE void cos_sin_quadrant(const xsimd::batch<float, Arch>& r,
                                             xsimd::batch<float, Arch>& s) noexcept {
     using F = xsimd::batch<float, Arch>;
     const F r2 = r * r;
-    F ps = F(float(-1.0 / 39916800.0));                 // -1/11!
-    ps = xsimd::fma(ps, r2, F(float(1.0 / 362880.0)));  // 1/9!
-    ps = xsimd::fma(ps, r2, F(float(-1.0 / 5040.0)));   // -1/7!
-    ps = xsimd::fma(ps, r2, F(float(1.0 / 120.0)));     // 1/5!
-    ps = xsimd::fma(ps, r2, F(float(-1.0 / 6.0)));      // -1/3!
-    ps = xsimd::fma(ps * r2, r, r);
-    F pc = F(float(1.0 / 479001600.0));                   // 1/12!
-    pc = xsimd::fma(pc, r2, F(float(-1.0 / 3628800.0)));  // -1/10!
-    pc = xsimd::fma(pc, r2, F(float(1.0 / 40320.0)));     // 1/8!
-    pc = xsimd::fma(pc, r2, F(float(-1.0 / 720.0)));      // -1/6!
-    pc = xsimd::fma(pc, r2, F(float(1.0 / 24.0)));        // 1/4!
-    pc = xsimd::fma(pc, r2, F(-0.5f));
-    pc = xsimd::fma(pc, r2, F(1.0f));
+    F ps = F(float(-1.0 / 39916800.0));                        // -1/11!
+    ps = detail::simd::fma(ps, r2, F(float(1.0 / 362880.0)));  // 1/9!
+    ps = detail::simd::fma(ps, r2, F(float(-1.0 / 5040.0)));   // -1/7!
+    ps = detail::simd::fma(ps, r2, F(float(1.0 / 120.0)));     // 1/5!
+    ps = detail::simd::fma(ps, r2, F(float(-1.0 / 6.0)));      // -1/3!
+    ps = detail::simd::fma(ps * r2, r, r);
+    F pc = F(float(1.0 / 479001600.0));                          // 1/12!
+    pc = detail::simd::fma(pc, r2, F(float(-1.0 / 3628800.0)));  // -1/10!
+    pc = detail::simd::fma(pc, r2, F(float(1.0 / 40320.0)));     // 1/8!
+    pc = detail::simd::fma(pc, r2, F(float(-1.0 / 720.0)));      // -1/6!
+    pc = detail::simd::fma(pc, r2, F(float(1.0 / 24.0)));        // 1/4!
+    pc = detail::simd::fma(pc, r2, F(-0.5f));
+    pc = detail::simd::fma(pc, r2, F(1.0f));
     // sin(r + q pi/2), cos(r + q pi/2): q odd swaps sin and cos; q = 1: (cos, -sin);
     // q = +-2: (-sin, -cos); q = -1: (-cos, sin).
     const auto odd = (q == F(1.0f)) | (q == F(-1.0f));
