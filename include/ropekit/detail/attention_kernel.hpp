@@ -31,6 +31,7 @@
 #include "../table.hpp"
 #include "../view.hpp"
 #include "attention_simd.hpp"
+#include "rope_kernels.hpp"
 #if ROPEKIT_HAS_XSIMD
 #include "simd_storage.hpp"
 #endif
@@ -117,37 +118,26 @@ struct alignas(64) attention_workspace {
 namespace detail::attn {
 
 /// Rotates one head by a cos|sin row (pairs cosines then pairs sines), into `out`; channels
-/// past rotary_dim are copied. Same pairing as ropekit::rope_layout. Vectorised by hand for NeoX
-/// (the halves are contiguous): GCC 12 -O2 does not vectorise loops with a runtime trip count,
-/// and ReRoPE rotates every key of every tile (Leaky ReRoPE twice).
-template <class Ops>
-ROPEKIT_ALWAYS_INLINE void rotate_head(const float* ROPEKIT_RESTRICT x, float* ROPEKIT_RESTRICT out,
-                                       const float* cs, int pairs, int head_dim,
-                                       rope_layout layout) noexcept {
-    constexpr int W = Ops::width;
+/// past rotary_dim are copied. The rotation is the rope kernels' own (rope_kernels.hpp), in
+/// place on the copy: vectorised for NeoX, which GCC 12 -O2 would not do for a loop with a
+/// runtime trip count (ReRoPE rotates every key of every tile, Leaky ReRoPE twice).
+template <class Arch>
+inline void rotate_head(const float* ROPEKIT_RESTRICT x, float* ROPEKIT_RESTRICT out,
+                        const float* cs, int pairs, int head_dim, rope_layout layout) noexcept {
+    std::memcpy(out, x, std::size_t(head_dim) * sizeof(float));
     const float* c = cs;
     const float* s = cs + pairs;
     if (layout == rope_layout::neox) {
-        int i = 0;
-        for (; i + W <= pairs; i += W) {
-            const auto a = Ops::loadu(x + i), b = Ops::loadu(x + i + pairs);
-            const auto ci = Ops::loadu(c + i), si = Ops::loadu(s + i);
-            Ops::storeu(out + i, a * ci - b * si);
-            Ops::storeu(out + i + pairs, Ops::fma(a, si, b * ci));
+#if ROPEKIT_HAS_XSIMD
+        if constexpr (is_simd_arch<Arch>) {
+            rotate_neox_simd<Arch, float>(out, out + pairs, c, s, pairs);
+            return;
         }
-        for (; i < pairs; ++i) {
-            const float a = x[i], b = x[i + pairs];
-            out[i] = a * c[i] - b * s[i];
-            out[i + pairs] = b * c[i] + a * s[i];
-        }
+#endif
+        rotate_neox_scalar<Arch, float>(out, out + pairs, c, s, pairs);
     } else {
-        for (int i = 0; i < pairs; ++i) {
-            const float a = x[2 * i], b = x[2 * i + 1];
-            out[2 * i] = a * c[i] - b * s[i];
-            out[2 * i + 1] = b * c[i] + a * s[i];
-        }
+        rotate_gptj_scalar<Arch, float>(out, c, s, pairs);
     }
-    for (int d = 2 * pairs; d < head_dim; ++d) out[d] = x[d];
 }
 
 /// cos|sin of `position * inv_freq` for every pair, accurate (see detail::accurate_cos_sin).
@@ -782,7 +772,7 @@ class kernel {
                     float* rot = ws_.kt + r * max_head_dim;
                     float* cap = ws_.kc + r * max_head_dim;
                     for (int d = 0; d < D_; ++d) tmp[d] = src[r][d] * scale;
-                    rotate_head<Ops>(tmp, rot, table_row(ws_.tok_pos[tl]), pairs, D_, f.layout);
+                    rotate_head<Arch>(tmp, rot, table_row(ws_.tok_pos[tl]), pairs, D_, f.layout);
                     if constexpr (is_leaky_v<std::decay_t<decltype(pos_.rule)>>) {
                         // Leaky: q at (i + w (k - 1)) / k, a non-integer position.
                         if (hh == 0) {
@@ -791,10 +781,10 @@ class kernel {
                             accurate_row((double(ws_.tok_pos[tl]) + w * (k - 1.0)) / k,
                                          f.inv_freq.data(), pairs, ws_.cs_tmp);
                         }
-                        rotate_head<Ops>(tmp, cap, ws_.cs_tmp, pairs, D_, f.layout);
+                        rotate_head<Arch>(tmp, cap, ws_.cs_tmp, pairs, D_, f.layout);
                     } else {
                         // ReRoPE: q at the window, k unrotated: relative position w.
-                        rotate_head<Ops>(tmp, cap, ws_.cs_cap, pairs, D_, f.layout);
+                        rotate_head<Arch>(tmp, cap, ws_.cs_cap, pairs, D_, f.layout);
                     }
                     rot_rows[r] = rot;
                     cap_rows[r] = cap;
@@ -990,8 +980,8 @@ class kernel {
             constexpr bool leaky = is_leaky_v<std::decay_t<decltype(pos_.rule)>>;
             if (need_ord) {
                 for (int c = 0; c < nc; ++c)
-                    rotate_head<Ops>(raw_row(c), ws_.kt + c * max_head_dim, table_row(ws_.kpos[c]),
-                                     pairs, D_, f.layout);
+                    rotate_head<Arch>(raw_row(c), ws_.kt + c * max_head_dim, table_row(ws_.kpos[c]),
+                                      pairs, D_, f.layout);
                 scores<Ops>(ws_.kt, max_head_dim, nc, D_, ws_.qt, ws_.st, nrv);
             }
             if (need_cap) {
@@ -1009,8 +999,8 @@ class kernel {
                                               cs);
                         else
                             accurate_row(double(ws_.kpos[c]) / kk, f.inv_freq.data(), pairs, cs);
-                        rotate_head<Ops>(raw_row(c), ws_.kc + c * max_head_dim, cs, pairs, D_,
-                                         f.layout);
+                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_head_dim, cs, pairs, D_,
+                                          f.layout);
                     }
                     kc = ws_.kc;
                 } else {
