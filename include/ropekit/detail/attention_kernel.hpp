@@ -127,17 +127,10 @@ inline void rotate_head(const float* ROPEKIT_RESTRICT x, float* ROPEKIT_RESTRICT
     std::memcpy(out, x, std::size_t(head_dim) * sizeof(float));
     const float* c = cs;
     const float* s = cs + pairs;
-    if (layout == rope_layout::neox) {
-#if ROPEKIT_HAS_XSIMD
-        if constexpr (is_simd_arch<Arch>) {
-            rotate_neox_simd<Arch, float>(out, out + pairs, c, s, pairs);
-            return;
-        }
-#endif
-        rotate_neox_scalar<Arch, float>(out, out + pairs, c, s, pairs);
-    } else {
+    if (layout == rope_layout::neox)
+        rotate_neox_pairs<Arch, float>(out, out + pairs, c, s, pairs);
+    else
         rotate_gptj_scalar<Arch, float>(out, c, s, pairs);
-    }
 }
 
 /// cos|sin of `position * inv_freq` for every pair, accurate (see detail::accurate_cos_sin).

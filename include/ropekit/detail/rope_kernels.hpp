@@ -288,6 +288,19 @@ inline void table_free_angles_scalar(double pos, const float* inv, const float* 
 template <class Arch>
 inline constexpr bool is_simd_arch = !std::is_same_v<Arch, scalar_arch>;
 
+/// NeoX rotation of n pairs (x0[i], x1[i]) by (c[i], s[i]): SIMD on a vector Arch, else scalar.
+template <class Arch, class T>
+ROPEKIT_ALWAYS_INLINE void rotate_neox_pairs(T* ROPEKIT_RESTRICT x0, T* ROPEKIT_RESTRICT x1,
+                                             const float* c, const float* s, int n) noexcept {
+#if ROPEKIT_HAS_XSIMD
+    if constexpr (is_simd_arch<Arch>) {
+        rotate_neox_simd<Arch, T>(x0, x1, c, s, n);
+        return;
+    }
+#endif
+    rotate_neox_scalar<Arch, T>(x0, x1, c, s, n);
+}
+
 /// Calls f(std::integral_constant<int, k>) for k = 0 .. K-1, fully unrolled (so arrays of
 /// batches indexed by k stay in registers).
 template <int K, class F, int... Ks>
@@ -493,15 +506,8 @@ ROPEKIT_ALWAYS_INLINE void rotate_token(rope_layout layout, int half, int p0, in
         for (int g = 0; g < n_targets; ++g) {
             const rope_target<T>& tg = targets[g];
             T* row = tg.data + t * tg.token_stride + p0;
-            for (int h = 0; h < tg.heads; ++h, row += tg.head_stride) {
-#if ROPEKIT_HAS_XSIMD
-                if constexpr (is_simd_arch<Arch>) {
-                    rotate_neox_simd<Arch, T>(row, row + half, c, s, n);
-                    continue;
-                }
-#endif
-                rotate_neox_scalar<Arch, T>(row, row + half, c, s, n);
-            }
+            for (int h = 0; h < tg.heads; ++h, row += tg.head_stride)
+                rotate_neox_pairs<Arch, T>(row, row + half, c, s, n);
         }
         return;
     }
