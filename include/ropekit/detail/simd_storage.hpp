@@ -135,19 +135,24 @@ ROPEKIT_ALWAYS_INLINE ibatch<Arch> bf16_bits_from_float(const fbatch<Arch>& f) n
         const __mmask16 nan = _mm512_cmpgt_epi32_mask(
             _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
         return _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
-    }
+    } else
 #endif
-    using I = ibatch<Arch>;
-    const I u = bit_cast<std::int32_t>(f);
-    const I hi = (u >> 16) & I(0xffff);  // logical shift from an arithmetic one
-    const I a = u & I(0x7fffffff);
-    const I nan = hi | I(0x0040);
-    // u + 0x7fff + lsb wraps only for negative NaNs, which take the other branch; do it on
-    // the unsigned view so even the discarded lanes have no signed overflow.
-    const auto uu = bit_cast<std::uint32_t>(u);
-    const auto rounded = bit_cast<std::int32_t>(uu + xsimd::batch<std::uint32_t, Arch>(0x7fffu) +
-                                                bit_cast<std::uint32_t>(hi & I(1)));
-    return xsimd::select(a > I(0x7f800000), nan, (rounded >> 16) & I(0xffff));
+    {
+        // An else branch, so AVX-512 never instantiates it: xsimd 8.1's AVX-512 integer select
+        // does not compile with GCC 12 at -O0 (its blend intrinsics are then macros whose casts
+        // reject xsimd batches), which broke every debug build that stores bf16.
+        using I = ibatch<Arch>;
+        const I u = bit_cast<std::int32_t>(f);
+        const I hi = (u >> 16) & I(0xffff);  // logical shift from an arithmetic one
+        const I a = u & I(0x7fffffff);
+        const I nan = hi | I(0x0040);
+        // u + 0x7fff + lsb wraps only for negative NaNs, which take the other branch; do it on
+        // the unsigned view so even the discarded lanes have no signed overflow.
+        const auto uu = bit_cast<std::uint32_t>(u);
+        const auto rounded = bit_cast<std::int32_t>(
+            uu + xsimd::batch<std::uint32_t, Arch>(0x7fffu) + bit_cast<std::uint32_t>(hi & I(1)));
+        return xsimd::select(a > I(0x7f800000), nan, (rounded >> 16) & I(0xffff));
+    }
 }
 
 template <class Arch>
@@ -219,6 +224,24 @@ ROPEKIT_ALWAYS_INLINE fbatch<Arch> load(const T* p) noexcept {
     }
 }
 
+/// x > bound ? if_greater : otherwise, per 32-bit lane. On AVX-512 through the intrinsics:
+/// xsimd 8.1's AVX-512 integer select does not compile with GCC 12 at -O0 (its blend intrinsics
+/// are then macros whose casts reject xsimd batches), which broke debug builds.
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE ibatch<Arch> select_greater(const ibatch<Arch>& x, std::int32_t bound,
+                                                  const ibatch<Arch>& if_greater,
+                                                  const ibatch<Arch>& otherwise) noexcept {
+#if ROPEKIT_SIMD_X86 && defined(__AVX512F__)
+    if constexpr (is_x86_width<Arch, 16>) {
+        return _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(x, _mm512_set1_epi32(bound)),
+                                       otherwise, if_greater);
+    } else
+#endif
+    {
+        return xsimd::select(x > ibatch<Arch>(bound), if_greater, otherwise);
+    }
+}
+
 template <class Arch>
 ROPEKIT_ALWAYS_INLINE fbatch<Arch> quiet_nans_for_f16c(const fbatch<Arch>& v) noexcept {
     // vcvtps2ph keeps the top 9 NaN payload bits, ropekit::half returns the canonical quiet NaN
@@ -227,7 +250,7 @@ ROPEKIT_ALWAYS_INLINE fbatch<Arch> quiet_nans_for_f16c(const fbatch<Arch>& v) no
     using I = ibatch<Arch>;
     const I u = bit_cast<std::int32_t>(v);
     const I canonical = (u & I(std::int32_t(0x80000000u))) | I(0x7fc00000);
-    return bit_cast<float>(xsimd::select((u & I(0x7fffffff)) > I(0x7f800000), canonical, u));
+    return bit_cast<float>(select_greater<Arch>(u & I(0x7fffffff), 0x7f800000, canonical, u));
 }
 
 template <class Arch, class T>
