@@ -3,7 +3,7 @@
 # skipping the apt round trip when everything is already there.
 set -euo pipefail
 packages=(cmake g++ clang libclang-rt-14-dev make libxsimd-dev libeigen3-dev catch2
-          libbenchmark-dev nlohmann-json3-dev clang-format)
+          libbenchmark-dev nlohmann-json3-dev clang-format python3 binutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,7 +17,7 @@
 #include "config.hpp"
 #include "detail/xsimd_compat.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// Architecture tag for the portable scalar kernels (no xsimd needed).
 struct scalar_arch {
@@ -39,4 +39,4 @@ constexpr const char* arch_name() noexcept {
     return Arch::name();
 }
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -34,9 +34,11 @@
 #include "storage.hpp"
 #include "table.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
+// Cold-path checks and front doors are compiled per instruction-set namespace (abi.hpp).
 namespace detail::attn {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 template <class KV>
 void validate_shapes(const head_view<const float>& q, const head_view<const KV>& k,
@@ -62,7 +64,9 @@ void validate_shapes(const head_view<const float>& q, const head_view<const KV>&
             "must be finite and > 0", p.softmax_scale);
 }
 
-template <class KV>
+ROPEKIT_END_ISA_NAMESPACE
+
+template <class Arch, class KV>
 bool shapes_ok(const head_view<const float>& q, const head_view<const KV>& k,
                const head_view<const KV>& v, const head_view<float>& o, index_range heads,
                index_range queries, index_range keys) noexcept {
@@ -90,7 +94,8 @@ void attention_blocked(Arch, head_view<const float> q, head_view<const KV> k, he
                        head_view<float> o, const Mask& mask, const attention_params& params,
                        index_range heads, index_range queries, index_range keys,
                        attention_workspace& ws) {
-    const bool shapes = detail::attn::shapes_ok(q, k, v, o, heads, queries, keys);
+    ROPEKIT_TRACE_KERNEL("attention_blocked", Arch::name());
+    const bool shapes = detail::attn::shapes_ok<Arch, KV>(q, k, v, o, heads, queries, keys);
     ROPEKIT_ASSERT(shapes, "attention_blocked: inconsistent shapes or ranges");
     const bool scale = params.softmax_scale > 0.0f;
     ROPEKIT_ASSERT(scale, "attention_blocked: softmax_scale must be > 0");
@@ -103,6 +108,8 @@ void attention_blocked(Arch, head_view<const float> q, head_view<const KV> k, he
     kern.run(heads, queries, keys);
 }
 
+ROPEKIT_BEGIN_ISA_NAMESPACE
+
 /// Attention over the whole problem on the calling thread (front door: validates and throws
 /// ropekit::error naming the field at fault; allocates one attention_workspace).
 template <class KV, class Mask>
@@ -114,7 +121,9 @@ void attention(head_view<const float> q, head_view<const KV> k, head_view<const 
                       {0, k.tokens}, *ws);
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 namespace detail::attn {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 template <class Rule>
 void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table,
@@ -135,6 +144,7 @@ void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_
     for (std::int64_t j = 0; j < n_kv; ++j) check(p.k_positions ? p.k_positions[j] : j);
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail::attn
 
 /// Blocked ReRoPE / Leaky ReRoPE attention (Su 2023), in one pass with O(tile) memory.
@@ -156,7 +166,8 @@ void rerope_attention_blocked(Arch, head_view<const float> q, head_view<const KV
                               attention_workspace& ws) {
     static_assert(std::is_same_v<Rule, rerope> || std::is_same_v<Rule, leaky_rerope>,
                   "Rule is ropekit::rerope or ropekit::leaky_rerope");
-    const bool shapes = detail::attn::shapes_ok(q, k, v, o, heads, queries, keys);
+    ROPEKIT_TRACE_KERNEL("rerope_attention_blocked", Arch::name());
+    const bool shapes = detail::attn::shapes_ok<Arch, KV>(q, k, v, o, heads, queries, keys);
     ROPEKIT_ASSERT(shapes, "rerope_attention_blocked: inconsistent shapes or ranges");
     const bool tables_match =
         freqs.head_dim == q.head_dim && table.pairs() == freqs.pairs() && table.is_range();
@@ -177,6 +188,8 @@ void rerope_attention_blocked(Arch, head_view<const float> q, head_view<const KV
                                                                                    params, rot, ws);
     kern.run(heads, queries, keys);
 }
+
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// ReRoPE / Leaky ReRoPE attention over the whole problem (front door: validates, including
 /// that `table` covers every position, and allocates one workspace). See
@@ -240,4 +253,44 @@ inline index_range split_keys(std::int64_t n_kv, int parts, int part) noexcept {
     return {std::min(b, n_kv), std::min(e, n_kv)};
 }
 
-}  // namespace ropekit
+ROPEKIT_END_ISA_NAMESPACE
+ROPEKIT_END_NAMESPACE
+
+/// \cond INTERNAL
+#define ROPEKIT_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK)                                  \
+    PREFIX template void ropekit::attention_blocked<ARCH, KV, MASK>(                        \
+        ARCH, ::ropekit::head_view<const float>, ::ropekit::head_view<const KV>,            \
+        ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,           \
+        const ::ropekit::attention_params&, ::ropekit::index_range, ::ropekit::index_range, \
+        ::ropekit::index_range, ::ropekit::attention_workspace&);
+#define ROPEKIT_REROPE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE)                      \
+    PREFIX template void ropekit::rerope_attention_blocked<ARCH, KV, MASK, RULE>(            \
+        ARCH, ::ropekit::head_view<const float>, ::ropekit::head_view<const KV>,             \
+        ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,            \
+        const ::ropekit::attention_params&, const RULE&, const ::ropekit::rope_frequencies&, \
+        const ::ropekit::cos_sin_table&, ::ropekit::index_range, ::ropekit::index_range,     \
+        ::ropekit::index_range, ::ropekit::attention_workspace&);
+/// \endcond
+
+/// Declares (extern template) attention_blocked of architecture ARCH for K/V storage KV and mask
+/// type MASK, so a translation unit built without ARCH's flags can call
+/// `ropekit::attention_blocked(ARCH{}, ...)` while the code lives in a TU built with those flags,
+/// which uses ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(ARCH, KV, MASK). One (KV, MASK) pair per
+/// line: instantiate only what the engine uses (each costs tens of seconds of compile time).
+/// See examples/runtime_dispatch.
+#define ROPEKIT_DECLARE_ATTENTION_KERNELS(ARCH, KV, MASK) \
+    ROPEKIT_ATTENTION_KERNELS_(extern, ARCH, KV, MASK)
+
+/// Explicitly instantiates attention_blocked of ARCH for KV and MASK (see
+/// ROPEKIT_DECLARE_ATTENTION_KERNELS). Put it in a translation unit compiled with ARCH's flags.
+#define ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(ARCH, KV, MASK) \
+    ROPEKIT_ATTENTION_KERNELS_(, ARCH, KV, MASK)
+
+/// Declares (extern template) rerope_attention_blocked of ARCH for KV, MASK and RULE
+/// (ropekit::rerope or ropekit::leaky_rerope); see ROPEKIT_DECLARE_ATTENTION_KERNELS.
+#define ROPEKIT_DECLARE_REROPE_ATTENTION_KERNELS(ARCH, KV, MASK, RULE) \
+    ROPEKIT_REROPE_ATTENTION_KERNELS_(extern, ARCH, KV, MASK, RULE)
+
+/// Explicitly instantiates rerope_attention_blocked of ARCH for KV, MASK and RULE.
+#define ROPEKIT_INSTANTIATE_REROPE_ATTENTION_KERNELS(ARCH, KV, MASK, RULE) \
+    ROPEKIT_REROPE_ATTENTION_KERNELS_(, ARCH, KV, MASK, RULE)

@@ -4,6 +4,8 @@
 /// blocked kernels are tested against (and that engines may reuse for their own golden tests).
 #pragma once
 
+#include "abi.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -11,7 +13,7 @@
 
 #include "attention.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 namespace detail::attn_ref {
 
@@ -164,4 +166,4 @@ void rerope_attention_reference(head_view<const float> q, head_view<const KV> k,
         });
 }
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "abi.hpp"
+
 #ifndef ROPEKIT_ASSERT
 #include <cassert>
 /// Precondition check on hot paths. Defaults to `assert` (compiled out under NDEBUG).
@@ -33,6 +35,15 @@
 #define ROPEKIT_THROW(x) \
     (std::fprintf(stderr, "ropekit: %s\n", (x).what()), std::fflush(stderr), std::abort())
 #endif
+#endif
+
+#ifndef ROPEKIT_TRACE_KERNEL
+/// Called on entry to every architecture-explicit kernel with the kernel's name and its
+/// architecture's name (both string literals or `Arch::name()`): a hook for profilers and for
+/// tests that check which kernel an engine's call reached (tests/abi). Empty by default. An
+/// engine that defines it must define it identically in every translation unit (it becomes part
+/// of the kernels' code).
+#define ROPEKIT_TRACE_KERNEL(kernel_name, arch_name) ((void)0)
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -37,7 +37,7 @@
 #include "error.hpp"
 #include "scaling.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// The RoPE part of a model configuration.
 struct model_rope_config {
@@ -192,7 +192,7 @@ struct value_sources {
 
 /// Rethrows an error from the scaling types' validate() with the file's key path.
 [[noreturn]] inline void rethrow_with_path(const error& e, const value_sources& src) {
-    const std::string& f = e.field();
+    const std::string f(e.field());
     std::string path = f;  // rotary_dim, head_dim, base: not keys of the dict
     std::string suffix;
     if (f == "original_max_position") {
@@ -605,4 +605,4 @@ inline model_rope_config load_config_json(const std::string& path,
     return parse_config_json(ss.str(), options);
 }
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -7,29 +7,38 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "config.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// Every validation failure in ropekit: bad scaling parameters, bad config.json, positions
 /// outside a table. The message names the field and the value, e.g.
 /// `ropekit: rotary_dim must be even and positive (got 63)`.
+///
+/// One type for every instruction-set configuration (abi.hpp), so an engine catches it whatever
+/// translation unit threw it. Its code must therefore not depend on the compile flags: the
+/// strings live in the standard library's reference-counted exception strings (whose code is
+/// compiled once, in libstdc++ / libc++), and the one constructor that builds a message is
+/// always inlined into the thrower.
 class error : public std::invalid_argument {
   public:
     /// \param field the parameter or key at fault, as the user spells it (`rotary_dim`,
     /// `beta_fast`). \param message what is wrong, including the offending value.
-    error(std::string field, const std::string& message)
-        : std::invalid_argument("ropekit: " + message), field_(std::move(field)) {}
+    ROPEKIT_ALWAYS_INLINE error(const std::string& field, const std::string& message)
+        : std::invalid_argument("ropekit: " + message), field_(field) {}
 
     /// The parameter or key the error is about.
-    const std::string& field() const noexcept { return field_; }
+    std::string_view field() const noexcept { return field_.what(); }
 
   private:
-    std::string field_;
+    std::runtime_error field_;  // (a std::string member would put its inline code in ~error)
 };
 
 namespace detail {
+// Cold-path helpers: their code depends on the compile flags (abi.hpp).
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// Formats a value for an error message: integers as integers, doubles with enough digits to
 /// round-trip, strings quoted.
@@ -68,5 +77,6 @@ inline void require_finite_positive(double v, const char* field) {
     require(std::isfinite(v) && v > 0.0, field, "must be finite and > 0", v);
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

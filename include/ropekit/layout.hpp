@@ -3,10 +3,12 @@
 /// How rotation pairs sit inside a head: NeoX (rotate-half) or GPT-J (interleaved).
 #pragma once
 
+#include "abi.hpp"
+
 #include <optional>
 #include <string_view>
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// Which channels form a rotation pair. Same frequencies, different channel order; a model
 /// converted for one and run with the other produces fluent garbage, so every kernel takes the
@@ -36,4 +38,4 @@ constexpr std::optional<rope_layout> parse_rope_layout(std::string_view s) noexc
     return std::nullopt;
 }
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -26,7 +26,7 @@
 
 #include "error.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// A half-open range [begin, end) of indices (tokens, heads or keys).
 struct index_range {
@@ -231,4 +231,4 @@ struct parallel_context_mask {
     }
 };
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -16,7 +16,7 @@
 
 #include "error.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// ReRoPE: relative position `min(i - j, window)` for query i and key j (i >= j).
 struct rerope {
@@ -50,4 +50,4 @@ struct leaky_rerope {
     }
 };
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

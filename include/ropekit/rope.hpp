@@ -31,7 +31,7 @@
 #include "table.hpp"
 #include "view.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// The position of each token of a call.
 ///
@@ -101,7 +101,9 @@ class positions {
 /// reduction is exact as well.
 inline constexpr std::int64_t table_free_position_limit = std::int64_t(1) << 29;
 
+// Cold-path validators: their code depends on the compile flags (see abi.hpp).
 namespace detail {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 [[noreturn]] inline void position_error(std::int64_t token, std::int64_t position,
                                         const std::string& what) {
@@ -151,7 +153,10 @@ void for_each_position(const positions& pos, std::int64_t t0, std::int64_t t1, s
     }
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail
+
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// Cold-path check, for untrusted positions, of everything apply_rope / apply_rope_qk /
 /// rerotate_keys(table) need from `pos` on tokens [token_begin, token_end) with `table`:
@@ -224,6 +229,8 @@ inline void validate_positions(const rope_frequencies& freqs, const positions& p
                                          "be < 2^29");
         });
 }
+
+ROPEKIT_END_ISA_NAMESPACE
 
 namespace detail {
 
@@ -349,6 +356,7 @@ template <class Arch, class T>
 void apply_rope(const cos_sin_table& table, head_view<T> x, const positions& pos,
                 std::int64_t token_begin, std::int64_t token_end) {
     detail::check_arch<Arch>();
+    ROPEKIT_TRACE_KERNEL("apply_rope", Arch::name());
     if (!detail::check_range<Arch>(x.tokens, token_begin, token_end)) return;
     if (token_begin == token_end || x.heads == 0) return;
     if (!detail::check_view<Arch>(x, table.rotary_dim())) return;
@@ -371,6 +379,7 @@ template <class Arch, class T>
 void apply_rope(const rope_frequencies& freqs, head_view<T> x, const positions& pos,
                 std::int64_t token_begin, std::int64_t token_end) {
     detail::check_arch<Arch>();
+    ROPEKIT_TRACE_KERNEL("apply_rope", Arch::name());
     if (!detail::check_range<Arch>(x.tokens, token_begin, token_end)) return;
     if (token_begin == token_end || x.heads == 0) return;
     if (!detail::check_view<Arch>(x, freqs.rotary_dim)) return;
@@ -386,6 +395,7 @@ template <class Arch, class T>
 void apply_rope_qk(const cos_sin_table& table, head_view<T> q, head_view<T> k, const positions& pos,
                    std::int64_t token_begin, std::int64_t token_end) {
     detail::check_arch<Arch>();
+    ROPEKIT_TRACE_KERNEL("apply_rope_qk", Arch::name());
     const bool same_tokens = q.tokens == k.tokens;
     ROPEKIT_ASSERT(same_tokens, "q and k must have the same number of tokens");
     if (!same_tokens || !detail::check_range<Arch>(q.tokens, token_begin, token_end)) return;
@@ -403,6 +413,7 @@ template <class Arch, class T>
 void apply_rope_qk(const rope_frequencies& freqs, head_view<T> q, head_view<T> k,
                    const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
     detail::check_arch<Arch>();
+    ROPEKIT_TRACE_KERNEL("apply_rope_qk", Arch::name());
     const bool same_tokens = q.tokens == k.tokens;
     ROPEKIT_ASSERT(same_tokens, "q and k must have the same number of tokens");
     if (!same_tokens || !detail::check_range<Arch>(q.tokens, token_begin, token_end)) return;
@@ -425,6 +436,7 @@ template <class Arch, class T>
 void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_view<T> k,
                  const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
     detail::check_arch<Arch>();
+    ROPEKIT_TRACE_KERNEL("rebase_keys", Arch::name());
     const bool same = from.rotary_dim == to.rotary_dim && from.layout == to.layout &&
                       from.inv_freq.size() == to.inv_freq.size();
     ROPEKIT_ASSERT(same, "rebase_keys: from and to must have the same rotary_dim and layout");
@@ -459,6 +471,7 @@ void rerotate_keys(const cos_sin_table& delta_table, head_view<T> k, const posit
 
 // ---------------------------------------------------------------------------------------------
 // Front doors: the caller's compile flags (ropekit::default_arch).
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// apply_rope<default_arch> on tokens [token_begin, token_end).
 template <class T>
@@ -513,7 +526,8 @@ void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_
     rebase_keys<default_arch, T>(from, to, k, pos, token_begin, token_end);
 }
 
-}  // namespace ropekit
+ROPEKIT_END_ISA_NAMESPACE
+ROPEKIT_END_NAMESPACE
 
 /// Expands `M(Arch, T)`-style explicit-instantiation lines of every Arch-templated rope kernel
 /// for the storage type T. PREFIX is `extern` (declaration) or empty (definition).

@@ -4,13 +4,15 @@
 /// public so engines can use it in their own golden tests. Slow on purpose, obviously right.
 #pragma once
 
+#include "abi.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "rope.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// Rotates one row of `rotary_dim` channels (the rest of the row is not touched) by the angles
 /// `angles[i]` of pairs i = 0 .. rotary_dim/2 - 1, in double, then rounds to float and to T.
@@ -59,4 +61,4 @@ void rebase_keys_reference(const rope_frequencies& from, const rope_frequencies&
     }
 }
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -29,7 +29,7 @@
 #include "layout.hpp"
 #include "table.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// Parameters every method shares: the model's RoPE geometry.
 struct rope_params {
@@ -517,4 +517,4 @@ inline rope_frequencies make_frequencies(const rope_params& params, const rope_s
     return std::visit([&](const auto& m) { return m.frequencies(params, seq_len); }, scaling);
 }
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -5,19 +5,24 @@
 /// (what torch's `.to(bfloat16)` and F16C's `vcvtps2ph` with rounding mode 0 do).
 #pragma once
 
+#include "config.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
-namespace ropekit {
+// Every function here is ROPEKIT_ALWAYS_INLINE: the kernels call them, and the types are shared
+// by every instruction-set configuration (abi.hpp), so no out-of-line copy with flag-dependent
+// code may exist for the linker to pick.
+ROPEKIT_BEGIN_NAMESPACE
 
 namespace detail {
-inline std::uint32_t float_bits(float f) noexcept {
+ROPEKIT_ALWAYS_INLINE std::uint32_t float_bits(float f) noexcept {
     std::uint32_t u;
     std::memcpy(&u, &f, sizeof u);
     return u;
 }
-inline float bits_float(std::uint32_t u) noexcept {
+ROPEKIT_ALWAYS_INLINE float bits_float(std::uint32_t u) noexcept {
     float f;
     std::memcpy(&f, &u, sizeof f);
     return f;
@@ -30,19 +35,19 @@ struct bfloat16 {
 
     bfloat16() = default;
     /// Rounds `f` to nearest even; NaN stays a (quiet) NaN, never turns into infinity.
-    explicit bfloat16(float f) noexcept : bits(round_from_float(f)) {}
+    ROPEKIT_ALWAYS_INLINE explicit bfloat16(float f) noexcept : bits(round_from_float(f)) {}
     /// Exact widening to float.
-    explicit operator float() const noexcept {
+    ROPEKIT_ALWAYS_INLINE explicit operator float() const noexcept {
         return detail::bits_float(std::uint32_t(bits) << 16);
     }
     /// Wraps a raw bit pattern.
-    static bfloat16 from_bits(std::uint16_t b) noexcept {
+    ROPEKIT_ALWAYS_INLINE static bfloat16 from_bits(std::uint16_t b) noexcept {
         bfloat16 r;
         r.bits = b;
         return r;
     }
     /// The round-to-nearest-even bit pattern of `f`.
-    static std::uint16_t round_from_float(float f) noexcept {
+    ROPEKIT_ALWAYS_INLINE static std::uint16_t round_from_float(float f) noexcept {
         std::uint32_t u = detail::float_bits(f);
         if ((u & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((u >> 16) | 0x0040u);
         u += 0x7fffu + ((u >> 16) & 1u);
@@ -56,17 +61,17 @@ struct half {
 
     half() = default;
     /// Rounds `f` to nearest even; overflow gives infinity, tiny values become subnormals.
-    explicit half(float f) noexcept : bits(round_from_float(f)) {}
+    ROPEKIT_ALWAYS_INLINE explicit half(float f) noexcept : bits(round_from_float(f)) {}
     /// Exact widening to float.
-    explicit operator float() const noexcept { return to_float(bits); }
+    ROPEKIT_ALWAYS_INLINE explicit operator float() const noexcept { return to_float(bits); }
     /// Wraps a raw bit pattern.
-    static half from_bits(std::uint16_t b) noexcept {
+    ROPEKIT_ALWAYS_INLINE static half from_bits(std::uint16_t b) noexcept {
         half r;
         r.bits = b;
         return r;
     }
     /// The round-to-nearest-even bit pattern of `f`.
-    static std::uint16_t round_from_float(float f) noexcept {
+    ROPEKIT_ALWAYS_INLINE static std::uint16_t round_from_float(float f) noexcept {
         std::uint32_t u = detail::float_bits(f);
         const std::uint32_t sign = (u >> 16) & 0x8000u;
         u &= 0x7fffffffu;
@@ -86,7 +91,7 @@ struct half {
         return std::uint16_t(sign | (u >> 13));
     }
     /// Exact widening of a binary16 bit pattern.
-    static float to_float(std::uint16_t h) noexcept {
+    ROPEKIT_ALWAYS_INLINE static float to_float(std::uint16_t h) noexcept {
         const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
         const std::uint32_t exponent = (h >> 10) & 0x1fu;
         const std::uint32_t mantissa = h & 0x3ffu;
@@ -108,7 +113,7 @@ inline constexpr bool is_storage_type_v =
 
 /// Widens a stored value to float.
 template <class T>
-inline float to_float(T v) noexcept {
+ROPEKIT_ALWAYS_INLINE float to_float(T v) noexcept {
     static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
     if constexpr (std::is_same_v<T, float>)
         return v;
@@ -118,7 +123,7 @@ inline float to_float(T v) noexcept {
 
 /// Rounds a float to the storage type (nearest even for the 16-bit types).
 template <class T>
-inline T from_float(float f) noexcept {
+ROPEKIT_ALWAYS_INLINE T from_float(float f) noexcept {
     static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
     if constexpr (std::is_same_v<T, float>)
         return f;
@@ -137,4 +142,4 @@ constexpr const char* storage_name() noexcept {
         return "f16";
 }
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -16,7 +16,7 @@
 #include "error.hpp"
 #include "layout.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// Rotary frequencies of one model configuration: the output of every scaling method.
 ///
@@ -215,4 +215,4 @@ class cos_sin_table {
     std::vector<float> data_;
 };
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -11,7 +11,7 @@
 #include "config.hpp"
 #include "error.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 namespace detail {
 /// Why a strided view is unusable, or null. Rows must not overlap: the smaller stride must be
@@ -123,4 +123,4 @@ head_view<T> packed_view(T* data, std::int64_t tokens, int heads, int head_dim) 
     return head_view<T>::packed(data, tokens, heads, head_dim);
 }
 
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

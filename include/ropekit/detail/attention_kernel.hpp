@@ -43,7 +43,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 
 /// Everything besides the tensors and the mask.
 struct attention_params {
@@ -134,6 +134,7 @@ inline void rotate_head(const float* ROPEKIT_RESTRICT x, float* ROPEKIT_RESTRICT
 }
 
 /// cos|sin of `position * inv_freq` for every pair, accurate (see detail::accurate_cos_sin).
+template <class Arch>
 inline void accurate_row(double position, const float* inv_freq, int pairs, float* cs) noexcept {
     for (int i = 0; i < pairs; ++i) accurate_cos_sin(position, inv_freq[i], cs[i], cs[pairs + i]);
 }
@@ -726,10 +727,10 @@ class kernel {
             if constexpr (is_leaky_v<std::decay_t<decltype(pos_.rule)>>) {
                 const double k = pos_.rule.k;
                 for (int o = 0; o < C; ++o)
-                    accurate_row(double(o) / k, f.inv_freq.data(), pairs,
-                                 ws_.leaky_off + o * 2 * pairs);
+                    accurate_row<Arch>(double(o) / k, f.inv_freq.data(), pairs,
+                                       ws_.leaky_off + o * 2 * pairs);
             } else {
-                accurate_row(double(pos_.rule.window), f.inv_freq.data(), pairs, ws_.cs_cap);
+                accurate_row<Arch>(double(pos_.rule.window), f.inv_freq.data(), pairs, ws_.cs_cap);
             }
         }
     }
@@ -771,8 +772,8 @@ class kernel {
                         if (hh == 0) {
                             const double k = pos_.rule.k;
                             const double w = double(pos_.rule.window);
-                            accurate_row((double(ws_.tok_pos[tl]) + w * (k - 1.0)) / k,
-                                         f.inv_freq.data(), pairs, ws_.cs_tmp);
+                            accurate_row<Arch>((double(ws_.tok_pos[tl]) + w * (k - 1.0)) / k,
+                                               f.inv_freq.data(), pairs, ws_.cs_tmp);
                         }
                         rotate_head<Arch>(tmp, cap, ws_.cs_tmp, pairs, D_, f.layout);
                     } else {
@@ -983,7 +984,8 @@ class kernel {
                 if constexpr (leaky) {
                     // k at j / k: the tile base angle composed with the per-call offset table.
                     const double kk = pos_.rule.k;
-                    accurate_row(double(b.k_pos_min) / kk, f.inv_freq.data(), pairs, ws_.cs_tmp);
+                    accurate_row<Arch>(double(b.k_pos_min) / kk, f.inv_freq.data(), pairs,
+                                       ws_.cs_tmp);
                     alignas(64) float cs[max_head_dim];
                     for (int c = 0; c < nc; ++c) {
                         const std::int64_t off = ws_.kpos[c] - b.k_pos_min;
@@ -991,7 +993,8 @@ class kernel {
                             compose_rows<Ops>(ws_.cs_tmp, ws_.leaky_off + off * 2 * pairs, pairs,
                                               cs);
                         else
-                            accurate_row(double(ws_.kpos[c]) / kk, f.inv_freq.data(), pairs, cs);
+                            accurate_row<Arch>(double(ws_.kpos[c]) / kk, f.inv_freq.data(), pairs,
+                                               cs);
                         rotate_head<Arch>(raw_row(c), ws_.kc + c * max_head_dim, cs, pairs, D_,
                                           f.layout);
                     }
@@ -1244,7 +1247,7 @@ class kernel {
 };
 
 }  // namespace detail::attn
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

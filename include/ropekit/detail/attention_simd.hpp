@@ -24,7 +24,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-namespace ropekit::detail::attn {
+ROPEKIT_BEGIN_NAMESPACE
+namespace detail::attn {
 
 /// Vector operations on `Arch`. The primary template (xsimd architectures) is defined only when
 /// xsimd is available; scalar_arch always has its specialisation below.
@@ -269,7 +270,8 @@ struct vec_ops {
 };
 #endif
 
-}  // namespace ropekit::detail::attn
+}  // namespace detail::attn
+ROPEKIT_END_NAMESPACE
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

@@ -20,7 +20,8 @@
 #include "simd_math.hpp"
 #include "simd_storage.hpp"
 
-namespace ropekit::detail {
+ROPEKIT_BEGIN_NAMESPACE
+namespace detail {
 
 /// Pairs handled per pass. A token's angles for one pass live in a stack buffer, so the kernels
 /// never allocate; rotary dims up to 2 * rope_chunk_pairs (512) take a single pass.
@@ -671,4 +672,5 @@ struct table_free_angles {
     }
 };
 
-}  // namespace ropekit::detail
+}  // namespace detail
+ROPEKIT_END_NAMESPACE

@@ -4,9 +4,11 @@
 /// scaling methods can reproduce Hugging Face's inv_freq step by step.
 #pragma once
 
+#include "../abi.hpp"
+
 #include <cmath>
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 namespace detail {
 namespace f32 {
 
@@ -51,4 +53,4 @@ inline float pow(float base, float e) noexcept {
 
 }  // namespace f32
 }  // namespace detail
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

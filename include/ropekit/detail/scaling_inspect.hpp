@@ -5,6 +5,8 @@
 /// the method, geometry, attention factor and per-pair inv_freq / wavelength.
 #pragma once
 
+#include "../abi.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -17,7 +19,7 @@
 
 #include "../config_json.hpp"
 
-namespace ropekit {
+ROPEKIT_BEGIN_NAMESPACE
 namespace detail {
 namespace inspect {
 
@@ -491,4 +493,4 @@ inline int run(const std::vector<std::string>& args, std::ostream& out, std::ost
 
 }  // namespace inspect
 }  // namespace detail
-}  // namespace ropekit
+ROPEKIT_END_NAMESPACE

@@ -14,7 +14,8 @@
 #include "xsimd_compat.hpp"
 
 #if ROPEKIT_HAS_XSIMD
-namespace ropekit::detail::simd {
+ROPEKIT_BEGIN_NAMESPACE
+namespace detail::simd {
 
 /// Double lanes of `Arch` (half the float lanes).
 template <class Arch>
@@ -240,5 +241,6 @@ ROPEKIT_ALWAYS_INLINE void cos_sin_quadrant(const xsimd::batch<float, Arch>& r,
     c = xsimd::select(odd, ps, pc) * cos_sign;
 }
 
-}  // namespace ropekit::detail::simd
+}  // namespace detail::simd
+ROPEKIT_END_NAMESPACE
 #endif

@@ -38,7 +38,8 @@
 #endif
 
 #if ROPEKIT_HAS_XSIMD
-namespace ropekit::detail::simd {
+ROPEKIT_BEGIN_NAMESPACE
+namespace detail::simd {
 
 /// Float lanes of `Arch`.
 template <class Arch>
@@ -383,5 +384,6 @@ ROPEKIT_ALWAYS_INLINE void store_from_float_partial(T* p, const xsimd::batch<flo
     if (n > 0) std::memcpy(p, buf, n * sizeof(T));
 }
 
-}  // namespace ropekit::detail::simd
+}  // namespace detail::simd
+ROPEKIT_END_NAMESPACE
 #endif

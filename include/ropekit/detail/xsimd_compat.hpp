@@ -4,6 +4,8 @@
 /// 14 elsewhere). Kernels call these shims instead of the renamed xsimd functions.
 #pragma once
 
+#include "../abi.hpp"
+
 #if defined(ROPEKIT_NO_SIMD)
 #define ROPEKIT_HAS_XSIMD 0
 #elif defined(__has_include)
@@ -25,7 +27,8 @@
 #if ROPEKIT_HAS_XSIMD
 #include <type_traits>
 
-namespace ropekit::detail::simd {
+ROPEKIT_BEGIN_NAMESPACE
+namespace detail::simd {
 
 /// Horizontal sum of a batch (xsimd 8: hadd; 9+: reduce_add).
 template <class T, class A>
@@ -98,5 +101,6 @@ ROPEKIT_ALWAYS_INLINE xsimd::batch<To, A> bit_cast(const xsimd::batch<From, A>& 
 #endif
 }
 
-}  // namespace ropekit::detail::simd
+}  // namespace detail::simd
+ROPEKIT_END_NAMESPACE
 #endif
