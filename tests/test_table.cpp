@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -179,4 +180,69 @@ TEST_CASE("tables reject bad input: invalid frequencies, negative counts, missin
     CHECK_THROWS_AS(t.row(5), ropekit_test::assert_failure);
     CHECK_THROWS_AS(t.row(-1), ropekit_test::assert_failure);
     CHECK_NOTHROW(t.row(4));
+}
+
+TEST_CASE("table sizes and positions are bounded before anything is allocated", "[table]") {
+    const auto f = default_freqs(128, 128, 10000.0);  // 64 pairs: 128 floats per row
+    const auto field_of = [](auto&& call) -> std::string {
+        try {
+            call();
+        } catch (const ropekit::error& e) {
+            return e.field();
+        }
+        return "no error";
+    };
+    using table = ropekit::cos_sin_table;
+    // 2^57 + 1 rows of 128 floats wrapped to 128 floats (then a heap-buffer-overflow); 2^62
+    // rows segfaulted; 1e15 (a config's max_position_embeddings) threw std::bad_alloc.
+    CHECK(field_of([&] { table::for_range(f, 0, (std::int64_t(1) << 57) + 1); }) == "count");
+    CHECK(field_of([&] { table::for_range(f, 0, std::int64_t(1) << 62); }) == "count");
+    CHECK(field_of([&] { table::for_range(f, 0, std::int64_t(1000000000000000)); }) == "count");
+    // first_position + count near INT64_MAX overflowed.
+    const std::int64_t max = std::numeric_limits<std::int64_t>::max();
+    CHECK(field_of([&] { table::for_range(f, max - 10, 5); }) == "first_position");
+    CHECK(field_of([&] { table::for_range(f, 100, max); }) == "count");
+    CHECK(field_of([&] { table::for_range(f, std::numeric_limits<std::int64_t>::min(), 1); }) ==
+          "first_position");
+    // The size cap is checked before the position bound could be met: 2^24 + 1 rows of 128
+    // floats is just above table_max_floats = 2^31.
+    CHECK(field_of([&] { table::for_range(f, 0, (std::int64_t(1) << 24) + 1); }) == "count");
+    const std::vector<std::int32_t> three = {1, 2, 3};
+    CHECK(field_of([&] { table::for_positions(f, three.data(), std::int64_t(1) << 40); }) ==
+          "count");
+    // Positions the angle reduction cannot serve: at 2^62 a "cosine" was -8.7e12 and
+    // validate_positions accepted it. The contract is |position| < 2^29.
+    constexpr std::int64_t lim = ropekit::table_position_limit;
+    static_assert(lim == std::int64_t(1) << 29);
+    CHECK(field_of([&] { table::for_range(f, std::int64_t(1) << 62, 1); }) == "first_position");
+    CHECK(field_of([&] { table::for_range(f, lim, 1); }) == "first_position");
+    CHECK(field_of([&] { table::for_range(f, -lim, 1); }) == "first_position");
+    CHECK(field_of([&] { table::for_range(f, lim - 10, 11); }) == "count");
+    const auto top = table::for_range(f, lim - 10, 10);
+    CHECK(top.contains(lim - 1));
+    for (std::int64_t r = 0; r < top.rows(); ++r)
+        for (int i = 0; i < top.row_stride(); ++i) CHECK(std::fabs(top.row(r)[i]) <= 1.0f);
+    CHECK_NOTHROW(table::for_range(f, -(lim - 1), 2));
+    CHECK_NOTHROW(table::for_range(f, max, 0));  // empty: any first position
+    const std::vector<std::int64_t> far = {0, -5, std::int64_t(1) << 62};
+    try {
+        table::for_positions(f, far.data(), 3);
+        FAIL("for_positions accepted 2^62");
+    } catch (const ropekit::error& e) {
+        CHECK(e.field() == "positions");
+        CHECK(std::string(e.what()).find("positions[2] = 4611686018427387904") !=
+              std::string::npos);
+    }
+    const std::vector<std::int64_t> edge = {lim - 1, -(lim - 1)};
+    CHECK_NOTHROW(table::for_positions(f, edge.data(), 2));
+    // An inv_freq above 1 lowers the bound: |position * inv_freq| < 2^29 as well.
+    auto fast = f;
+    fast.inv_freq[0] = 4.0f;
+    CHECK(field_of([&] { table::for_range(fast, lim / 4, 1); }) == "first_position");
+    CHECK_NOTHROW(table::for_range(fast, lim / 4 - 1, 1));
+    // rotary_dim is bounded too (max_rotary_dim = 65536).
+    auto wide = default_freqs(1 << 17, 1 << 17, 10000.0);
+    CHECK(field_of([&] { wide.validate(); }) == "rotary_dim");
+    CHECK(field_of([&] { table::for_range(wide, 0, 1); }) == "rotary_dim");
+    CHECK_NOTHROW(default_freqs(ropekit::max_rotary_dim, ropekit::max_rotary_dim, 1e4).validate());
 }

@@ -100,6 +100,8 @@ class positions {
 /// inv_freq` (a 24-bit float times an integer) is exact in double and the quarter-turn
 /// reduction is exact as well.
 inline constexpr std::int64_t table_free_position_limit = std::int64_t(1) << 29;
+static_assert(table_free_position_limit == table_position_limit,
+              "tables and table-free kernels share one accuracy contract");
 
 // Cold-path validators: their code depends on the compile flags (see abi.hpp).
 namespace detail {
@@ -188,7 +190,10 @@ inline void validate_positions(const cos_sin_table& table, const positions& pos,
     if (n == 0)
         detail::position_error(token_begin, pos.at(token_begin),
                                "is outside the cos/sin table (it has no rows)");
-    // Last position of the table: lo + n - 1 only overflows for a table no one can allocate.
+    // Last position of the table. The builders keep |position| < 2^29, so lo + (n - 1) fits;
+    // the check keeps the arithmetic defined for any table all the same.
+    if (lo > 0 && n - 1 > std::numeric_limits<std::int64_t>::max() - lo)
+        detail::fail("table", "ends past INT64_MAX", lo);
     const std::int64_t hi = lo + (n - 1);
     detail::for_each_position(
         pos, token_begin, token_end, lo, hi, [&](std::int64_t t, std::int64_t p) {
@@ -214,15 +219,16 @@ inline void validate_positions(const rope_frequencies& freqs, const positions& p
     if (pos.which() == positions::kind::table_rows)
         detail::fail("positions", "table_rows() needs a list table, not rope_frequencies",
                      "table_rows()");
-    double max_inv = 1.0;
-    for (float f : freqs.inv_freq) max_inv = std::max(max_inv, std::fabs(double(f)));
+    bool big_inv = false;
+    for (float f : freqs.inv_freq) big_inv = big_inv || !(std::fabs(f) <= 1.0f);
     // Largest accepted |position|: 2^29 - 1, or less when an inv_freq exceeds 1.
-    const double limit = double(table_free_position_limit) / max_inv;
-    const std::int64_t hi = std::int64_t(std::ceil(limit)) - 1;  // |p| <= hi  <=>  |p| < limit
+    const std::int64_t hi = detail::max_accurate_position(freqs.inv_freq);
+    if (hi < 0)
+        detail::fail("inv_freq", "must be finite (no position is accurate)", "a NaN or inf entry");
     detail::for_each_position(
         pos, token_begin, token_end, -hi, hi, [&](std::int64_t t, std::int64_t p) {
             detail::position_error(t, p,
-                                   max_inv > 1.0
+                                   big_inv
                                        ? "is too large for the table-free kernels: |position * "
                                          "inv_freq| must be < 2^29"
                                        : "is too large for the table-free kernels: |position| must "
@@ -231,6 +237,106 @@ inline void validate_positions(const rope_frequencies& freqs, const positions& p
 }
 
 ROPEKIT_END_ISA_NAMESPACE
+
+namespace detail {
+
+/// The checks validate_rope_call shares between its overloads: the view, the token range
+/// inside it, and rotary_dim <= head_dim.
+template <class T>
+void validate_call_view(const char* name, const head_view<T>& v, int rotary_dim,
+                        std::int64_t token_begin, std::int64_t token_end) {
+    v.validate();
+    if (v.tokens > 0 && v.heads > 0 && rotary_dim > v.head_dim)
+        fail("rotary_dim", "must be <= the view's head_dim",
+             std::string(name) + ": rotary_dim=" + format_value(rotary_dim) +
+                 " head_dim=" + format_value(v.head_dim));
+    if (token_begin < 0 || token_end < token_begin || token_end > v.tokens)
+        fail("token_range", "must satisfy 0 <= token_begin <= token_end <= tokens",
+             std::string(name) + ": [" + format_value(token_begin) + ", " +
+                 format_value(token_end) + ") with tokens=" + format_value(v.tokens));
+}
+
+template <class T>
+void validate_call_views(int rotary_dim, const head_view<T>& q, const head_view<T>* k,
+                         std::int64_t token_begin, std::int64_t token_end) {
+    validate_call_view(k ? "q" : "x", q, rotary_dim, token_begin, token_end);
+    if (!k) return;
+    if (q.tokens != k->tokens)
+        fail("tokens", "of q and k must be equal",
+             "q.tokens=" + format_value(q.tokens) + " k.tokens=" + format_value(k->tokens));
+    validate_call_view("k", *k, rotary_dim, token_begin, token_end);
+}
+
+}  // namespace detail
+
+/// The one cold-path check of everything a table kernel call needs, so that no call the
+/// validators accept is then skipped or cut short by the kernel: the view (validate(), plus
+/// validate(extent) yourself when the buffer size is known), the table (non-empty rotary_dim
+/// <= the view's head_dim), the token range inside the view, and the positions
+/// (validate_positions). Call it with the arguments of apply_rope(table, x, pos, token_begin,
+/// token_end) or rerotate_keys(table, ...); throws ropekit::error naming the field.
+/// \param table the table the kernel call will use
+/// \param x the view the kernel call will rotate
+/// \param pos the positions the kernel call will use
+/// \param token_begin first token of the call
+/// \param token_end one past the last token of the call
+template <class T>
+void validate_rope_call(const cos_sin_table& table, const head_view<T>& x, const positions& pos,
+                        std::int64_t token_begin, std::int64_t token_end) {
+    detail::require(table.pairs() > 0, "table",
+                    "must have rotary_dim > 0 (built by for_range "
+                    "or for_positions)",
+                    table.rotary_dim());
+    detail::validate_call_views<T>(table.rotary_dim(), x, nullptr, token_begin, token_end);
+    validate_positions(table, pos, token_begin, token_end);
+}
+
+/// validate_rope_call for apply_rope_qk(table, q, k, pos, token_begin, token_end): both
+/// views as above, and q.tokens == k.tokens. An empty k (heads 0, data may be null) is fine.
+template <class T>
+void validate_rope_call(const cos_sin_table& table, const head_view<T>& q, const head_view<T>& k,
+                        const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
+    detail::require(table.pairs() > 0, "table",
+                    "must have rotary_dim > 0 (built by for_range "
+                    "or for_positions)",
+                    table.rotary_dim());
+    detail::validate_call_views<T>(table.rotary_dim(), q, &k, token_begin, token_end);
+    validate_positions(table, pos, token_begin, token_end);
+}
+
+/// validate_rope_call for the table-free kernels: apply_rope(freqs, x, ...) and
+/// rerotate_keys(freqs, x, deltas, ...). Also validates `freqs` (rope_frequencies::validate).
+template <class T>
+void validate_rope_call(const rope_frequencies& freqs, const head_view<T>& x, const positions& pos,
+                        std::int64_t token_begin, std::int64_t token_end) {
+    freqs.validate();
+    detail::validate_call_views<T>(freqs.rotary_dim, x, nullptr, token_begin, token_end);
+    validate_positions(freqs, pos, token_begin, token_end);
+}
+
+/// validate_rope_call for the table-free apply_rope_qk(freqs, q, k, ...).
+template <class T>
+void validate_rope_call(const rope_frequencies& freqs, const head_view<T>& q, const head_view<T>& k,
+                        const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
+    freqs.validate();
+    detail::validate_call_views<T>(freqs.rotary_dim, q, &k, token_begin, token_end);
+    validate_positions(freqs, pos, token_begin, token_end);
+}
+
+/// validate_rope_call for rebase_keys(from, to, k, pos, ...): both frequency sets valid, with
+/// the same rotary_dim and layout, and the positions accurate for both.
+template <class T>
+void validate_rebase_call(const rope_frequencies& from, const rope_frequencies& to,
+                          const head_view<T>& k, const positions& pos, std::int64_t token_begin,
+                          std::int64_t token_end) {
+    from.validate();
+    detail::require(from.rotary_dim == to.rotary_dim, "rotary_dim", "of from and to must be equal",
+                    from.rotary_dim);
+    detail::require(from.layout == to.layout, "layout", "of from and to must be equal",
+                    to_string(from.layout));
+    validate_rope_call(to, k, pos, token_begin, token_end);
+    validate_positions(from, pos, token_begin, token_end);
+}
 
 namespace detail {
 
@@ -250,12 +356,14 @@ constexpr void check_arch() noexcept {
 template <class Arch, class T>
 bool check_view(const head_view<T>& v, int rotary_dim) {
     static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
-    const bool view_ok = detail::view_problem<Arch>(v.data, v.tokens, v.heads, v.head_dim,
-                                                    v.token_stride, v.head_stride) == nullptr;
+    const bool view_ok =
+        detail::view_problem<Arch>(v.data, v.tokens, v.heads, v.head_dim, v.token_stride,
+                                   v.head_stride, sizeof(T)) == nullptr;
     ROPEKIT_ASSERT(view_ok, "invalid head_view (null data, bad counts or overlapping strides)");
     const bool even = rotary_dim > 0 && rotary_dim % 2 == 0;
     ROPEKIT_ASSERT(even, "rotary_dim must be even and > 0");
-    const bool fits = rotary_dim <= v.head_dim;
+    const bool fits =
+        rotary_dim <= v.head_dim || v.tokens == 0 || v.heads == 0;  // (nothing to rotate)
     ROPEKIT_ASSERT(fits, "rotary_dim must be <= head_dim");
     return view_ok && even && fits;
 }
@@ -329,9 +437,26 @@ void run_table_free(const rope_frequencies& freqs, const float* inv_from,
         });
 }
 
+// The kernels add `t * token_stride` for every token of the range and step `row += head_stride`
+// once past the last head. A stride the view never uses (its count is 1, or the view is empty)
+// may be anything, even near 2^63, and an empty view may have null data: such strides become 0
+// here, so no pointer arithmetic wraps or offsets a null pointer.
 template <class Arch, class T>
 rope_target<T> target_of(const head_view<T>& v) noexcept {
-    return {v.data, v.tokens > 0 ? v.heads : 0, v.token_stride, v.head_stride};
+    if (v.tokens <= 0 || v.heads <= 0) return {v.data, 0, 0, 0};
+    return {v.data, v.heads, v.tokens > 1 ? v.token_stride : 0, v.heads > 1 ? v.head_stride : 0};
+}
+
+// The non-empty ones of q and k, in that order; returns how many. An empty view (k of a q-only
+// call, often with null data) is left out entirely: the kernels add the pass offset and the
+// token offset to every target's data before looking at its head count, and an offset added to
+// a null pointer is undefined behaviour.
+template <class Arch, class T>
+int targets_of(const head_view<T>& q, const head_view<T>& k, rope_target<T> (&out)[2]) noexcept {
+    int n = 0;
+    if (q.tokens > 0 && q.heads > 0) out[n++] = target_of<Arch>(q);
+    if (k.tokens > 0 && k.heads > 0) out[n++] = target_of<Arch>(k);
+    return n;
 }
 
 }  // namespace detail
@@ -404,8 +529,9 @@ void apply_rope_qk(const cos_sin_table& table, head_view<T> q, head_view<T> k, c
         !detail::check_view<Arch>(k, table.rotary_dim()))
         return;
     if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg[2] = {detail::target_of<Arch>(q), detail::target_of<Arch>(k)};
-    detail::run_with_table<Arch, T>(table, tg, 2, pos, token_begin, token_end);
+    detail::rope_target<T> tg[2];
+    const int n = detail::targets_of<Arch>(q, k, tg);
+    if (n > 0) detail::run_with_table<Arch, T>(table, tg, n, pos, token_begin, token_end);
 }
 
 /// Fused table-free q and k (see apply_rope_qk above).
@@ -422,8 +548,9 @@ void apply_rope_qk(const rope_frequencies& freqs, head_view<T> q, head_view<T> k
         !detail::check_view<Arch>(k, freqs.rotary_dim))
         return;
     if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg[2] = {detail::target_of<Arch>(q), detail::target_of<Arch>(k)};
-    detail::run_table_free<Arch, T>(freqs, nullptr, tg, 2, pos, token_begin, token_end);
+    detail::rope_target<T> tg[2];
+    const int n = detail::targets_of<Arch>(q, k, tg);
+    if (n > 0) detail::run_table_free<Arch, T>(freqs, nullptr, tg, n, pos, token_begin, token_end);
 }
 
 /// Moves already-rotated keys from the frequencies `from` to the frequencies `to` (e.g. one

@@ -5,6 +5,7 @@
 /// scaling method.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +18,23 @@
 #include "layout.hpp"
 
 ROPEKIT_BEGIN_NAMESPACE
+
+/// Largest rotary_dim (and so 2 * pairs) rope_frequencies::validate() accepts: 65536, far
+/// above any model (576 is the largest head in use); beyond it a value is a corrupt config.
+inline constexpr int max_rotary_dim = 1 << 16;
+
+/// Positions a cos_sin_table serves: |position| < 2^29 (and |position * inv_freq| < 2^29 when
+/// some |inv_freq| > 1), the range in which detail::accurate_cos_sin is exact up to the final
+/// rounding (the double product of a 24-bit inv_freq and a 29-bit integer is exact, and so is
+/// the quarter-turn reduction). Past it the error grows with the position, and from about 2^55
+/// the "cosines" are not even bounded (-8.7e12 at 2^62). The same bound as the table-free
+/// kernels (ropekit::table_free_position_limit).
+inline constexpr std::int64_t table_position_limit = std::int64_t(1) << 29;
+
+/// Largest number of floats (rows() * row_stride()) a cos_sin_table may hold: 2^31 (8 GiB).
+/// A config's max_position_embeddings or a corrupt count beyond it gets a ropekit::error
+/// naming `count` before anything is allocated, not std::bad_alloc or a wrapped size.
+inline constexpr std::int64_t table_max_floats = std::int64_t(1) << 31;
 
 /// Rotary frequencies of one model configuration: the output of every scaling method.
 ///
@@ -45,12 +63,14 @@ struct rope_frequencies {
         return double(attention_factor) * double(attention_factor);
     }
 
-    /// Throws ropekit::error unless the fields are consistent: rotary_dim even and > 0,
-    /// rotary_dim <= head_dim, inv_freq has rotary_dim/2 finite entries, attention_factor finite
-    /// and > 0.
+    /// Throws ropekit::error unless the fields are consistent: rotary_dim even, > 0 and
+    /// <= max_rotary_dim, rotary_dim <= head_dim, inv_freq has rotary_dim/2 finite entries,
+    /// attention_factor finite and > 0.
     void validate() const {
         detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
                         rotary_dim);
+        detail::require(rotary_dim <= max_rotary_dim, "rotary_dim",
+                        "must be <= max_rotary_dim (65536)", rotary_dim);
         detail::require(head_dim >= rotary_dim, "head_dim", "must be >= rotary_dim", head_dim);
         detail::require(inv_freq.size() == std::size_t(rotary_dim / 2), "inv_freq",
                         "must have rotary_dim/2 entries", inv_freq.size());
@@ -115,6 +135,22 @@ ROPEKIT_ALWAYS_INLINE void accurate_cos_sin(double position, float inv_freq, flo
     sin_out = float(sin_sign * sq);
 }
 
+/// Largest |position| whose angles are within the accuracy contract for every inv_freq of
+/// `freqs`: table_position_limit - 1, or less when some |inv_freq| > 1 (then every
+/// |position * inv_freq| must stay below 2^29 as well). Negative when no position qualifies
+/// (an infinite inv_freq). Cold path (table builders, validate_positions).
+inline std::int64_t max_accurate_position(const std::vector<float>& inv_freq) {
+    double max_inv = 1.0;
+    bool finite = true;  // a NaN or inf makes every position inaccurate
+    for (float f : inv_freq) {
+        finite = finite && std::isfinite(f);
+        max_inv = std::max(max_inv, std::fabs(double(f)));
+    }
+    if (!finite) return -1;
+    const double limit = double(table_position_limit) / max_inv;
+    return std::int64_t(std::ceil(limit)) - 1;  // |p| <= result  <=>  |p| < limit
+}
+
 }  // namespace detail
 
 /// cos and sin of `position * inv_freq[i]` for a set of positions, one row per position.
@@ -129,18 +165,39 @@ class cos_sin_table {
     cos_sin_table() = default;
 
     /// Range table for positions [first_position, first_position + count).
-    /// Throws ropekit::error for invalid frequencies or a negative count.
+    /// Throws ropekit::error, before allocating, for invalid frequencies, a negative count, a
+    /// table of more than table_max_floats floats (field `count`), or a position outside the
+    /// accuracy bound, |position| < table_position_limit = 2^29 (field `first_position` for
+    /// the first row, `count` for the last; see table_position_limit). An empty table
+    /// (count 0) accepts any first_position.
     static cos_sin_table for_range(const rope_frequencies& freqs, std::int64_t first_position,
                                    std::int64_t count) {
         freqs.validate();
         detail::require(count >= 0, "count", "must be >= 0", count);
+        if (count > 0) {
+            const std::int64_t hi = detail::max_accurate_position(freqs.inv_freq);
+            detail::require(first_position >= -hi && first_position <= hi, "first_position",
+                            "must satisfy |first_position| < 2^29 (table_position_limit; less "
+                            "when an inv_freq exceeds 1): the angles are inaccurate beyond",
+                            first_position);
+            // hi - first_position is in [0, 2 * hi]: no overflow, unlike first_position + count.
+            detail::require(count - 1 <= hi - first_position, "count",
+                            "must keep first_position + count - 1 below 2^29 "
+                            "(table_position_limit; less when an inv_freq exceeds 1)",
+                            count);
+            require_size(freqs, count);
+        }
         cos_sin_table t(freqs, first_position, count, true);
         for (std::int64_t r = 0; r < count; ++r) t.fill_row(r, double(first_position + r), freqs);
         return t;
     }
 
-    /// List table: row r holds the angles of `positions[r]` (any values, negative allowed, e.g.
-    /// deltas for re-rotating cached keys). `positions` may be null when count is 0.
+    /// List table: row r holds the angles of `positions[r]` (any order, negative allowed, e.g.
+    /// deltas for re-rotating cached keys; |position| < table_position_limit = 2^29, less when an
+    /// inv_freq exceeds 1). `positions` may be null when count is 0. Throws ropekit::error,
+    /// before allocating, for invalid frequencies, a negative count, more than
+    /// table_max_floats floats (field `count`), or a position outside the bound (field
+    /// `positions`, naming the index and the value).
     template <class Int>
     static cos_sin_table for_positions(const rope_frequencies& freqs, const Int* positions,
                                        std::int64_t count) {
@@ -150,6 +207,17 @@ class cos_sin_table {
         detail::require(count >= 0, "count", "must be >= 0", count);
         detail::require(count == 0 || positions != nullptr, "positions",
                         "must not be null with a non-zero count", count);
+        require_size(freqs, count);
+        const std::int64_t hi = detail::max_accurate_position(freqs.inv_freq);
+        for (std::int64_t r = 0; r < count; ++r) {
+            const std::int64_t p = std::int64_t(positions[r]);
+            if (p < -hi || p > hi)
+                detail::fail(
+                    "positions",
+                    "must satisfy |position| < 2^29 (table_position_limit; less when an "
+                    "inv_freq exceeds 1)",
+                    "positions[" + detail::format_value(r) + "] = " + detail::format_value(p));
+        }
         cos_sin_table t(freqs, 0, count, false);
         for (std::int64_t r = 0; r < count; ++r) t.fill_row(r, double(positions[r]), freqs);
         return t;
@@ -191,6 +259,14 @@ class cos_sin_table {
     const float* data() const noexcept { return data_.data(); }
 
   private:
+    // count * 2 * pairs <= table_max_floats, checked without forming the product (count may
+    // be near 2^63; pairs <= max_rotary_dim / 2 after validate()).
+    static void require_size(const rope_frequencies& freqs, std::int64_t count) {
+        const std::int64_t stride = 2 * std::int64_t(freqs.pairs());
+        detail::require(count <= table_max_floats / stride, "count",
+                        "makes the table larger than table_max_floats (2^31 floats)", count);
+    }
+
     cos_sin_table(const rope_frequencies& freqs, std::int64_t first, std::int64_t count,
                   bool is_range)
         : pairs_(freqs.pairs()),

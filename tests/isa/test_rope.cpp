@@ -1136,3 +1136,117 @@ TEST_CASE("SIMD storage conversions are bit-exact with the scalar types, every c
     check_if_compiled<xsimd::avx512f>();
 }
 #endif
+
+TEST_CASE("validate_rope_call: what validate() + validate_positions() let through",
+          "[rope][errors]") {
+    const auto freqs = make_freqs(64, 64, rope_layout::neox);
+    const auto table = ropekit::cos_sin_table::for_range(freqs, 0, 64);
+    std::vector<float> buf(4 * 2 * 64, 1.0f);
+    const auto x = head_view<float>::packed(buf.data(), 4, 2, 64);
+    const positions p0 = positions::contiguous(0);
+    const auto field_of = [](auto&& call) -> std::string {
+        try {
+            call();
+        } catch (const ropekit::error& e) {
+            return e.field();
+        }
+        return "no error";
+    };
+    CHECK_NOTHROW(ropekit::validate_rope_call(table, x, p0, 0, 4));
+    CHECK_NOTHROW(ropekit::validate_rope_call(freqs, x, p0, 1, 3));
+    // A token range beyond the view: the separate validators passed it, then apply_rope
+    // asserted (debug) or did nothing at all (release).
+    CHECK_NOTHROW(x.validate());
+    CHECK_NOTHROW(ropekit::validate_positions(table, p0, 0, 8));
+    CHECK_THROWS_AS(ropekit::apply_rope<arch>(table, x, p0, 0, 8), ropekit_test::assert_failure);
+    CHECK(field_of([&] { ropekit::validate_rope_call(table, x, p0, 0, 8); }) == "token_range");
+    CHECK(field_of([&] { ropekit::validate_rope_call(freqs, x, p0, 0, 5); }) == "token_range");
+    CHECK(field_of([&] { ropekit::validate_rope_call(freqs, x, p0, -1, 2); }) == "token_range");
+    // rotary_dim above head_dim, the same story.
+    const auto narrow = head_view<float>::packed(buf.data(), 4, 2, 48);
+    CHECK_NOTHROW(narrow.validate());
+    CHECK_THROWS_AS(ropekit::apply_rope<arch>(table, narrow, p0, 0, 4),
+                    ropekit_test::assert_failure);
+    CHECK(field_of([&] { ropekit::validate_rope_call(table, narrow, p0, 0, 4); }) == "rotary_dim");
+    CHECK(field_of([&] { ropekit::validate_rope_call(freqs, narrow, p0, 0, 4); }) == "rotary_dim");
+    // The view, the positions and the table are checked as well.
+    head_view<float> overlap = x;
+    overlap.token_stride = 64;
+    CHECK(field_of([&] { ropekit::validate_rope_call(table, overlap, p0, 0, 4); }) == "head_view");
+    CHECK(field_of([&] {
+              ropekit::validate_rope_call(table, x, positions::contiguous(61), 0, 4);
+          }) == "positions");
+    CHECK(field_of([&] { ropekit::validate_rope_call(ropekit::cos_sin_table{}, x, p0, 0, 4); }) ==
+          "table");
+    auto bad = freqs;
+    bad.inv_freq.pop_back();
+    CHECK(field_of([&] { ropekit::validate_rope_call(bad, x, p0, 0, 4); }) == "inv_freq");
+    // q and k.
+    std::vector<float> kbuf(4 * 64, 1.0f);
+    const auto k = head_view<float>::packed(kbuf.data(), 4, 1, 64);
+    CHECK_NOTHROW(ropekit::validate_rope_call(table, x, k, p0, 0, 4));
+    CHECK(field_of([&] {
+              ropekit::validate_rope_call(table, x, head_view<float>::packed(kbuf.data(), 3, 1, 64),
+                                          p0, 0, 3);
+          }) == "tokens");
+    CHECK(field_of([&] {
+              ropekit::validate_rope_call(freqs, x, head_view<float>::packed(kbuf.data(), 4, 1, 32),
+                                          p0, 0, 4);
+          }) == "rotary_dim");
+    // rebase_keys: the frequencies must agree, positions must be accurate for both.
+    const auto other = make_freqs(64, 32, rope_layout::neox);
+    CHECK(field_of([&] { ropekit::validate_rebase_call(freqs, other, x, p0, 0, 4); }) ==
+          "rotary_dim");
+    const auto gptj = make_freqs(64, 64, rope_layout::gptj);
+    CHECK(field_of([&] { ropekit::validate_rebase_call(freqs, gptj, x, p0, 0, 4); }) == "layout");
+    auto fast = freqs;
+    fast.inv_freq[0] = 8.0f;
+    const positions far = positions::constant(ropekit::table_free_position_limit / 4);
+    CHECK_NOTHROW(ropekit::validate_positions(freqs, far, 0, 4));
+    CHECK(field_of([&] { ropekit::validate_rebase_call(fast, freqs, x, far, 0, 4); }) ==
+          "positions");
+    CHECK_NOTHROW(ropekit::validate_rebase_call(freqs, freqs, x, p0, 0, 4));
+    // NaN frequencies: no position is accurate (the bound used to ignore them).
+    auto nan = freqs;
+    nan.inv_freq[3] = std::numeric_limits<float>::quiet_NaN();
+    CHECK(field_of([&] { ropekit::validate_positions(nan, p0, 0, 4); }) == "inv_freq");
+}
+
+TEMPLATE_TEST_CASE("unused strides and empty views never reach pointer arithmetic",
+                   "[rope][errors]", float, bfloat16) {
+    using T = TestType;
+    // 300 pairs: the multi-pass path adds the pass offset p0 = 256 to each target's data.
+    for (int rotary_dim : {64, 600}) {
+        const auto freqs = make_freqs(rotary_dim, rotary_dim, rope_layout::neox);
+        std::mt19937 rng(11);
+        auto q = make_tensor<T>(3, 2, rotary_dim, stride_kind::token_major, 0, rng);
+        auto want = q;
+        want.view.data = want.buf.data();
+        // An empty k with null data (a q-only call): null + offset was undefined behaviour.
+        const head_view<T> no_k{nullptr, 3, 0, rotary_dim, 0, 0};
+        ropekit::validate_rope_call(freqs, q.view, no_k, positions::contiguous(7), 0, 3);
+        ropekit::apply_rope_qk<arch>(freqs, q.view, no_k, positions::contiguous(7), 0, 3);
+        ropekit::apply_rope<arch>(freqs, want.view, positions::contiguous(7), 0, 3);
+        for (std::size_t i = 0; i < q.buf.size(); ++i)
+            CHECK(raw_bits(q.buf[i]) == raw_bits(want.buf[i]));
+        // Its target is dropped, not passed with a null base.
+        ropekit::detail::rope_target<T> tg[2];
+        CHECK(ropekit::detail::targets_of<arch>(q.view, no_k, tg) == 1);
+        CHECK(ropekit::detail::targets_of<arch>(no_k, no_k, tg) == 0);
+    }
+    // One head with a head stride of 2^62 (never used; validate() accepts it): the kernels
+    // stepped `row += head_stride` past the last head, wrapping the address.
+    const auto freqs = make_freqs(64, 64, rope_layout::gptj);
+    std::vector<T> buf(3 * 64, ropekit::from_float<T>(0.5f));
+    const head_view<T> one_head{buf.data(), 3, 1, 64, 64, std::ptrdiff_t(1) << 62};
+    CHECK_NOTHROW(one_head.validate(buf.size()));
+    const auto tg = ropekit::detail::target_of<arch>(one_head);
+    CHECK((tg.heads == 1 && tg.head_stride == 0 && tg.token_stride == 64));
+    const head_view<T> one_token{buf.data(), 1, 3, 64, std::ptrdiff_t(1) << 62, 64};
+    CHECK(ropekit::detail::target_of<arch>(one_token).token_stride == 0);
+    auto want = buf;
+    ropekit::apply_rope<arch>(freqs, one_head, positions::contiguous(3), 0, 3);
+    ropekit::apply_rope<arch>(freqs, head_view<T>::packed(want.data(), 3, 1, 64),
+                              positions::contiguous(3), 0, 3);
+    for (std::size_t i = 0; i < buf.size(); ++i) CHECK(raw_bits(buf[i]) == raw_bits(want[i]));
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds ropekit's libFuzzer targets (tests/fuzz/fuzz_*.cpp, clang, -fsanitize=fuzzer,address,
+# undefined at -O1 -g) and runs each for N seconds over a scratch copy of its seed corpus
+# tests/fuzz/corpus/<name>/ (name = the file name without fuzz_).
+#   scripts/fuzz.sh                        every target, 60 s each
+#   scripts/fuzz.sh --seconds 600 table    fuzz_table only, 10 minutes
+# Exits non-zero when a target finds anything (crash, sanitizer report, leak, timeout, OOM) or
+# does not build; the reproducer is left in build/fuzz/findings/<target>/. Prints per target the
+# seconds it ran and its final `cov:`. Installs nothing beyond scripts/deps.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=60
+targets=()
+while (($#)); do
+  case "$1" in
+    --seconds) seconds="$2"; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -*) echo "usage: scripts/fuzz.sh [--seconds N] [target...]" >&2; exit 2 ;;
+    *) targets+=("${1#fuzz_}"); shift ;;
+  esac
+done
+[[ "$seconds" =~ ^[0-9]+$ ]] || { echo "scripts/fuzz.sh: --seconds takes an integer" >&2; exit 2; }
+bash scripts/deps.sh
+if ((${#targets[@]} == 0)); then
+  for f in tests/fuzz/fuzz_*.cpp; do
+    [ -e "$f" ] || continue
+    n=$(basename "$f" .cpp)
+    targets+=("${n#fuzz_}")
+  done
+fi
+((${#targets[@]})) || { echo "scripts/fuzz.sh: no tests/fuzz/fuzz_*.cpp" >&2; exit 2; }
+for t in "${targets[@]}"; do
+  [ -f "tests/fuzz/fuzz_$t.cpp" ] || { echo "scripts/fuzz.sh: no tests/fuzz/fuzz_$t.cpp" >&2; exit 2; }
+done
+
+dir=build/fuzz
+cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE= -DROPEKIT_FUZZ=ON \
+  -DROPEKIT_WERROR=ON -DROPEKIT_BUILD_TESTS=OFF -DROPEKIT_BUILD_BENCHMARKS=OFF \
+  -DROPEKIT_BUILD_EXAMPLES=OFF -DROPEKIT_INSTALL=OFF >/dev/null
+names=()
+for t in "${targets[@]}"; do names+=("fuzz_$t"); done
+cmake --build "$dir" -j "$(nproc 2>/dev/null || echo 2)" --target "${names[@]}"
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+status=0
+summary=()
+for t in "${targets[@]}"; do
+  exe="$dir/tests/fuzz/fuzz_$t"
+  work="$dir/corpus-run/$t"
+  findings="$dir/findings/$t"
+  rm -rf "$work" && mkdir -p "$work" "$findings"
+  # A scratch copy: new inputs the run finds never land in the source tree.
+  if [ -d "tests/fuzz/corpus/$t" ]; then cp -R "tests/fuzz/corpus/$t/." "$work/"; fi
+  log="$dir/fuzz_$t.log"
+  start=$(date +%s)
+  rc=0
+  "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
+    -print_final_stats=1 -artifact_prefix="$findings/" "$work" >"$log" 2>&1 || rc=$?
+  elapsed=$(($(date +%s) - start))
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
+  line="fuzz_$t: ${elapsed} s, ${cov:-cov: ?}"
+  if ((rc != 0)); then
+    status=1
+    line="$line, FAILED (exit $rc; log $log; reproducer in $findings/)"
+    tail -n 40 "$log" >&2
+  fi
+  echo "$line"
+  summary+=("$line")
+done
+echo "---"
+printf '%s\n' "${summary[@]}"
+exit $status
