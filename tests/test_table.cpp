@@ -188,7 +188,7 @@ TEST_CASE("table sizes and positions are bounded before anything is allocated", 
         try {
             call();
         } catch (const ropekit::error& e) {
-            return e.field();
+            return std::string(e.field());
         }
         return "no error";
     };

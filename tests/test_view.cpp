@@ -21,7 +21,7 @@ std::string error_of(F&& f) {
     try {
         f();
     } catch (const ropekit::error& e) {
-        return e.field() + ": " + e.what();
+        return std::string(e.field()) + ": " + e.what();
     }
     return "no error";
 }

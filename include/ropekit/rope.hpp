@@ -42,7 +42,8 @@ ROPEKIT_BEGIN_NAMESPACE
 /// - table_rows(): with a list table (cos_sin_table::for_positions), token t uses row t.
 ///
 /// Table-free sources are accurate for |position| < 2^29 (table_free_position_limit). Kernels
-/// only ROPEKIT_ASSERT positions; validate_positions() checks untrusted ones on the cold path.
+/// only ROPEKIT_ASSERT positions; validate_positions() checks untrusted ones on the cold path,
+/// and validate_rope_call() checks them together with the view and the token range.
 class positions {
   public:
     /// How positions are given.
@@ -474,9 +475,10 @@ int targets_of(const head_view<T>& q, const head_view<T>& k, rope_target<T> (&ou
 /// read or written out of bounds, but nothing reports the error either. A token whose position
 /// is outside a range table is silently left unrotated (the other tokens are rotated); a bad
 /// view, token range, null ids, a list table with too few rows or a table kind that does not
-/// match `pos` skips the whole call. Check untrusted positions first with
-/// validate_positions(table, pos, token_begin, token_end) (and the view with
-/// head_view::validate()), which throw ropekit::error naming the token and position.
+/// match `pos` skips the whole call. Check untrusted input first with
+/// validate_rope_call(table, x, pos, token_begin, token_end) (view, token range, rotary_dim
+/// and positions in one call; validate(extent) checks the view against its buffer), which
+/// throws ropekit::error naming the field, or the token and position.
 template <class Arch, class T>
 void apply_rope(const cos_sin_table& table, head_view<T> x, const positions& pos,
                 std::int64_t token_begin, std::int64_t token_end) {
@@ -497,9 +499,10 @@ void apply_rope(const cos_sin_table& table, head_view<T> x, const positions& pos
 /// at all, in any build: beyond it the angle's error grows with |position| (measured up to
 /// 4e-7 rad at 2^32 and 0.5 rad at 2^52), and from about 2^55 the result is not even a
 /// rotation (magnitudes blow up, up to inf). The other preconditions are ROPEKIT_ASSERTed;
-/// in release builds a violation skips the whole call. Check untrusted positions first with
-/// validate_positions(freqs, pos, token_begin, token_end), which throws ropekit::error naming
-/// the token and position.
+/// in release builds a violation skips the whole call. Check untrusted input first with
+/// validate_rope_call(freqs, x, pos, token_begin, token_end) (frequencies, view, token range,
+/// rotary_dim and the position bound in one call), which throws ropekit::error naming the
+/// field, or the token and position.
 template <class Arch, class T>
 void apply_rope(const rope_frequencies& freqs, head_view<T> x, const positions& pos,
                 std::int64_t token_begin, std::int64_t token_end) {
@@ -558,7 +561,7 @@ void apply_rope_qk(const rope_frequencies& freqs, head_view<T> q, head_view<T> k
 /// from.inv_freq[i])`, so a key rotated for position p under `from` becomes the key rotated
 /// for p under `to`. Norms are preserved; nothing rescales the keys.
 /// \pre from and to have the same rotary_dim and layout; |position| < 2^29 (unchecked, see
-/// validate_positions(to, pos, ...)); the rest as the table-free apply_rope.
+/// validate_rebase_call(from, to, k, pos, ...)); the rest as the table-free apply_rope.
 template <class Arch, class T>
 void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_view<T> k,
                  const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
@@ -580,7 +583,7 @@ void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_
 /// positions::ids(...) per token); rotating by a then by b equals rotating by a + b, the inverse
 /// of a shift by d is the shift by -d, and the keys are never rescaled.
 /// \pre as the table-free apply_rope: |delta| < 2^29, unchecked in every build (see
-/// validate_positions(freqs, deltas, token_begin, token_end)).
+/// validate_rope_call(freqs, k, deltas, token_begin, token_end)).
 template <class Arch, class T>
 void rerotate_keys(const rope_frequencies& freqs, head_view<T> k, const positions& deltas,
                    std::int64_t token_begin, std::int64_t token_end) {

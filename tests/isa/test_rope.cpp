@@ -1148,7 +1148,7 @@ TEST_CASE("validate_rope_call: what validate() + validate_positions() let throug
         try {
             call();
         } catch (const ropekit::error& e) {
-            return e.field();
+            return std::string(e.field());
         }
         return "no error";
     };
