@@ -13,9 +13,13 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 using namespace ropekit;
@@ -300,6 +304,93 @@ TEST_CASE("malformed configs: one ropekit::error per class, naming the key") {
     expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "ntk"}})",
                        "rope_scaling.alpha", "missing");
     expect_parse_error(R"({"head_dim": 128, "rope_parameters": [1]})", "rope_parameters", "[1]");
+}
+
+namespace {
+
+/// One valid config per method, every key given (what the description-driven tests start from).
+/// A method added to rope_scaling without an entry here fails the test below.
+const std::map<std::string, std::string>& full_configs() {
+    static const std::map<std::string, std::string> configs = {
+        {"default", R"({"rope_type": "default"})"},
+        {"linear", R"({"rope_type": "linear", "factor": 2.0})"},
+        {"ntk", R"({"rope_type": "ntk", "alpha": 2.0})"},
+        {"dynamic", R"({"rope_type": "dynamic", "factor": 2.0})"},
+        {"yarn", R"({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048,
+                     "beta_fast": 16.0, "beta_slow": 2.0, "attention_factor": 1.5, "mscale": 1.0,
+                     "mscale_all_dim": 1.0, "truncate": false})"},
+        {"llama3", R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 2048})"},
+        {"longrope", R"({"rope_type": "longrope", "short_factor": [1.0, 1.5, 2.0, 2.5],
+                         "long_factor": [2.0, 3.0, 4.0, 5.0], "original_max_position_embeddings":
+                         2048, "attention_factor": 1.2, "factor": 4.0})"}};
+    return configs;
+}
+
+model_rope_config parse_with_dict(const nlohmann::json& dict) {
+    nlohmann::json cfg = {{"head_dim", 8}, {"max_position_embeddings", 8192}};
+    cfg["rope_scaling"] = dict;
+    return config_from_json(cfg);
+}
+
+}  // namespace
+
+TEST_CASE("the reader, rope-inspect and the error paths follow each method's config_keys()") {
+    const std::string help = inspect({"--help"}).out;
+    detail::for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        INFO("rope_type " << M::rope_type);
+        CHECK(help.find(std::string(M::rope_type)) != std::string::npos);
+        const auto entry = full_configs().find(std::string(M::rope_type));
+        REQUIRE(entry != full_configs().end());
+        const nlohmann::json dict = nlohmann::json::parse(entry->second);
+        const model_rope_config c = parse_with_dict(dict);
+        REQUIRE(std::holds_alternative<M>(c.scaling));
+        CHECK(!has_warning(c, "not used by rope_type"));
+        const nlohmann::json reported = detail::inspect::method_parameters(c.scaling);
+        std::size_t reported_keys = 0;
+        std::apply(
+            [&](const auto&... k) {
+                auto one = [&](const auto& key) {
+                    if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>) {
+                        const std::string key_name(key.name);
+                        INFO("key " << key_name);
+                        ++reported_keys;
+                        // rope-inspect reports the value read, under validate()'s member name.
+                        CHECK(reported.contains(std::string(key.member_name())));
+                        CHECK(reported[std::string(key.member_name())] ==
+                              detail::inspect::to_json_value(std::get<M>(c.scaling).*key.member));
+                        if (key.rule == key_rule::max_position) return;  // not a dict key
+                        CHECK(help.find(detail::inspect::flag_for_key(key.name)) !=
+                              std::string::npos);
+                        // A wrongly typed value is an error naming the key as written.
+                        nlohmann::json bad = dict;
+                        bad[key_name] = "x";
+                        expect_error([&] { (void)parse_with_dict(bad); },
+                                     "rope_scaling." + key_name, "\"x\"");
+                        if (key.rule == key_rule::required) {
+                            nlohmann::json missing = dict;
+                            missing.erase(key_name);
+                            if (!key.alias.empty()) missing.erase(std::string(key.alias));
+                            expect_error([&] { (void)parse_with_dict(missing); },
+                                         "rope_scaling." + key_name, "missing");
+                        }
+                    }
+                };
+                (one(k), ...);
+            },
+            M::config_keys());
+        std::size_t derived = 0;
+        if constexpr (detail::inspect::has_derived_values<M>::value)
+            derived = std::tuple_size_v<decltype(M::derived_values())>;
+        CHECK(reported.size() == reported_keys + derived);
+    });
+    CHECK(full_configs().size() == std::variant_size_v<rope_scaling>);
+    // The derived flag of a key works like the short one kept for compatibility.
+    const auto longer = inspect({"--rope-type", "yarn", "--head-dim", "64", "--factor", "2",
+                                 "--original-max-position-embeddings", "1024", "--json"});
+    REQUIRE(longer.status == 0);
+    CHECK(nlohmann::json::parse(longer.out)["parameters"]["original_max_position"] == 1024);
 }
 
 TEST_CASE("pair layout: interleaved model types, rope_interleave, unknown model types") {

@@ -15,6 +15,9 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 using namespace ropekit;
@@ -603,6 +606,39 @@ TEST_CASE("LongRoPE: factor is optional, so 'not given' is visible") {
     CHECK(agg.factor == 8.0);
     lr.factor = 0.5;  // explicit factor below 1 is an error
     expect_error([&] { lr.validate(p); }, "factor", "0.5");
+}
+
+TEST_CASE("every rope_scaling alternative describes itself: rope_type, keys, attention factor") {
+    std::vector<std::string> types;
+    detail::for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        INFO("rope_type " << M::rope_type);
+        types.emplace_back(M::rope_type);
+        // The lookup goes by the type's own rope_type, not by its position in the variant.
+        const auto looked_up = scaling_for_rope_type(M::rope_type);
+        REQUIRE(looked_up.has_value());
+        CHECK(std::holds_alternative<M>(*looked_up));
+        CHECK(name(*looked_up) == M::rope_type);
+        CHECK(attention_factor(rope_scaling{M{}}) == M{}.resolved_attention_factor());
+        // Member names are what validate() reports and what the error paths map back to a key:
+        // two keys of one method must not share one.
+        std::vector<std::string> members;
+        std::apply(
+            [&](const auto&... k) {
+                auto one = [&](const auto& key) {
+                    if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>) {
+                        CHECK(!key.name.empty());
+                        for (const auto& seen : members) CHECK(seen != key.member_name());
+                        members.emplace_back(key.member_name());
+                    }
+                };
+                (one(k), ...);
+            },
+            M::config_keys());
+    });
+    CHECK(types.size() == std::variant_size_v<rope_scaling>);
+    CHECK(known_rope_types() == "default, linear, ntk, dynamic, yarn, llama3, longrope, su");
+    CHECK(std::holds_alternative<longrope_scaling>(*scaling_for_rope_type("su")));
 }
 
 TEST_CASE("rope_scaling variant: names, lookup by rope_type, make_frequencies") {

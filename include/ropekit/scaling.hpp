@@ -15,10 +15,14 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -65,6 +69,65 @@ struct rope_params {
         p.validate();
         return p;
     }
+};
+
+/// How the config reader (config_json.hpp) fills one member of a scaling method from the rope
+/// dict of a config.json. The member's default member initializer is the key's default.
+enum class key_rule {
+    required,  ///< absent or null: error "is missing"
+    optional,  ///< absent or null: the member keeps its default
+    /// absent, null or 0: the default (Python's `get(key) or default`, YaRN's betas)
+    python_or,
+    /// absent: `max_position_embeddings / original context`, else error (YaRN's factor)
+    context_ratio,
+    /// as context_ratio, but a ratio below 1 (no extension) leaves the member unset and calls
+    /// the method's `static void not_extended(Method&)`; absent and not derivable: unset
+    /// (LongRoPE's factor, which only feeds the attention factor)
+    extension_ratio,
+    /// the original context: the top-level `original_max_position_embeddings` (Phi-3 style)
+    /// wins over the dict's, else `max_position_embeddings`, else error (YaRN, LongRoPE)
+    original_context,
+    /// as original_context, without the `max_position_embeddings` fallback (Llama 3.1)
+    original_context_required,
+    /// the top-level `max_position_embeddings`, never the dict (dynamic NTK's L0, as HF)
+    max_position,
+};
+
+/// One config key of a scaling method: where it goes and how it is read. Each method lists its
+/// keys in `static constexpr auto config_keys()`; the config reader, rope-inspect's output and
+/// flags, and the key paths of validation errors are all derived from that list.
+/// \tparam Method the scaling struct \tparam T the member's type (double, std::int64_t, bool,
+/// std::optional<double>, std::vector<double>)
+template <class Method, class T>
+struct config_key {
+    using method_type = Method;  ///< the scaling struct
+    using value_type = T;        ///< the member's type
+    std::string_view name;       ///< the key in the rope dict, as HF writes it (`beta_fast`)
+    T Method::*member;           ///< the member it sets
+    key_rule rule = key_rule::optional;  ///< how an absent key is handled
+    /// The member's name as validate() reports it, when it differs from `name`
+    /// (`original_max_position`); rope-inspect prints the parameters under this name.
+    std::string_view field = {};
+    std::string_view alias = {};  ///< an older key read when `name` is absent (NTK: `factor`)
+    std::string_view note = {};   ///< for a missing required value: why it is needed
+
+    /// validate()'s name for the member.
+    constexpr std::string_view member_name() const noexcept { return field.empty() ? name : field; }
+};
+
+/// A key a method knows but does not use: no "not used by rope_type" warning, and `note` (if
+/// not empty) as the warning instead.
+struct ignored_key {
+    std::string_view name;  ///< the key in the rope dict
+    std::string_view note;  ///< the warning text; empty: silently accepted
+};
+
+/// A value rope-inspect reports next to the parameters, computed from the method and seq_len
+/// (LongRoPE's `uses_long_factor`).
+template <class Method, class F>
+struct derived_value {
+    std::string_view name;  ///< the name in the report
+    F function;             ///< `bool/double (Method::*)(std::optional<std::int64_t>) const`
 };
 
 namespace detail {
@@ -116,8 +179,16 @@ inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<
 struct default_rope {
     static constexpr std::string_view rope_type = "default";  ///< HF's rope_type string
 
+    /// No keys; M-RoPE's `mrope_section` is known (the reader warns about M-RoPE itself).
+    static constexpr auto config_keys() {
+        return std::make_tuple(ignored_key{"mrope_section", ""});
+    }
+
     /// Throws ropekit::error for invalid parameters.
     void validate(const rope_params& p) const { p.validate(); }
+
+    /// 1: plain RoPE does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// The frequencies (seq_len is ignored).
     rope_frequencies frequencies(const rope_params& p,
@@ -135,11 +206,20 @@ struct linear_scaling {
     static constexpr std::string_view rope_type = "linear";  ///< HF's rope_type string
     double factor = 1.0;                                     ///< context extension ratio, >= 1
 
+    /// `factor` is required.
+    static constexpr auto config_keys() {
+        return std::make_tuple(config_key<linear_scaling, double>{"factor", &linear_scaling::factor,
+                                                                  key_rule::required});
+    }
+
     /// Throws ropekit::error for invalid parameters or factor < 1.
     void validate(const rope_params& p) const {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
     }
+
+    /// 1: PI does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// `default_inv_freq / factor` (one float32 division, as HF's in-place `inv_freq /= factor`).
     rope_frequencies frequencies(const rope_params& p,
@@ -159,6 +239,15 @@ struct linear_scaling {
 struct ntk_scaling {
     static constexpr std::string_view rope_type = "ntk";  ///< HF's rope_type string
     double alpha = 1.0;                                   ///< NTK alpha, >= 1 (1 is default RoPE)
+
+    /// `alpha`, required; HF's transient "ntk" type wrote it as `factor`.
+    static constexpr auto config_keys() {
+        return std::make_tuple(config_key<ntk_scaling, double>{
+            "alpha", &ntk_scaling::alpha, key_rule::required, {}, "factor"});
+    }
+
+    /// 1: NTK-aware scaling does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// Throws ropekit::error for invalid parameters, alpha < 1 or rotary_dim <= 2.
     void validate(const rope_params& p) const {
@@ -197,6 +286,26 @@ struct dynamic_ntk_scaling {
     static constexpr std::string_view rope_type = "dynamic";  ///< HF's rope_type string
     double factor = 1.0;                                      ///< scaling factor, >= 1
     std::int64_t original_max_position = 0;  ///< L0; HF uses config.max_position_embeddings
+
+    /// `factor` (required) and L0 from `max_position_embeddings`, as HF (a TODO there); the
+    /// dict's `original_max_position_embeddings` is ignored with a warning.
+    static constexpr auto config_keys() {
+        using k = dynamic_ntk_scaling;
+        return std::make_tuple(
+            config_key<k, double>{"factor", &k::factor, key_rule::required},
+            config_key<k, std::int64_t>{"max_position_embeddings",
+                                        &k::original_max_position,
+                                        key_rule::max_position,
+                                        "original_max_position",
+                                        {},
+                                        "dynamic NTK's original length"},
+            ignored_key{"original_max_position_embeddings",
+                        "ignored by dynamic NTK (HF uses max_position_embeddings as the original "
+                        "length)"});
+    }
+
+    /// 1: dynamic NTK does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// Throws ropekit::error for invalid parameters, factor < 1, L0 <= 0 or rotary_dim <= 2.
     void validate(const rope_params& p) const {
@@ -246,6 +355,27 @@ struct yarn_scaling {
     std::optional<double> mscale{};            ///< DeepSeek-style mscale (0 or absent: unused)
     std::optional<double> mscale_all_dim{};    ///< DeepSeek-style mscale_all_dim
     bool truncate = true;                      ///< floor/ceil the correction range (gpt-oss: false)
+
+    /// HF's keys; the betas use Python's `or` (0 means the default), a missing factor is
+    /// `max_position_embeddings / original_max_position_embeddings` (HF #38224 / #40320).
+    static constexpr auto config_keys() {
+        using k = yarn_scaling;
+        using opt = std::optional<double>;
+        return std::make_tuple(
+            config_key<k, double>{"factor", &k::factor, key_rule::context_ratio},
+            config_key<k, std::int64_t>{"original_max_position_embeddings",
+                                        &k::original_max_position,
+                                        key_rule::original_context,
+                                        "original_max_position",
+                                        {},
+                                        "YaRN's original length"},
+            config_key<k, double>{"beta_fast", &k::beta_fast, key_rule::python_or},
+            config_key<k, double>{"beta_slow", &k::beta_slow, key_rule::python_or},
+            config_key<k, opt>{"attention_factor", &k::attention_factor},
+            config_key<k, opt>{"mscale", &k::mscale},
+            config_key<k, opt>{"mscale_all_dim", &k::mscale_all_dim},
+            config_key<k, bool>{"truncate", &k::truncate});
+    }
 
     /// The ramp's ends, in pair indices: pairs <= low keep their frequency, pairs >= high are
     /// divided by factor.
@@ -355,6 +485,21 @@ struct llama3_scaling {
     double high_freq_factor = 4.0;              ///< > low_freq_factor
     std::int64_t original_max_position = 8192;  ///< L
 
+    /// All four keys are required, as in HF.
+    static constexpr auto config_keys() {
+        using k = llama3_scaling;
+        return std::make_tuple(
+            config_key<k, double>{"factor", &k::factor, key_rule::required},
+            config_key<k, double>{"low_freq_factor", &k::low_freq_factor, key_rule::required},
+            config_key<k, double>{"high_freq_factor", &k::high_freq_factor, key_rule::required},
+            config_key<k, std::int64_t>{
+                "original_max_position_embeddings", &k::original_max_position,
+                key_rule::original_context_required, "original_max_position"});
+    }
+
+    /// 1: Llama 3.1 scaling does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
+
     /// Throws ropekit::error for invalid parameters, factor < 1, a non-positive low_freq_factor,
     /// low_freq_factor >= high_freq_factor or L <= 0.
     void validate(const rope_params& p) const {
@@ -420,6 +565,42 @@ struct longrope_scaling {
     std::optional<double> factor{};
     std::optional<double> attention_factor{};  ///< explicit final attention factor (wins)
 
+    /// Phi-3's legacy rope_type name.
+    static constexpr std::array<std::string_view, 1> legacy_rope_types = {"su"};
+
+    /// The factor lists are required; a missing factor is derived from the context lengths.
+    static constexpr auto config_keys() {
+        using k = longrope_scaling;
+        using opt = std::optional<double>;
+        using list = std::vector<double>;
+        return std::make_tuple(
+            config_key<k, list>{"short_factor", &k::short_factor, key_rule::required},
+            config_key<k, list>{"long_factor", &k::long_factor, key_rule::required},
+            config_key<k, std::int64_t>{"original_max_position_embeddings",
+                                        &k::original_max_position,
+                                        key_rule::original_context,
+                                        "original_max_position",
+                                        {},
+                                        "LongRoPE's original length"},
+            config_key<k, opt>{"attention_factor", &k::attention_factor},
+            config_key<k, opt>{"factor", &k::factor, key_rule::extension_ratio},
+            ignored_key{"short_mscale", "per-set mscale is not part of HF's longrope (ignored)"},
+            ignored_key{"long_mscale", "per-set mscale is not part of HF's longrope (ignored)"});
+    }
+
+    /// rope-inspect reports which factor set seq_len selects.
+    static constexpr auto derived_values() {
+        return std::make_tuple(
+            derived_value<longrope_scaling, decltype(&longrope_scaling::uses_long_factor)>{
+                "uses_long_factor", &longrope_scaling::uses_long_factor});
+    }
+
+    /// A derived factor below 1 means the model was not extended: HF's `factor <= 1` branch,
+    /// attention factor 1 (kept if given explicitly).
+    static void not_extended(longrope_scaling& s) {
+        if (!s.attention_factor) s.attention_factor = 1.0;
+    }
+
     /// Throws ropekit::error for invalid parameters, factor lists of the wrong length or with
     /// non-positive entries, factor < 1, L <= 0 or a non-positive attention_factor.
     void validate(const rope_params& p) const {
@@ -436,7 +617,7 @@ struct longrope_scaling {
         // No silent default: Phi-3 built by hand without its factor (32) would get attention
         // factor 1 instead of 1.19. The config reader always sets one or the other.
         detail::require(factor.has_value() || attention_factor.has_value(), "factor",
-                        "(or attention_factor) is required", "unset");
+                        "is missing (and so is attention_factor; one is required)", "unset");
         if (factor) detail::require_factor_at_least_one(*factor, "factor");
         if (attention_factor)
             detail::require_finite_positive(*attention_factor, "attention_factor");
@@ -470,10 +651,59 @@ struct longrope_scaling {
     }
 };
 
-/// Any scaling method. Adding a method is one struct with rope_type, validate() and
-/// frequencies(), one entry here, and its tests; kernels never change.
+/// Any scaling method: the one list of methods. Adding a method is its struct (rope_type,
+/// config_keys(), validate(), frequencies(), resolved_attention_factor()), one entry here, and
+/// its tests; the rope_type lookup, the config reader, rope-inspect and the error key paths
+/// iterate over this list, and kernels never change. The order is not significant.
 using rope_scaling = std::variant<default_rope, linear_scaling, ntk_scaling, dynamic_ntk_scaling,
                                   yarn_scaling, llama3_scaling, longrope_scaling>;
+
+namespace detail {
+
+template <class M, class = void>
+struct has_legacy_rope_types : std::false_type {};
+template <class M>
+struct has_legacy_rope_types<M, std::void_t<decltype(M::legacy_rope_types)>> : std::true_type {};
+
+/// True when `t` is M's rope_type or one of its legacy names.
+template <class M>
+constexpr bool names_method(std::string_view t) noexcept {
+    if (t == M::rope_type) return true;
+    if constexpr (has_legacy_rope_types<M>::value)
+        for (std::string_view legacy : M::legacy_rope_types)
+            if (t == legacy) return true;
+    return false;
+}
+
+/// An empty value standing for the type T (`typename decltype(tag)::type` in a generic lambda).
+template <class T>
+struct type_tag {
+    using type = T;  ///< the type
+};
+
+/// Calls `f(type_tag<M>{})` for every alternative M of rope_scaling, in order.
+template <class F, std::size_t... I>
+constexpr void for_each_method_impl(F&& f, std::index_sequence<I...>) {
+    (f(type_tag<std::variant_alternative_t<I, rope_scaling>>{}), ...);
+}
+template <class F>
+constexpr void for_each_method(F&& f) {
+    for_each_method_impl(f, std::make_index_sequence<std::variant_size_v<rope_scaling>>{});
+}
+
+template <std::size_t... I>
+constexpr bool rope_types_unique(std::index_sequence<I...>) {
+    constexpr std::string_view names[] = {
+        std::variant_alternative_t<I, rope_scaling>::rope_type...};
+    for (std::size_t a = 0; a < sizeof...(I); ++a)
+        for (std::size_t b = a + 1; b < sizeof...(I); ++b)
+            if (names[a] == names[b]) return false;
+    return true;
+}
+static_assert(rope_types_unique(std::make_index_sequence<std::variant_size_v<rope_scaling>>{}),
+              "two rope_scaling alternatives share a rope_type");
+
+}  // namespace detail
 
 /// HF's rope_type string of the method ("default", "linear", "ntk", "dynamic", "yarn", "llama3",
 /// "longrope").
@@ -481,18 +711,28 @@ inline std::string_view name(const rope_scaling& scaling) noexcept {
     return std::visit([](const auto& m) { return std::decay_t<decltype(m)>::rope_type; }, scaling);
 }
 
-/// A default-constructed method for an HF rope_type string (the legacy Phi-3 name "su" is
+/// A default-constructed method for an HF rope_type string or legacy name (Phi-3's "su" is
 /// longrope); nullopt for anything else. Never throws.
 inline std::optional<rope_scaling> scaling_for_rope_type(std::string_view rope_type) {
-    if (rope_type == default_rope::rope_type) return rope_scaling{default_rope{}};
-    if (rope_type == linear_scaling::rope_type) return rope_scaling{linear_scaling{}};
-    if (rope_type == ntk_scaling::rope_type) return rope_scaling{ntk_scaling{}};
-    if (rope_type == dynamic_ntk_scaling::rope_type) return rope_scaling{dynamic_ntk_scaling{}};
-    if (rope_type == yarn_scaling::rope_type) return rope_scaling{yarn_scaling{}};
-    if (rope_type == llama3_scaling::rope_type) return rope_scaling{llama3_scaling{}};
-    if (rope_type == longrope_scaling::rope_type || rope_type == "su")
-        return rope_scaling{longrope_scaling{}};
-    return std::nullopt;
+    std::optional<rope_scaling> out;
+    detail::for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        if (!out && detail::names_method<M>(rope_type)) out.emplace(M{});
+    });
+    return out;
+}
+
+/// Every rope_type scaling_for_rope_type() accepts, legacy names included, comma-separated
+/// ("default, linear, ..., longrope, su"), for messages and usage texts.
+inline std::string known_rope_types() {
+    std::string out;
+    detail::for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        out += (out.empty() ? "" : ", ") + std::string(M::rope_type);
+        if constexpr (detail::has_legacy_rope_types<M>::value)
+            for (std::string_view legacy : M::legacy_rope_types) out += ", " + std::string(legacy);
+    });
+    return out;
 }
 
 /// Throws ropekit::error unless `scaling` is valid for `params`.
@@ -504,10 +744,7 @@ inline void validate(const rope_params& params, const rope_scaling& scaling) {
 /// YaRN's and LongRoPE's resolved factor, 1 for the others. Apply it once, on the softmax scale:
 /// `scale = attention_factor^2 / sqrt(head_dim)` equals HF's cos/sin multiplied by it on q and k.
 inline double attention_factor(const rope_scaling& scaling) {
-    if (const auto* y = std::get_if<yarn_scaling>(&scaling)) return y->resolved_attention_factor();
-    if (const auto* l = std::get_if<longrope_scaling>(&scaling))
-        return l->resolved_attention_factor();
-    return 1.0;
+    return std::visit([](const auto& m) { return m.resolved_attention_factor(); }, scaling);
 }
 
 /// The frequencies of `scaling` for `params`, at sequence length `seq_len` (only dynamic NTK and
