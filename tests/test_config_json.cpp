@@ -654,6 +654,122 @@ TEST_CASE("rope-inspect: JSON report, text report, SVG, exit codes") {
     CHECK(inspect({"--help"}).status == 0);
 }
 
+TEST_CASE("hardening: other exceptions never escape the reader") {
+    // A number beyond double threw nlohmann's out_of_range, even under an unused key.
+    expect_parse_error(R"({"head_dim": 64, "unused": 1e400})", "config.json", "1e400");
+    // A wrongly typed value nested 10^6 deep overflowed the stack while the message was built.
+    const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+    expect_parse_error(R"({"head_dim": )" + deep + "}", "config.json", "deeper than 512");
+    nlohmann::json cfg = nlohmann::json::object();  // a DOM built by the caller, moved (copies
+    cfg["head_dim"] = nlohmann::json::parse(deep);  // of it recurse once per level)
+    expect_error([&] { (void)config_from_json(cfg); }, "head_dim", "[[[...]]]");
+    // uint64 values printed as negative ("got -64").
+    expect_parse_error(R"({"head_dim": 18446744073709551552})", "head_dim", "18446744073709551552");
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 18446744073709551552})",
+                       "max_position_embeddings", "18446744073709551552");
+}
+
+TEST_CASE("hardening: values that overflow float32 name their key") {
+    expect_parse_error(R"({"head_dim": 64, "rope_theta": 3.5e38})", "rope_theta", "3.5e+38");
+    expect_parse_error(
+        R"({"head_dim": 64, "rope_scaling": {"rope_type": "linear", "factor": 1e39}})",
+        "rope_scaling.factor", "float32");
+    expect_parse_error(R"({"head_dim": 64, "rope_scaling": {"rope_type": "ntk", "factor": 1e300}})",
+                       "rope_scaling.factor", "1e+300");
+    expect_parse_error(R"({"head_dim": 64, "rope_scaling": {"rope_type": "ntk", "alpha": 1e277}})",
+                       "rope_scaling.alpha", "1e+277");
+    expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "factor": 2, "short_factor": [1, 1], "long_factor": [1e39, 2]}})",
+                       "rope_scaling.long_factor", "float32");
+    // A YaRN attention_factor of 1e39 failed later, in rope_frequencies, without its key path.
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "yarn", "factor": 2, "attention_factor": 1e39}})",
+                       "rope_scaling.attention_factor", "float32");
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "yarn", "factor": 2, "mscale": 1, "mscale_all_dim": 1e198}})",
+                       "rope_scaling.mscale_all_dim", "1e+198");
+    // Messages that blamed the wrong key.
+    expect_parse_error(R"({"head_dim": 128, "partial_rotary_factor": 0.001})",
+                       "partial_rotary_factor", "0.001");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "llama3", "factor": 8,
+        "low_freq_factor": 1, "high_freq_factor": 0, "original_max_position_embeddings": 8192}})",
+                       "rope_scaling.high_freq_factor", "0");
+    expect_parse_error(R"({"head_dim": 65538})", "head_dim", "65538");
+}
+
+TEST_CASE("hardening: file reads are bounded and rope-inspect exits 2 on every bad input") {
+    auto bad = [](const std::vector<std::string>& args, const std::string& needle) {
+        const auto res = inspect(args);
+        INFO("args[0..]: " << args.front() << " stderr: " << res.err);
+        CHECK(res.status == 2);
+        CHECK(res.out.empty());
+        CHECK(res.err.find(needle) != std::string::npos);
+    };
+    // /dev/zero was read without bound; a directory was "not valid JSON".
+    bad({"--config", "/dev/zero"}, "not a regular file");
+    bad({"--config", ROPEKIT_TEST_DATA_DIR}, "is a directory");
+    expect_error([] { (void)load_config_json("/dev/zero"); }, "path", "not a regular file");
+    expect_error([] { (void)load_config_json(ROPEKIT_TEST_DATA_DIR); }, "path", "is a directory");
+    {
+        const std::string big = "test_config_json_big.json";
+        {
+            std::ofstream f(big, std::ios::binary);
+            f.seekp(std::streamoff(max_config_json_bytes));  // sparse: 64 MiB + 1 byte
+            f.put(' ');
+        }
+        expect_error([&] { (void)load_config_json(big); }, "path", "64 MiB");
+        bad({"--config", big}, "64 MiB");
+        std::remove(big.c_str());
+    }
+    bad({"--config", data("malformed.json")}, "not valid JSON");
+    // A per-layer entry that is not an object, with --layer-type and a flag: was a type_error.
+    const std::string layers = "test_config_json_layers.json";
+    {
+        std::ofstream f(layers);
+        f << R"({"head_dim": 64, "rope_parameters": {"full_attention": {"rope_type": "default"},
+                 "sliding_attention": 5}})";
+    }
+    bad({"--config", layers, "--layer-type", "sliding_attention", "--factor", "2"},
+        "rope_parameters.sliding_attention");
+    bad({"--config", layers, "--layer-type", "missing_layer", "--factor", "2"},
+        "rope_parameters.missing_layer");
+    std::remove(layers.c_str());
+    // A wrongly typed rope_scaling is reported, not replaced by the flags' dict.
+    const std::string typed = "test_config_json_typed.json";
+    {
+        std::ofstream f(typed);
+        f << R"({"head_dim": 64, "rope_scaling": "yarn"})";
+    }
+    bad({"--config", typed, "--factor", "2"}, "rope_scaling");
+    std::remove(typed.c_str());
+    // Parameters whose combination underflows float32: exit 2, not `inf` in --json or an
+    // endless --svg.
+    bad({"--rope-type", "linear", "--factor", "1e38", "--base", "1e30", "--head-dim", "64",
+         "--json"},
+        "inv_freq");
+    bad({"--rope-type", "linear", "--factor", "1e38", "--base", "1e30", "--head-dim", "64", "--svg",
+         "test_config_json_never.svg"},
+        "inv_freq");
+    bad({"--rope-type", "ntk", "--alpha", "1e300", "--head-dim", "64", "--json"}, "alpha");
+    bad({"--rope-type", "dynamic", "--factor", "2", "--max-position", "4096", "--head-dim", "64",
+         "--seq-len", "99999999999"},
+        "seq_len");
+}
+
+TEST_CASE("rope-inspect: extreme valid parameters give finite JSON and a finite SVG") {
+    // The largest base and head_dim accepted: wavelengths span ~38 decades.
+    auto r = inspect({"--rope-type", "default", "--base", "3.4e38", "--head-dim", "65536",
+                      "--rotary-dim", "65536", "--json", "--svg", "test_config_json_big.svg"});
+    REQUIRE(r.status == 0);
+    const auto j = nlohmann::json::parse(r.out);  // throws on inf / nan
+    for (const auto& w : j["wavelength"]) CHECK(std::isfinite(w.get<double>()));
+    std::ifstream in("test_config_json_big.svg");
+    std::stringstream svg;
+    svg << in.rdbuf();
+    CHECK(svg.str().find("</svg>") != std::string::npos);
+    std::remove("test_config_json_big.svg");
+}
+
 #else
 TEST_CASE("config.json import needs nlohmann/json (not found at configure time)") {
     SUCCEED();

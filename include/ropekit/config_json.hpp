@@ -22,14 +22,18 @@
 /// (`rope_scaling.factor`), also for values checked by the scaling types themselves.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <limits>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -88,8 +92,40 @@ using json = nlohmann::json;
 #endif
 }
 
+/// Appends a short rendering of `v` to `out`: at most 2 levels and about `budget` characters.
+/// Not json::dump(): that recurses once per level, and a value nested 10^6 deep (which
+/// config_from_json may be given directly) would overflow the stack while a message is built.
+inline void show_into(const json& v, int depth, std::size_t budget, std::string& out) {
+    if (out.size() > budget) return;
+    if (!v.is_structured()) {
+        if (v.is_string()) {
+            const auto& str = v.get_ref<const std::string&>();
+            out += json(str.size() > budget ? str.substr(0, budget) : str).dump();
+        } else {
+            out += v.dump();
+        }
+        return;
+    }
+    const bool obj = v.is_object();
+    out += obj ? '{' : '[';
+    if (depth >= 2 && !v.empty()) {
+        out += "...";
+    } else {
+        bool first = true;
+        for (auto it = v.begin(); it != v.end() && out.size() <= budget; ++it) {
+            if (!first) out += ", ";
+            first = false;
+            if (obj) out += json(it.key()).dump() + ": ";
+            show_into(*it, depth + 1, budget, out);
+        }
+    }
+    out += obj ? '}' : ']';
+}
+
+/// `v` for an error message, cut to 60 characters.
 inline std::string show(const json& v) {
-    std::string s = v.dump();
+    std::string s;
+    show_into(v, 0, 64, s);
     if (s.size() > 60) s = s.substr(0, 57) + "...";
     return s;
 }
@@ -113,6 +149,10 @@ inline std::optional<std::int64_t> integer(const json& obj, const char* key,
                                            const std::string& where) {
     const json* v = find(obj, key);
     if (!v) return std::nullopt;
+    // uint64 above 2^63 - 1 would wrap to a negative int64 ("got -64")
+    if (v->is_number_unsigned() &&
+        v->get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
+        fail(where + key, "must be an integer below 2^63 (got " + show(*v) + ")");
     if (v->is_number_integer()) return v->get<std::int64_t>();
     if (v->is_number_float()) {
         const double d = v->get<double>();
@@ -311,6 +351,10 @@ inline rope_params read_geometry(const json& top, const json& d, const std::stri
     }
     if (!(std::isfinite(*theta) && *theta > 1.0))
         fail("rope_theta", "must be finite and > 1 (got " + show(json(*theta)) + ")");
+    if (!fits_f32(*theta))  // HF's pow runs on a float32 base
+        fail(local_layers ? "rope_local_base_freq" : "rope_theta",
+             "must be finite in float32 (<= 3.4028234663852886e+38; got " + show(json(*theta)) +
+                 ")");
     // HF's standardize_rope_params overwrites the dict's partial_rotary_factor with the config
     // attribute, so the top-level value wins.
     std::optional<double> prf = number(top, "partial_rotary_factor", "");
@@ -339,8 +383,8 @@ inline rope_params read_geometry(const json& top, const json& d, const std::stri
             fail("num_attention_heads", "must be > 0 (got " + std::to_string(*heads) + ")");
         head_dim = *hidden / *heads;  // HF: hidden_size // num_attention_heads
     }
-    if (*head_dim <= 0 || *head_dim > (std::int64_t(1) << 24))
-        fail("head_dim", "must be in (0, 2^24] (got " + std::to_string(*head_dim) + ")");
+    if (*head_dim <= 0 || *head_dim > rope_params::max_head_dim)
+        fail("head_dim", "must be in (0, 65536] (got " + std::to_string(*head_dim) + ")");
 
     // Pair layout: a wrong guess gives fluent garbage (PITFALLS #16), so say when it is a guess.
     std::optional<rope_layout> layout = options.layout;
@@ -682,35 +726,114 @@ inline model_rope_config config_from_json(const nlohmann::json& root,
     return out;
 }
 
-/// Parses config.json text. Malformed JSON is a ropekit::error with field "config.json".
-inline model_rope_config parse_config_json(std::string_view text,
-                                           const config_json_options& options = {}) {
-    nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-    if (j.is_discarded()) {
-        // Parse again with exceptions only to get the position for the message.
-        std::string detail_msg = "is not valid JSON";
-#if ROPEKIT_HAS_EXCEPTIONS
-        try {
-            const nlohmann::json again = nlohmann::json::parse(text.begin(), text.end());
-            (void)again;
-        } catch (const nlohmann::json::parse_error& e) {
-            detail_msg += ": " + std::string(e.what());
+/// The largest config.json ropekit reads: 64 MiB (the largest real ones, with long LongRoPE
+/// lists or vocabularies inlined, are a few hundred KiB).
+inline constexpr std::size_t max_config_json_bytes = std::size_t(64) << 20;
+
+/// The deepest nesting of arrays and objects ropekit accepts in a config.json: 512 levels (real
+/// configs use 3). Deeper input is refused before parsing: nlohmann's DOM would keep one heap
+/// node per level and its recursive dump() would overflow the stack.
+inline constexpr int max_config_json_depth = 512;
+
+namespace detail {
+namespace json_config {
+
+/// The nesting depth of JSON text, counting brackets outside strings; stops counting above
+/// `limit` (the parser reports malformed text itself).
+inline int nesting_depth(std::string_view text, int limit) {
+    int depth = 0, deepest = 0;
+    bool in_string = false, escaped = false;
+    for (char c : text) {
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            deepest = std::max(deepest, ++depth);
+            if (deepest > limit) return deepest;
+        } else if (c == ']' || c == '}') {
+            --depth;
         }
-#endif
-        detail::json_config::fail("config.json", detail_msg);
     }
-    return config_from_json(j, options);
+    return deepest;
 }
 
-/// Reads and parses the config.json at `path`; a missing file is a ropekit::error with field
+/// The contents of the file at `path`, at most max_config_json_bytes. Throws ropekit::error
+/// naming `field` for a missing or unreadable file, a directory or other non-regular file
+/// (/dev/zero, a FIFO) and a file over the limit; `cannot_open` is the message for the first.
+inline std::string read_config_file(const std::string& path, const std::string& field,
+                                    const std::string& cannot_open) {
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    if (ec || !std::filesystem::exists(st)) fail(field, cannot_open);
+    if (std::filesystem::is_directory(st))
+        fail(field, "is a directory, not a config.json: \"" + path + "\"");
+    if (!std::filesystem::is_regular_file(st))
+        fail(field, "is not a regular file: \"" + path + "\"");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(field, cannot_open);
+    std::string text;
+    char buf[1 << 16];
+    // Read in chunks and stop past the limit: a regular file can still grow (or be a /proc
+    // file reporting size 0), so the size from stat() is not trusted.
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+        text.append(buf, std::size_t(in.gcount()));
+        if (text.size() > max_config_json_bytes)
+            fail(field, "is larger than 64 MiB (ropekit::max_config_json_bytes): \"" + path + "\"");
+    }
+    if (in.bad()) fail(field, "cannot be read: \"" + path + "\"");
+    return text;
+}
+
+/// Parses config.json text into a DOM; every failure is a ropekit::error with field
+/// "config.json": over the size or depth limit, malformed, or a number beyond double (1e400,
+/// which nlohmann reports as out_of_range, not parse_error).
+inline json parse_text(std::string_view text) {
+    if (text.size() > max_config_json_bytes)
+        fail("config.json", "is larger than 64 MiB (ropekit::max_config_json_bytes; got " +
+                                std::to_string(text.size()) + " bytes)");
+    if (nesting_depth(text, max_config_json_depth) > max_config_json_depth)
+        fail("config.json",
+             "nests arrays/objects deeper than 512 levels "
+             "(ropekit::max_config_json_depth)");
+    json j = json::parse(text.begin(), text.end(), nullptr, false);
+    if (!j.is_discarded()) return j;
+    // Parse again with exceptions only to get the position for the message.
+    std::string detail_msg = "is not valid JSON";
+#if ROPEKIT_HAS_EXCEPTIONS
+    try {
+        const json again = json::parse(text.begin(), text.end());
+        (void)again;
+    } catch (const json::exception& e) {
+        detail_msg += ": " + std::string(e.what());
+    }
+#endif
+    fail("config.json", detail_msg);
+}
+
+}  // namespace json_config
+}  // namespace detail
+
+/// Parses config.json text. Malformed JSON, text over max_config_json_bytes or nested deeper
+/// than max_config_json_depth is a ropekit::error with field "config.json".
+inline model_rope_config parse_config_json(std::string_view text,
+                                           const config_json_options& options = {}) {
+    return config_from_json(detail::json_config::parse_text(text), options);
+}
+
+/// Reads and parses the config.json at `path`. A missing file, a directory or other
+/// non-regular file and a file over max_config_json_bytes are a ropekit::error with field
 /// "path".
 inline model_rope_config load_config_json(const std::string& path,
                                           const config_json_options& options = {}) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) detail::json_config::fail("path", "cannot be opened: \"" + path + "\"");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return parse_config_json(ss.str(), options);
+    return parse_config_json(
+        detail::json_config::read_config_file(path, "path", "cannot be opened: \"" + path + "\""),
+        options);
 }
 
 }  // namespace ropekit

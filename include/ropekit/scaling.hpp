@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,26 +36,64 @@
 
 namespace ropekit {
 
+namespace detail {
+
+/// True when `v` is finite and rounds to a finite float32: HF turns every Python scalar into a
+/// float32 operand, and converting a larger double to float is undefined behaviour in C++.
+inline bool fits_f32(double v) noexcept {
+    return std::isfinite(v) && std::fabs(v) <= double(std::numeric_limits<float>::max());
+}
+
+/// True when `v` fits float32 and is still > 0 after rounding (not flushed to 0).
+inline bool positive_f32(double v) noexcept {
+    return fits_f32(v) && v > 0.0 && static_cast<float>(v) > 0.0f;
+}
+
+/// Requires fits_f32(v): "must be finite in float32 (|v| <= 3.4028234663852886e+38)".
+inline void require_fits_f32(double v, const char* field) {
+    require(fits_f32(v), field, "must be finite in float32 (|value| <= 3.4028234663852886e+38)", v);
+}
+
+/// Requires positive_f32(v).
+inline void require_positive_f32(double v, const char* field) {
+    require(positive_f32(v), field,
+            "must be > 0 and finite in float32 (rounds to neither 0 nor inf)", v);
+}
+
+}  // namespace detail
+
+/// The longest sequence (and original context) ropekit accepts: 2^32 positions, 400 times the
+/// longest context shipped today (10M tokens); beyond it HF's own float32 angles are meaningless.
+inline constexpr std::int64_t max_seq_len = std::int64_t(1) << 32;
+
 /// Parameters every method shares: the model's RoPE geometry.
 struct rope_params {
+    /// The largest head_dim (and so rotary_dim) accepted: 2^16 channels, 64 times the largest
+    /// in use (DeepSeek's 192, Gemma's 256); it bounds every per-pair table at 2^15 entries.
+    static constexpr int max_head_dim = 1 << 16;
+
     double base = 10000.0;  ///< rope_theta (ABF models just use a larger base)
     int head_dim = 0;       ///< channels per attention head
     int rotary_dim = 0;     ///< rotated channels (even, <= head_dim); the `dim` of every formula
     rope_layout layout = rope_layout::neox;  ///< which channels form a pair
 
-    /// Throws ropekit::error unless head_dim > 0, rotary_dim is even, > 0 and <= head_dim, and
-    /// base is finite and > 1.
+    /// Throws ropekit::error unless 0 < head_dim <= max_head_dim, rotary_dim is even, > 0 and
+    /// <= head_dim, and base is > 1 and finite in float32 (HF's pow runs on a float32 base; a
+    /// larger one is inf and would leave pairs with inv_freq 0, never rotating).
     void validate() const {
         detail::require(head_dim > 0, "head_dim", "must be > 0", head_dim);
+        detail::require(head_dim <= max_head_dim, "head_dim", "must be <= 65536", head_dim);
         detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
                         rotary_dim);
         detail::require(rotary_dim <= head_dim, "rotary_dim", "must be <= head_dim", rotary_dim);
         detail::require(std::isfinite(base) && base > 1.0, "base", "must be finite and > 1", base);
+        detail::require_fits_f32(base, "base");
     }
 
     /// Parameters with `rotary_dim = int(head_dim * partial_rotary_factor)`, truncated exactly as
     /// HF's Python `int()` does (Phi-2: 80 * 0.4 -> 32; NeoX: 128 * 0.25 -> 32). Throws
-    /// ropekit::error unless 0 < partial_rotary_factor <= 1 and the result is valid.
+    /// ropekit::error unless 0 < partial_rotary_factor <= 1 and the result is valid; a factor
+    /// below 1 that gives an invalid rotary_dim (0 or odd) is reported as partial_rotary_factor.
     static rope_params from_partial_rotary_factor(int head_dim, double partial_rotary_factor,
                                                   double base = 10000.0,
                                                   rope_layout layout = rope_layout::neox) {
@@ -66,6 +105,15 @@ struct rope_params {
         p.head_dim = head_dim;
         p.rotary_dim = int(double(head_dim) * partial_rotary_factor);
         p.layout = layout;
+        if (partial_rotary_factor < 1.0 && head_dim > 0 && head_dim <= max_head_dim &&
+            (p.rotary_dim <= 0 || p.rotary_dim % 2 != 0))
+            detail::fail(
+                "partial_rotary_factor",
+                ("must give an even rotary_dim > 0 (int(head_dim * "
+                 "partial_rotary_factor) = " +
+                 std::to_string(p.rotary_dim) + " for head_dim " + std::to_string(head_dim) + ")")
+                    .c_str(),
+                partial_rotary_factor);
         p.validate();
         return p;
     }
@@ -133,7 +181,15 @@ struct derived_value {
 namespace detail {
 
 inline void check_seq_len(std::optional<std::int64_t> seq_len) {
-    if (seq_len) require(*seq_len >= 0, "seq_len", "must be >= 0", *seq_len);
+    if (!seq_len) return;
+    require(*seq_len >= 0, "seq_len", "must be >= 0", *seq_len);
+    require(*seq_len <= max_seq_len, "seq_len", "must be <= 2^32 (ropekit::max_seq_len)", *seq_len);
+}
+
+/// An original context length: > 0 and <= max_seq_len.
+inline void require_context(std::int64_t v, const char* field) {
+    require(v > 0, field, "must be > 0", v);
+    require(v <= max_seq_len, field, "must be <= 2^32 (ropekit::max_seq_len)", v);
 }
 
 /// `dim / (dim - 2)`, the NTK exponent; needs dim > 2.
@@ -143,6 +199,7 @@ inline void require_ntk_dim(const rope_params& p) {
 
 inline void require_factor_at_least_one(double v, const char* field) {
     require(std::isfinite(v) && v >= 1.0, field, "must be finite and >= 1", v);
+    require_fits_f32(v, field);
 }
 
 /// HF's `base ** (arange(0, dim, 2).float() / dim)`: float32 exponent 2i/dim, float32 base, one
@@ -163,6 +220,18 @@ inline std::vector<float> hf_default_inv_freq(double base, int dim) {
 
 inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<float> inv_freq,
                                               double attention_factor) {
+    // Every check above keeps the parameters inside float32, but their combination can still
+    // underflow (a large factor on a large base) or overflow: a pair with inv_freq 0 would never
+    // rotate, so that is an error, not a table.
+    for (std::size_t i = 0; i < inv_freq.size(); ++i)
+        if (!(std::isfinite(inv_freq[i]) && inv_freq[i] > 0.0f))
+            fail("inv_freq",
+                 ("must be finite and > 0 for every pair; the parameters under/overflow float32 "
+                  "at pair " +
+                  std::to_string(i))
+                     .c_str(),
+                 inv_freq[i]);
+    require_positive_f32(attention_factor, "attention_factor");
     rope_frequencies f;
     f.inv_freq = std::move(inv_freq);
     f.attention_factor = float(attention_factor);
@@ -254,6 +323,8 @@ struct ntk_scaling {
         p.validate();
         detail::require_ntk_dim(p);
         detail::require_factor_at_least_one(alpha, "alpha");
+        detail::require(detail::fits_f32(scaled_base(p)), "alpha",
+                        "makes the scaled base base * alpha^(dim/(dim-2)) overflow float32", alpha);
     }
 
     /// The scaled base `base * alpha^(dim/(dim-2))`, in double as HF's Python computes it.
@@ -312,8 +383,7 @@ struct dynamic_ntk_scaling {
         p.validate();
         detail::require_ntk_dim(p);
         detail::require_factor_at_least_one(factor, "factor");
-        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
-                        original_max_position);
+        detail::require_context(original_max_position, "original_max_position");
     }
 
     /// The base used for sequence length `seq_len` (the plain base when seq_len <= L0 or absent).
@@ -329,8 +399,11 @@ struct dynamic_ntk_scaling {
                                  std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
-        return detail::make_rope_frequencies(
-            p, detail::hf_default_inv_freq(scaled_base(p, seq_len), p.rotary_dim), 1.0);
+        const double b = scaled_base(p, seq_len);
+        detail::require(detail::fits_f32(b), "seq_len",
+                        "makes dynamic NTK's scaled base overflow float32 with this factor",
+                        seq_len.value_or(0));
+        return detail::make_rope_frequencies(p, detail::hf_default_inv_freq(b, p.rotary_dim), 1.0);
     }
 };
 
@@ -389,19 +462,30 @@ struct yarn_scaling {
     void validate(const rope_params& p) const {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
-        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
-                        original_max_position);
+        detail::require_context(original_max_position, "original_max_position");
         detail::require_finite_positive(beta_fast, "beta_fast");
         detail::require_finite_positive(beta_slow, "beta_slow");
         detail::require(beta_fast > beta_slow, "beta_fast", "must be > beta_slow", beta_fast);
-        if (attention_factor)
+        if (attention_factor) {
             detail::require_finite_positive(*attention_factor, "attention_factor");
+            detail::require_positive_f32(*attention_factor, "attention_factor");
+        }
         if (mscale)
             detail::require(std::isfinite(*mscale) && *mscale >= 0.0, "mscale",
                             "must be finite and >= 0", *mscale);
         if (mscale_all_dim)
             detail::require(std::isfinite(*mscale_all_dim) && *mscale_all_dim >= 0.0,
                             "mscale_all_dim", "must be finite and >= 0", *mscale_all_dim);
+        // The combinations: the mscale ratio is stored as a float32 attention factor, and
+        // DeepSeek's softmax factor is squared.
+        detail::require(detail::fits_f32(deepseek_softmax_factor()), "mscale_all_dim",
+                        "makes get_mscale(factor, mscale_all_dim)^2 overflow float32",
+                        mscale_all_dim.value_or(0.0));
+        if (!attention_factor)
+            detail::require(detail::positive_f32(resolved_attention_factor()), "mscale",
+                            "gives an attention factor outside float32 (get_mscale(factor, "
+                            "mscale) / get_mscale(factor, mscale_all_dim))",
+                            mscale.value_or(0.0));
     }
 
     /// `get_mscale(s, m) = 1 if s <= 1 else 0.1 m ln(s) + 1` (DeepSeek's yarn_get_mscale).
@@ -506,12 +590,21 @@ struct llama3_scaling {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
         detail::require_finite_positive(low_freq_factor, "low_freq_factor");
-        detail::require(std::isfinite(high_freq_factor), "high_freq_factor", "must be finite",
-                        high_freq_factor);
+        detail::require_positive_f32(low_freq_factor, "low_freq_factor");
+        // high first: a high_freq_factor of 0 is high's fault, not "low >= high".
+        detail::require_finite_positive(high_freq_factor, "high_freq_factor");
+        detail::require_positive_f32(high_freq_factor, "high_freq_factor");
         detail::require(low_freq_factor < high_freq_factor, "low_freq_factor",
                         "must be < high_freq_factor", low_freq_factor);
-        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
-                        original_max_position);
+        // The blend divides by the float32 band width: it must not round to 0.
+        detail::require(
+            static_cast<float>(high_freq_factor - low_freq_factor) > 0.0f, "high_freq_factor",
+            "must exceed low_freq_factor by more than float32 can resolve", high_freq_factor);
+        detail::require_context(original_max_position, "original_max_position");
+        // L / low_freq_factor is compared as a float32 wavelength.
+        detail::require(
+            detail::fits_f32(double(original_max_position) / low_freq_factor), "low_freq_factor",
+            "makes original_max_position / low_freq_factor overflow float32", low_freq_factor);
     }
 
     /// The three-band frequencies.
@@ -610,17 +703,23 @@ struct longrope_scaling {
                         "must have rotary_dim/2 entries", short_factor.size());
         detail::require(long_factor.size() == pairs, "long_factor",
                         "must have rotary_dim/2 entries", long_factor.size());
-        for (double v : short_factor) detail::require_finite_positive(v, "short_factor");
-        for (double v : long_factor) detail::require_finite_positive(v, "long_factor");
-        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
-                        original_max_position);
+        for (const auto* set : {&short_factor, &long_factor}) {
+            const char* field = set == &short_factor ? "short_factor" : "long_factor";
+            for (double v : *set) {
+                detail::require_finite_positive(v, field);
+                detail::require_positive_f32(v, field);  // HF rounds each entry to float32
+            }
+        }
+        detail::require_context(original_max_position, "original_max_position");
         // No silent default: Phi-3 built by hand without its factor (32) would get attention
         // factor 1 instead of 1.19. The config reader always sets one or the other.
         detail::require(factor.has_value() || attention_factor.has_value(), "factor",
                         "is missing (and so is attention_factor; one is required)", "unset");
         if (factor) detail::require_factor_at_least_one(*factor, "factor");
-        if (attention_factor)
+        if (attention_factor) {
             detail::require_finite_positive(*attention_factor, "attention_factor");
+            detail::require_positive_f32(*attention_factor, "attention_factor");
+        }
     }
 
     /// True when `seq_len` selects long_factor (strictly above L).

@@ -247,13 +247,8 @@ inline request parse_args(const std::vector<std::string>& args) {
 inline nlohmann::json effective_config(const request& r) {
     nlohmann::json cfg = nlohmann::json::object();
     if (!r.config_path.empty()) {
-        std::ifstream in(r.config_path, std::ios::binary);
-        if (!in) json_config::fail("--config", "cannot open \"" + r.config_path + "\"");
-        std::ostringstream ss;
-        ss << in.rdbuf();
-        const std::string text = ss.str();
-        cfg = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-        if (cfg.is_discarded()) (void)parse_config_json(text, r.options);  // throws with detail
+        cfg = json_config::parse_text(json_config::read_config_file(
+            r.config_path, "--config", "cannot open \"" + r.config_path + "\""));
     } else if (r.dict_overrides.empty() && r.top_overrides.empty()) {
         json_config::fail("--config", "is missing (give a config.json or method flags)");
     } else {
@@ -281,13 +276,19 @@ inline nlohmann::json effective_config(const request& r) {
         const bool v5 =
             !v4_set && root->contains("rope_parameters") && (*root)["rope_parameters"].is_object();
         nlohmann::json& dict = v5 ? (*root)["rope_parameters"] : (*root)["rope_scaling"];
-        if (!dict.is_object()) dict = nlohmann::json::object();
+        // A wrongly typed dict stays as it is, so config_from_json names it; only an absent or
+        // null one becomes the object the flags describe.
+        if (dict.is_null()) dict = nlohmann::json::object();
+        if (!dict.is_object()) return cfg;
         nlohmann::json* target = &dict;
         if (v5 && !dict.contains("rope_type") && !dict.contains("type") && !dict.empty() &&
             dict.begin()->is_object()) {
             const std::string lt =
                 r.options.layer_type.empty() ? dict.begin().key() : r.options.layer_type;
-            target = &dict[lt];
+            const auto it = dict.find(lt);
+            // A missing or non-object layer entry: config_from_json reports it by name.
+            if (it == dict.end() || !it->is_object()) return cfg;
+            target = &*it;
         }
         if (r.dict_overrides.contains("rope_type")) target->erase("type");
         for (auto it = r.dict_overrides.begin(); it != r.dict_overrides.end(); ++it)
@@ -305,6 +306,12 @@ inline std::string fmt(const char* f, double v) {
     char buf[64];
     std::snprintf(buf, sizeof buf, f, v);
     return buf;
+}
+
+/// A JSON number: `null` for inf or nan, which JSON cannot express (the frequencies are
+/// checked finite and > 0, so this is a last line of defence, not a code path).
+inline std::string json_number(const char* f, double v) {
+    return std::isfinite(v) ? fmt(f, v) : std::string("null");
 }
 
 /// wavelength = 2 pi / inv_freq (tokens per full turn of the pair), in double.
@@ -389,7 +396,8 @@ inline std::string to_json(const model_rope_config& c, const rope_frequencies& f
     auto floats = [&](const char* key, const std::vector<float>& v, bool wl) {
         o << "  \"" << key << "\": [";
         for (std::size_t i = 0; i < v.size(); ++i)
-            o << (i ? ", " : "") << (wl ? fmt("%.9g", wavelength(v[i])) : fmt("%.9g", v[i]));
+            o << (i ? ", " : "")
+              << (wl ? json_number("%.9g", wavelength(v[i])) : json_number("%.9g", v[i]));
         o << "],\n";
     };
     const nlohmann::json params = method_parameters(c.scaling, seq_len);
@@ -401,12 +409,13 @@ inline std::string to_json(const model_rope_config& c, const rope_frequencies& f
     o << "  \"rotary_dim\": " << c.params.rotary_dim << ",\n";
     o << "  \"pairs\": " << f.pairs() << ",\n";
     o << "  \"layout\": " << json_string(std::string(to_string(c.params.layout))) << ",\n";
-    o << "  \"base\": " << fmt("%.17g", c.params.base) << ",\n";
+    o << "  \"base\": " << json_number("%.17g", c.params.base) << ",\n";
     o << "  \"seq_len\": " << (seq_len ? std::to_string(*seq_len) : std::string("null")) << ",\n";
     o << "  \"max_position_embeddings\": "
       << (c.max_position_embeddings ? std::to_string(*c.max_position_embeddings) : "null") << ",\n";
-    o << "  \"attention_factor\": " << fmt("%.17g", attention_factor(c.scaling)) << ",\n";
-    o << "  \"logit_scale\": " << fmt("%.17g", std::pow(attention_factor(c.scaling), 2)) << ",\n";
+    o << "  \"attention_factor\": " << json_number("%.17g", attention_factor(c.scaling)) << ",\n";
+    o << "  \"logit_scale\": " << json_number("%.17g", std::pow(attention_factor(c.scaling), 2))
+      << ",\n";
     o << "  \"parameters\": " << params.dump() << ",\n";
     floats("inv_freq", f.inv_freq, false);
     floats("wavelength", f.inv_freq, true);
@@ -493,7 +502,12 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
         }
     const auto ctx = original_context(c.scaling);
     if (ctx) hi = std::max(hi, double(*ctx));
-    const double d0 = std::floor(std::log10(lo)), d1 = std::ceil(std::log10(hi));
+    // Wavelengths are finite and > 0 (make_frequencies checks inv_freq), so the decades span at
+    // most ~700; the clamps keep the grid loop bounded whatever the input.
+    if (!(std::isfinite(lo) && lo > 0.0)) lo = 1.0;
+    if (!(std::isfinite(hi) && hi >= lo)) hi = lo;
+    const double d0 = std::floor(std::log10(lo));
+    const double d1 = std::max(d0 + 1.0, std::min(std::ceil(std::log10(hi)), d0 + 800.0));
     auto X = [&](double i) { return left + (n > 1 ? i / double(n - 1) : 0.5) * pw; };
     auto Y = [&](double w) { return top + ph - (std::log10(w) - d0) / (d1 - d0) * ph; };
     std::ostringstream o;
@@ -507,7 +521,9 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
       << ", base " << fmt("%g", c.params.base) << ", attention factor "
       << fmt("%.6g", attention_factor(c.scaling))
       << (seq_len ? ", seq_len " + std::to_string(*seq_len) : std::string()) << "</text>\n";
-    for (double d = d0; d <= d1; d += 1) {  // decade grid lines and labels
+    const int decades = int(d1 - d0);
+    for (int k = 0; k <= decades; ++k) {  // decade grid lines and labels
+        const double d = d0 + k;
         const double y = Y(std::pow(10.0, d));
         o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << y << "\" y2=\"" << y
           << "\" stroke=\"#ddd\"/>\n";
