@@ -669,6 +669,28 @@ TEST_CASE("hardening: other exceptions never escape the reader") {
                        "max_position_embeddings", "18446744073709551552");
 }
 
+TEST_CASE("fuzz finding: error messages cut a UTF-8 sequence, which dump() rejected") {
+    // fuzz_config_json: a top-level string whose 4-byte character straddles the 60-character
+    // message cut threw nlohmann's type_error 316 ("incomplete UTF-8 string").
+    const std::string crash =
+        "\"beta_facomhg" + std::string(48, '6') + "pt,\xf0\xa0\x90\x84m*st \"";
+    expect_parse_error(crash, "config.json", "must be a JSON object");
+    // A DOM built by the caller may hold invalid UTF-8 anywhere.
+    nlohmann::json cfg = nlohmann::json::object();
+    cfg["head_dim"] = std::string("\xff\xfe");
+    expect_error([&] { (void)config_from_json(cfg); }, "head_dim", "must be an integer");
+    // rope-inspect's JSON report quotes the path as given, which need not be UTF-8.
+    const std::string odd = "test_config_json_\xff.json";
+    {
+        std::ofstream f(odd);
+        f << R"({"head_dim": 64})";
+    }
+    const auto r = inspect({"--config", odd, "--json"});
+    CHECK(r.status == 0);
+    CHECK(nlohmann::json::parse(r.out).is_object());
+    std::remove(odd.c_str());
+}
+
 TEST_CASE("hardening: values that overflow float32 name their key") {
     expect_parse_error(R"({"head_dim": 64, "rope_theta": 3.5e38})", "rope_theta", "3.5e+38");
     expect_parse_error(

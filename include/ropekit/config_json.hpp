@@ -92,6 +92,12 @@ using json = nlohmann::json;
 #endif
 }
 
+/// `v.dump()` that never throws: invalid UTF-8 (a string cut for a message, or one in a DOM the
+/// caller built) becomes U+FFFD instead of nlohmann's type_error 316.
+inline std::string dump_text(const json& v) {
+    return v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 /// Appends a short rendering of `v` to `out`: at most 2 levels and about `budget` characters.
 /// Not json::dump(): that recurses once per level, and a value nested 10^6 deep (which
 /// config_from_json may be given directly) would overflow the stack while a message is built.
@@ -100,9 +106,9 @@ inline void show_into(const json& v, int depth, std::size_t budget, std::string&
     if (!v.is_structured()) {
         if (v.is_string()) {
             const auto& str = v.get_ref<const std::string&>();
-            out += json(str.size() > budget ? str.substr(0, budget) : str).dump();
+            out += dump_text(json(str.size() > budget ? str.substr(0, budget) : str));
         } else {
-            out += v.dump();
+            out += dump_text(v);
         }
         return;
     }
@@ -115,7 +121,7 @@ inline void show_into(const json& v, int depth, std::size_t budget, std::string&
         for (auto it = v.begin(); it != v.end() && out.size() <= budget; ++it) {
             if (!first) out += ", ";
             first = false;
-            if (obj) out += json(it.key()).dump() + ": ";
+            if (obj) out += dump_text(json(it.key())) + ": ";
             show_into(*it, depth + 1, budget, out);
         }
     }

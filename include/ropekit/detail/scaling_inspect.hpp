@@ -320,7 +320,7 @@ inline double wavelength(float inv_freq) {
 }
 
 inline std::string json_string(const std::string& s) {
-    return nlohmann::json(s).dump();
+    return json_config::dump_text(nlohmann::json(s));  // a path or warning may be cut UTF-8
 }
 
 /// A member's value as JSON: null for an unset std::optional.
@@ -416,11 +416,11 @@ inline std::string to_json(const model_rope_config& c, const rope_frequencies& f
     o << "  \"attention_factor\": " << json_number("%.17g", attention_factor(c.scaling)) << ",\n";
     o << "  \"logit_scale\": " << json_number("%.17g", std::pow(attention_factor(c.scaling), 2))
       << ",\n";
-    o << "  \"parameters\": " << params.dump() << ",\n";
+    o << "  \"parameters\": " << json_config::dump_text(params) << ",\n";
     floats("inv_freq", f.inv_freq, false);
     floats("wavelength", f.inv_freq, true);
     floats("default_inv_freq", def.inv_freq, false);
-    o << "  \"warnings\": " << nlohmann::json(c.warnings).dump() << "\n";
+    o << "  \"warnings\": " << json_config::dump_text(nlohmann::json(c.warnings)) << "\n";
     o << "}\n";
     return o.str();
 }
@@ -438,7 +438,7 @@ inline std::string to_text(const model_rope_config& c, const rope_frequencies& f
     nlohmann::json params = method_parameters(c.scaling, seq_len);
     for (auto& v : params)  // lists (LongRoPE's factor sets) are in --json; one line here
         if (v.is_array()) v = std::to_string(v.size()) + " values";
-    o << "parameters        " << params.dump() << "\n";
+    o << "parameters        " << json_config::dump_text(params) << "\n";
     o << "head_dim          " << c.params.head_dim << "\n";
     o << "rotary_dim        " << c.params.rotary_dim << " (" << f.pairs() << " pairs, "
       << to_string(c.params.layout) << ")\n";
