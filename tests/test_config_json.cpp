@@ -13,9 +13,13 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 using namespace ropekit;
@@ -302,6 +306,93 @@ TEST_CASE("malformed configs: one ropekit::error per class, naming the key") {
     expect_parse_error(R"({"head_dim": 128, "rope_parameters": [1]})", "rope_parameters", "[1]");
 }
 
+namespace {
+
+/// One valid config per method, every key given (what the description-driven tests start from).
+/// A method added to rope_scaling without an entry here fails the test below.
+const std::map<std::string, std::string>& full_configs() {
+    static const std::map<std::string, std::string> configs = {
+        {"default", R"({"rope_type": "default"})"},
+        {"linear", R"({"rope_type": "linear", "factor": 2.0})"},
+        {"ntk", R"({"rope_type": "ntk", "alpha": 2.0})"},
+        {"dynamic", R"({"rope_type": "dynamic", "factor": 2.0})"},
+        {"yarn", R"({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048,
+                     "beta_fast": 16.0, "beta_slow": 2.0, "attention_factor": 1.5, "mscale": 1.0,
+                     "mscale_all_dim": 1.0, "truncate": false})"},
+        {"llama3", R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 2048})"},
+        {"longrope", R"({"rope_type": "longrope", "short_factor": [1.0, 1.5, 2.0, 2.5],
+                         "long_factor": [2.0, 3.0, 4.0, 5.0], "original_max_position_embeddings":
+                         2048, "attention_factor": 1.2, "factor": 4.0})"}};
+    return configs;
+}
+
+model_rope_config parse_with_dict(const nlohmann::json& dict) {
+    nlohmann::json cfg = {{"head_dim", 8}, {"max_position_embeddings", 8192}};
+    cfg["rope_scaling"] = dict;
+    return config_from_json(cfg);
+}
+
+}  // namespace
+
+TEST_CASE("the reader, rope-inspect and the error paths follow each method's config_keys()") {
+    const std::string help = inspect({"--help"}).out;
+    detail::for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        INFO("rope_type " << M::rope_type);
+        CHECK(help.find(std::string(M::rope_type)) != std::string::npos);
+        const auto entry = full_configs().find(std::string(M::rope_type));
+        REQUIRE(entry != full_configs().end());
+        const nlohmann::json dict = nlohmann::json::parse(entry->second);
+        const model_rope_config c = parse_with_dict(dict);
+        REQUIRE(std::holds_alternative<M>(c.scaling));
+        CHECK(!has_warning(c, "not used by rope_type"));
+        const nlohmann::json reported = detail::inspect::method_parameters(c.scaling);
+        std::size_t reported_keys = 0;
+        std::apply(
+            [&](const auto&... k) {
+                auto one = [&](const auto& key) {
+                    if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>) {
+                        const std::string key_name(key.name);
+                        INFO("key " << key_name);
+                        ++reported_keys;
+                        // rope-inspect reports the value read, under validate()'s member name.
+                        CHECK(reported.contains(std::string(key.member_name())));
+                        CHECK(reported[std::string(key.member_name())] ==
+                              detail::inspect::to_json_value(std::get<M>(c.scaling).*key.member));
+                        if (key.rule == key_rule::max_position) return;  // not a dict key
+                        CHECK(help.find(detail::inspect::flag_for_key(key.name)) !=
+                              std::string::npos);
+                        // A wrongly typed value is an error naming the key as written.
+                        nlohmann::json bad = dict;
+                        bad[key_name] = "x";
+                        expect_error([&] { (void)parse_with_dict(bad); },
+                                     "rope_scaling." + key_name, "\"x\"");
+                        if (key.rule == key_rule::required) {
+                            nlohmann::json missing = dict;
+                            missing.erase(key_name);
+                            if (!key.alias.empty()) missing.erase(std::string(key.alias));
+                            expect_error([&] { (void)parse_with_dict(missing); },
+                                         "rope_scaling." + key_name, "missing");
+                        }
+                    }
+                };
+                (one(k), ...);
+            },
+            M::config_keys());
+        std::size_t derived = 0;
+        if constexpr (detail::inspect::has_derived_values<M>::value)
+            derived = std::tuple_size_v<decltype(M::derived_values())>;
+        CHECK(reported.size() == reported_keys + derived);
+    });
+    CHECK(full_configs().size() == std::variant_size_v<rope_scaling>);
+    // The derived flag of a key works like the short one kept for compatibility.
+    const auto longer = inspect({"--rope-type", "yarn", "--head-dim", "64", "--factor", "2",
+                                 "--original-max-position-embeddings", "1024", "--json"});
+    REQUIRE(longer.status == 0);
+    CHECK(nlohmann::json::parse(longer.out)["parameters"]["original_max_position"] == 1024);
+}
+
 TEST_CASE("pair layout: interleaved model types, rope_interleave, unknown model types") {
     // DeepSeek-V2 pairs adjacent channels (view_as_complex on reshape(..., -1, 2)).
     const auto ds = load_config_json(data("deepseek_v2_lite.json"));
@@ -561,6 +652,144 @@ TEST_CASE("rope-inspect: JSON report, text report, SVG, exit codes") {
     bad({"--config", yarn_cfg, "--layout", "diagonal"}, "diagonal");
     bad({"--config", yarn_cfg, "--svg", "/nonexistent_dir/x.svg"}, "--svg");
     CHECK(inspect({"--help"}).status == 0);
+}
+
+TEST_CASE("hardening: other exceptions never escape the reader") {
+    // A number beyond double threw nlohmann's out_of_range, even under an unused key.
+    expect_parse_error(R"({"head_dim": 64, "unused": 1e400})", "config.json", "1e400");
+    // A wrongly typed value nested 10^6 deep overflowed the stack while the message was built.
+    const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+    expect_parse_error(R"({"head_dim": )" + deep + "}", "config.json", "deeper than 512");
+    nlohmann::json cfg = nlohmann::json::object();  // a DOM built by the caller, moved (copies
+    cfg["head_dim"] = nlohmann::json::parse(deep);  // of it recurse once per level)
+    expect_error([&] { (void)config_from_json(cfg); }, "head_dim", "[[[...]]]");
+    // uint64 values printed as negative ("got -64").
+    expect_parse_error(R"({"head_dim": 18446744073709551552})", "head_dim", "18446744073709551552");
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 18446744073709551552})",
+                       "max_position_embeddings", "18446744073709551552");
+}
+
+TEST_CASE("fuzz finding: error messages cut a UTF-8 sequence, which dump() rejected") {
+    // fuzz_config_json: a top-level string whose 4-byte character straddles the 60-character
+    // message cut threw nlohmann's type_error 316 ("incomplete UTF-8 string").
+    const std::string crash =
+        "\"beta_facomhg" + std::string(48, '6') + "pt,\xf0\xa0\x90\x84m*st \"";
+    expect_parse_error(crash, "config.json", "must be a JSON object");
+    // A DOM built by the caller may hold invalid UTF-8 anywhere.
+    nlohmann::json cfg = nlohmann::json::object();
+    cfg["head_dim"] = std::string("\xff\xfe");
+    expect_error([&] { (void)config_from_json(cfg); }, "head_dim", "must be an integer");
+    // rope-inspect's JSON report quotes the path as given, which need not be UTF-8.
+    const std::string odd = "test_config_json_\xff.json";
+    {
+        std::ofstream f(odd);
+        f << R"({"head_dim": 64})";
+    }
+    const auto r = inspect({"--config", odd, "--json"});
+    CHECK(r.status == 0);
+    CHECK(nlohmann::json::parse(r.out).is_object());
+    std::remove(odd.c_str());
+}
+
+TEST_CASE("hardening: values that overflow float32 name their key") {
+    expect_parse_error(R"({"head_dim": 64, "rope_theta": 3.5e38})", "rope_theta", "3.5e+38");
+    expect_parse_error(
+        R"({"head_dim": 64, "rope_scaling": {"rope_type": "linear", "factor": 1e39}})",
+        "rope_scaling.factor", "float32");
+    expect_parse_error(R"({"head_dim": 64, "rope_scaling": {"rope_type": "ntk", "factor": 1e300}})",
+                       "rope_scaling.factor", "1e+300");
+    expect_parse_error(R"({"head_dim": 64, "rope_scaling": {"rope_type": "ntk", "alpha": 1e277}})",
+                       "rope_scaling.alpha", "1e+277");
+    expect_parse_error(R"({"head_dim": 4, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "factor": 2, "short_factor": [1, 1], "long_factor": [1e39, 2]}})",
+                       "rope_scaling.long_factor", "float32");
+    // A YaRN attention_factor of 1e39 failed later, in rope_frequencies, without its key path.
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "yarn", "factor": 2, "attention_factor": 1e39}})",
+                       "rope_scaling.attention_factor", "float32");
+    expect_parse_error(R"({"head_dim": 64, "max_position_embeddings": 4096,
+        "rope_scaling": {"rope_type": "yarn", "factor": 2, "mscale": 1, "mscale_all_dim": 1e198}})",
+                       "rope_scaling.mscale_all_dim", "1e+198");
+    // Messages that blamed the wrong key.
+    expect_parse_error(R"({"head_dim": 128, "partial_rotary_factor": 0.001})",
+                       "partial_rotary_factor", "0.001");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"rope_type": "llama3", "factor": 8,
+        "low_freq_factor": 1, "high_freq_factor": 0, "original_max_position_embeddings": 8192}})",
+                       "rope_scaling.high_freq_factor", "0");
+    expect_parse_error(R"({"head_dim": 65538})", "head_dim", "65538");
+}
+
+TEST_CASE("hardening: file reads are bounded and rope-inspect exits 2 on every bad input") {
+    auto bad = [](const std::vector<std::string>& args, const std::string& needle) {
+        const auto res = inspect(args);
+        INFO("args[0..]: " << args.front() << " stderr: " << res.err);
+        CHECK(res.status == 2);
+        CHECK(res.out.empty());
+        CHECK(res.err.find(needle) != std::string::npos);
+    };
+    // /dev/zero was read without bound; a directory was "not valid JSON".
+    bad({"--config", "/dev/zero"}, "not a regular file");
+    bad({"--config", ROPEKIT_TEST_DATA_DIR}, "is a directory");
+    expect_error([] { (void)load_config_json("/dev/zero"); }, "path", "not a regular file");
+    expect_error([] { (void)load_config_json(ROPEKIT_TEST_DATA_DIR); }, "path", "is a directory");
+    {
+        const std::string big = "test_config_json_big.json";
+        {
+            std::ofstream f(big, std::ios::binary);
+            f.seekp(std::streamoff(max_config_json_bytes));  // sparse: 64 MiB + 1 byte
+            f.put(' ');
+        }
+        expect_error([&] { (void)load_config_json(big); }, "path", "64 MiB");
+        bad({"--config", big}, "64 MiB");
+        std::remove(big.c_str());
+    }
+    bad({"--config", data("malformed.json")}, "not valid JSON");
+    // A per-layer entry that is not an object, with --layer-type and a flag: was a type_error.
+    const std::string layers = "test_config_json_layers.json";
+    {
+        std::ofstream f(layers);
+        f << R"({"head_dim": 64, "rope_parameters": {"full_attention": {"rope_type": "default"},
+                 "sliding_attention": 5}})";
+    }
+    bad({"--config", layers, "--layer-type", "sliding_attention", "--factor", "2"},
+        "rope_parameters.sliding_attention");
+    bad({"--config", layers, "--layer-type", "missing_layer", "--factor", "2"},
+        "rope_parameters.missing_layer");
+    std::remove(layers.c_str());
+    // A wrongly typed rope_scaling is reported, not replaced by the flags' dict.
+    const std::string typed = "test_config_json_typed.json";
+    {
+        std::ofstream f(typed);
+        f << R"({"head_dim": 64, "rope_scaling": "yarn"})";
+    }
+    bad({"--config", typed, "--factor", "2"}, "rope_scaling");
+    std::remove(typed.c_str());
+    // Parameters whose combination underflows float32: exit 2, not `inf` in --json or an
+    // endless --svg.
+    bad({"--rope-type", "linear", "--factor", "1e38", "--base", "1e30", "--head-dim", "64",
+         "--json"},
+        "inv_freq");
+    bad({"--rope-type", "linear", "--factor", "1e38", "--base", "1e30", "--head-dim", "64", "--svg",
+         "test_config_json_never.svg"},
+        "inv_freq");
+    bad({"--rope-type", "ntk", "--alpha", "1e300", "--head-dim", "64", "--json"}, "alpha");
+    bad({"--rope-type", "dynamic", "--factor", "2", "--max-position", "4096", "--head-dim", "64",
+         "--seq-len", "99999999999"},
+        "seq_len");
+}
+
+TEST_CASE("rope-inspect: extreme valid parameters give finite JSON and a finite SVG") {
+    // The largest base and head_dim accepted: wavelengths span ~38 decades.
+    auto r = inspect({"--rope-type", "default", "--base", "3.4e38", "--head-dim", "65536",
+                      "--rotary-dim", "65536", "--json", "--svg", "test_config_json_big.svg"});
+    REQUIRE(r.status == 0);
+    const auto j = nlohmann::json::parse(r.out);  // throws on inf / nan
+    for (const auto& w : j["wavelength"]) CHECK(std::isfinite(w.get<double>()));
+    std::ifstream in("test_config_json_big.svg");
+    std::stringstream svg;
+    svg << in.rdbuf();
+    CHECK(svg.str().find("</svg>") != std::string::npos);
+    std::remove("test_config_json_big.svg");
 }
 
 #else

@@ -15,6 +15,9 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 using namespace ropekit;
@@ -605,6 +608,39 @@ TEST_CASE("LongRoPE: factor is optional, so 'not given' is visible") {
     expect_error([&] { lr.validate(p); }, "factor", "0.5");
 }
 
+TEST_CASE("every rope_scaling alternative describes itself: rope_type, keys, attention factor") {
+    std::vector<std::string> types;
+    detail::for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        INFO("rope_type " << M::rope_type);
+        types.emplace_back(M::rope_type);
+        // The lookup goes by the type's own rope_type, not by its position in the variant.
+        const auto looked_up = scaling_for_rope_type(M::rope_type);
+        REQUIRE(looked_up.has_value());
+        CHECK(std::holds_alternative<M>(*looked_up));
+        CHECK(name(*looked_up) == M::rope_type);
+        CHECK(attention_factor(rope_scaling{M{}}) == M{}.resolved_attention_factor());
+        // Member names are what validate() reports and what the error paths map back to a key:
+        // two keys of one method must not share one.
+        std::vector<std::string> members;
+        std::apply(
+            [&](const auto&... k) {
+                auto one = [&](const auto& key) {
+                    if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>) {
+                        CHECK(!key.name.empty());
+                        for (const auto& seen : members) CHECK(seen != key.member_name());
+                        members.emplace_back(key.member_name());
+                    }
+                };
+                (one(k), ...);
+            },
+            M::config_keys());
+    });
+    CHECK(types.size() == std::variant_size_v<rope_scaling>);
+    CHECK(known_rope_types() == "default, linear, ntk, dynamic, yarn, llama3, longrope, su");
+    CHECK(std::holds_alternative<longrope_scaling>(*scaling_for_rope_type("su")));
+}
+
 TEST_CASE("rope_scaling variant: names, lookup by rope_type, make_frequencies") {
     const std::vector<std::pair<rope_scaling, std::string>> all = {
         {default_rope{}, "default"},     {linear_scaling{2}, "linear"},
@@ -672,7 +708,14 @@ TEST_CASE("bad parameters throw ropekit::error naming the field and the value") 
                  "partial_rotary_factor", "1.5");
     expect_error([&] { rope_params::from_partial_rotary_factor(128, 0.0); },
                  "partial_rotary_factor", "0");
-    expect_error([&] { rope_params::from_partial_rotary_factor(10, 0.1); }, "rotary_dim", "1");
+    // int(10 * 0.1) = 1 is odd: the factor is at fault, not a rotary_dim nobody wrote (was
+    // reported as rotary_dim).
+    expect_error([&] { rope_params::from_partial_rotary_factor(10, 0.1); }, "partial_rotary_factor",
+                 "= 1 for head_dim 10");
+    expect_error([&] { rope_params::from_partial_rotary_factor(128, 0.001); },
+                 "partial_rotary_factor", "= 0 for head_dim 128");
+    // A full rotary head with an odd head_dim is still rotary_dim's error.
+    expect_error([&] { rope_params::from_partial_rotary_factor(63, 1.0); }, "rotary_dim", "63");
     expect_error([&] { default_rope{}.frequencies(ok, -1); }, "seq_len", "-1");
 
     expect_error([&] { linear_scaling{0.5}.frequencies(ok); }, "factor", "0.5");
@@ -822,4 +865,102 @@ TEST_CASE("ReRoPE and Leaky ReRoPE relative positions") {
     expect_error([] { leaky_rerope{0, 16}.validate(); }, "window", "0");
     expect_error([] { leaky_rerope{512, 1.0}.validate(); }, "k", "1");
     expect_error([] { leaky_rerope{512, std::nan("")}.validate(); }, "k", "nan");
+}
+
+TEST_CASE("parameters that overflow float32 are named errors, never inv_freq 0 or inf") {
+    const auto p = geometry(64, 64, 1e4);
+    // Each of these passed validation in double and gave pairs with inv_freq 0 (never rotating).
+    expect_error([&] { default_rope{}.frequencies(geometry(64, 64, 3.5e38)); }, "base", "3.5e+38");
+    expect_error([&] { linear_scaling{1e39}.frequencies(p); }, "factor", "float32");
+    expect_error([&] { ntk_scaling{1e277}.frequencies(p); }, "alpha", "1e+277");
+    expect_error([&] { ntk_scaling{1e300}.frequencies(p); }, "alpha", "1e+300");
+    longrope_scaling lr;
+    lr.short_factor.assign(32, 1.0);
+    lr.long_factor.assign(32, 1.0);
+    lr.original_max_position = 4096;
+    lr.factor = 8.0;
+    lr.long_factor[5] = 1e39;
+    expect_error([&] { lr.frequencies(p, 8192); }, "long_factor", "float32");
+    lr.long_factor[5] = 1.0;
+    lr.short_factor[3] = 1e-300;  // rounds to float32 0: 1 / (0 * pos) was inf
+    expect_error([&] { lr.frequencies(p); }, "short_factor", "1e-300");
+    yarn_scaling y{4.0, 4096};
+    y.mscale_all_dim = 1e198;  // deepseek_softmax_factor() was inf
+    expect_error([&] { y.validate(p); }, "mscale_all_dim", "1e+198");
+    y.mscale_all_dim.reset();
+    y.attention_factor = 1e39;  // was stored as float inf, failing later in rope_frequencies
+    expect_error([&] { y.validate(p); }, "attention_factor", "float32");
+    y.attention_factor = 1e-50;  // would be stored as float 0
+    expect_error([&] { y.validate(p); }, "attention_factor", "1e-50");
+    y.attention_factor.reset();
+    y.mscale = 1e300;  // the mscale ratio is the attention factor
+    y.mscale_all_dim = 1.0;
+    expect_error([&] { y.validate(p); }, "mscale", "1e+300");
+    llama3_scaling l3;
+    l3.high_freq_factor = 0.0;  // was "low_freq_factor must be < high_freq_factor"
+    expect_error([&] { l3.validate(p); }, "high_freq_factor", "0");
+    l3.low_freq_factor = 1e-40;  // band width 1e-47 rounds to float32 0: a 0/0 blend
+    l3.high_freq_factor = 1.0000001e-40;
+    expect_error([&] { l3.validate(p); }, "high_freq_factor", "float32");
+    l3.high_freq_factor = 4.0;
+    l3.low_freq_factor = 1e-35;  // L / low_freq_factor beyond float32
+    expect_error([&] { l3.validate(p); }, "low_freq_factor", "1e-35");
+    // Parameters each inside float32 whose combination underflows: a named error, not 0.
+    expect_error([&] { linear_scaling{1e38}.frequencies(geometry(64, 64, 1e30)); }, "inv_freq",
+                 "pair");
+    // Dynamic NTK's base grows with seq_len.
+    const dynamic_ntk_scaling dyn{1e30, 1};
+    expect_error([&] { dyn.frequencies(geometry(64, 64, 1e30), max_seq_len); }, "seq_len",
+                 "4294967296");
+}
+
+TEST_CASE("upper bounds: head_dim, seq_len and original context") {
+    // head_dim 2^30 through the API took 2 GB and 10 s.
+    expect_error([] { default_rope{}.frequencies(geometry(1 << 30, 1 << 30, 1e4)); }, "head_dim",
+                 "1073741824");
+    CHECK_NOTHROW(default_rope{}.frequencies(geometry(rope_params::max_head_dim, 64, 1e4)));
+    expect_error(
+        [] { default_rope{}.frequencies(geometry(rope_params::max_head_dim + 2, 64, 1e4)); },
+        "head_dim", "65538");
+    const auto p = geometry(64, 64, 1e4);
+    CHECK_NOTHROW(dynamic_ntk_scaling{2, 4096}.frequencies(p, max_seq_len));
+    expect_error(
+        [&] {
+            dynamic_ntk_scaling{2, 4096}.frequencies(p, max_seq_len + 1);
+        },
+        "seq_len", "4294967297");
+    expect_error(
+        [&] {
+            yarn_scaling{2, max_seq_len + 1}.validate(p);
+        },
+        "original_max_position", "4294967297");
+}
+
+TEST_CASE("every generated inv_freq is finite and > 0, or the call throws ropekit::error") {
+    // A grid over the extremes each parameter allows on its own.
+    for (double base : {1.0000001, 1e4, 1e30, 3.4e38})
+        for (double factor : {1.0, 1e10, 1e30, 3.4e38})
+            for (int dim : {4, 64, 256}) {
+                const auto p = geometry(dim, dim, base);
+                INFO("base " << base << " factor " << factor << " dim " << dim);
+                llama3_scaling l3;
+                l3.factor = factor;
+                const std::vector<rope_scaling> methods = {default_rope{},
+                                                           linear_scaling{factor},
+                                                           ntk_scaling{factor},
+                                                           dynamic_ntk_scaling{factor, 4096},
+                                                           yarn_scaling{factor, 4096},
+                                                           l3};
+                for (const auto& m : methods)
+                    for (std::optional<std::int64_t> seq :
+                         {std::optional<std::int64_t>{}, std::optional<std::int64_t>{1 << 20}}) {
+                        try {
+                            const auto f = make_frequencies(p, m, seq);
+                            for (float v : f.inv_freq) CHECK((std::isfinite(v) && v > 0.0f));
+                            CHECK((std::isfinite(f.attention_factor) && f.attention_factor > 0));
+                        } catch (const ropekit::error&) {
+                            SUCCEED();
+                        }
+                    }
+            }
 }

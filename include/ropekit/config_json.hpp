@@ -22,14 +22,22 @@
 /// (`rope_scaling.factor`), also for values checked by the scaling types themselves.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <limits>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -84,8 +92,46 @@ using json = nlohmann::json;
 #endif
 }
 
+/// `v.dump()` that never throws: invalid UTF-8 (a string cut for a message, or one in a DOM the
+/// caller built) becomes U+FFFD instead of nlohmann's type_error 316.
+inline std::string dump_text(const json& v) {
+    return v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+/// Appends a short rendering of `v` to `out`: at most 2 levels and about `budget` characters.
+/// Not json::dump(): that recurses once per level, and a value nested 10^6 deep (which
+/// config_from_json may be given directly) would overflow the stack while a message is built.
+inline void show_into(const json& v, int depth, std::size_t budget, std::string& out) {
+    if (out.size() > budget) return;
+    if (!v.is_structured()) {
+        if (v.is_string()) {
+            const auto& str = v.get_ref<const std::string&>();
+            out += dump_text(json(str.size() > budget ? str.substr(0, budget) : str));
+        } else {
+            out += dump_text(v);
+        }
+        return;
+    }
+    const bool obj = v.is_object();
+    out += obj ? '{' : '[';
+    if (depth >= 2 && !v.empty()) {
+        out += "...";
+    } else {
+        bool first = true;
+        for (auto it = v.begin(); it != v.end() && out.size() <= budget; ++it) {
+            if (!first) out += ", ";
+            first = false;
+            if (obj) out += dump_text(json(it.key())) + ": ";
+            show_into(*it, depth + 1, budget, out);
+        }
+    }
+    out += obj ? '}' : ']';
+}
+
+/// `v` for an error message, cut to 60 characters.
 inline std::string show(const json& v) {
-    std::string s = v.dump();
+    std::string s;
+    show_into(v, 0, 64, s);
     if (s.size() > 60) s = s.substr(0, 57) + "...";
     return s;
 }
@@ -109,6 +155,10 @@ inline std::optional<std::int64_t> integer(const json& obj, const char* key,
                                            const std::string& where) {
     const json* v = find(obj, key);
     if (!v) return std::nullopt;
+    // uint64 above 2^63 - 1 would wrap to a negative int64 ("got -64")
+    if (v->is_number_unsigned() &&
+        v->get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
+        fail(where + key, "must be an integer below 2^63 (got " + show(*v) + ")");
     if (v->is_number_integer()) return v->get<std::int64_t>();
     if (v->is_number_float()) {
         const double d = v->get<double>();
@@ -127,33 +177,6 @@ inline std::vector<double> number_list(const json& obj, const char* key, const s
         out.push_back(x.get<double>());
     }
     return out;
-}
-
-inline double required(std::optional<double> v, const std::string& field) {
-    if (!v) fail(field, "is missing (required for this rope_type)");
-    return *v;
-}
-
-inline std::int64_t required_int(std::optional<std::int64_t> v, const std::string& field,
-                                 const char* why) {
-    if (!v) fail(field, std::string("is missing (") + why + ")");
-    return *v;
-}
-
-/// Python truthiness for the YaRN betas: `get(k) or default` (0 falls back too).
-inline double or_default(std::optional<double> v, double fallback) {
-    return (v && *v != 0.0) ? *v : fallback;
-}
-
-inline void check_keys(const json& dict, const std::string& where, const std::string& type,
-                       std::initializer_list<const char*> known, std::vector<std::string>& warn) {
-    for (auto it = dict.begin(); it != dict.end(); ++it) {
-        bool ok = it.key() == "rope_type" || it.key() == "type" || it.key() == "rope_theta" ||
-                  it.key() == "partial_rotary_factor";
-        for (const char* k : known) ok = ok || it.key() == k;
-        if (!ok)
-            warn.push_back(where + it.key() + ": not used by rope_type \"" + type + "\" (ignored)");
-    }
 }
 
 /// model_types whose HF modeling code pairs adjacent channels (2i, 2i+1): GPT-J/CodeGen
@@ -181,31 +204,38 @@ inline bool neox_model_type(const std::string& t) {
     return false;
 }
 
-/// Where a value the scaling types check came from: `validate()` names its own member
+/// Where each value the scaling types check came from: validate() names its own member
 /// (`factor`), the reader's user needs the key as written (`rope_scaling.factor`).
 struct value_sources {
-    std::string where;         ///< "rope_scaling." or "rope_parameters[.layer]."
-    std::string original_max;  ///< the key original_max_position came from
-    std::string alpha = "alpha";
-    bool factor_derived = false;  ///< factor = max_position_embeddings / original
+    /// One member and the key path it was read from.
+    struct entry {
+        std::string member;  ///< validate()'s name
+        std::string path;    ///< the key as written in the file
+        std::string suffix;  ///< appended to the message (how a derived value was derived)
+    };
+    std::vector<entry> entries;  ///< in reading order
+
+    /// Records (or replaces) where `member` came from.
+    void set(std::string_view member, std::string path, std::string suffix = {}) {
+        for (auto& e : entries)
+            if (e.member == member) {
+                e.path = std::move(path);
+                e.suffix = std::move(suffix);
+                return;
+            }
+        entries.push_back({std::string(member), std::move(path), std::move(suffix)});
+    }
 };
 
 /// Rethrows an error from the scaling types' validate() with the file's key path.
 [[noreturn]] inline void rethrow_with_path(const error& e, const value_sources& src) {
-    const std::string f(e.field());
-    std::string path = f;  // rotary_dim, head_dim, base: not keys of the dict
+    std::string path(e.field());  // rotary_dim, head_dim, base: not keys of the dict
     std::string suffix;
-    if (f == "original_max_position") {
-        path = src.original_max;
-    } else if (f == "alpha") {
-        path = src.where + src.alpha;
-    } else if (f == "factor" || f == "beta_fast" || f == "beta_slow" || f == "attention_factor" ||
-               f == "mscale" || f == "mscale_all_dim" || f == "low_freq_factor" ||
-               f == "high_freq_factor" || f == "short_factor" || f == "long_factor") {
-        path = src.where + f;
-        if (f == "factor" && src.factor_derived)
-            suffix = " (derived from max_position_embeddings / original_max_position_embeddings)";
-    }
+    for (const auto& s : src.entries)
+        if (s.member == e.field()) {
+            path = s.path;
+            suffix = s.suffix;
+        }
     // The scaling types write "ropekit: <member> <requirement> (got <value>)"; keep that text
     // (scripts match it) and add the key path, which becomes field().
     std::string what = e.what();
@@ -216,177 +246,168 @@ struct value_sources {
 #endif
 }
 
-}  // namespace json_config
-}  // namespace detail
+/// Phase 1: the object holding the language model's settings (multimodal configs keep them in
+/// text_config).
+inline const json& language_model_config(const json& root) {
+    if (!root.is_object()) fail("config.json", "must be a JSON object (got " + show(root) + ")");
+    if (!find(root, "num_attention_heads") && !find(root, "head_dim") &&
+        find(root, "text_config") && root["text_config"].is_object())
+        return root["text_config"];
+    return root;
+}
 
-/// Reads the RoPE configuration from a parsed config.json object. Throws ropekit::error naming
-/// the key for missing required keys, wrong types, unknown rope_type and invalid values.
-inline model_rope_config config_from_json(const nlohmann::json& root_in,
-                                          const config_json_options& options = {}) {
-    namespace jc = detail::json_config;
-    using jc::json;
-    if (!root_in.is_object())
-        jc::fail("config.json", "must be a JSON object (got " + jc::show(root_in) + ")");
-    // Multimodal configs keep the language model's settings in text_config.
-    const json* root = &root_in;
-    if (!jc::find(root_in, "num_attention_heads") && !jc::find(root_in, "head_dim") &&
-        jc::find(root_in, "text_config") && root_in["text_config"].is_object())
-        root = &root_in["text_config"];
-    const json& top = *root;
-    model_rope_config out;
-    auto& warn = out.warnings;
+/// The method dict chosen by phase 2, and the key prefix its values are reported with.
+struct rope_dict {
+    const json* dict = nullptr;  ///< null: no dict (default RoPE)
+    std::string where;           ///< "rope_scaling." or "rope_parameters[.layer]."
+    bool nested = false;         ///< a v5 dict per layer type
+};
 
-    // The method dict. HF v5's convert_rope_params_to_dict does `rope_scaling or
-    // rope_parameters`: a non-null, non-empty rope_scaling wins, even next to rope_parameters.
-    std::string where;
-    const json* dict = nullptr;
-    bool nested = false;  // v5 dict per layer type
-    const json* rs = jc::find(top, "rope_scaling");
+/// Phase 2: the method dict. HF v5's convert_rope_params_to_dict does `rope_scaling or
+/// rope_parameters`: a non-null, non-empty rope_scaling wins, even next to rope_parameters.
+inline rope_dict find_rope_dict(const json& top, const config_json_options& options,
+                                std::vector<std::string>& warn) {
+    rope_dict out;
+    const json* rs = find(top, "rope_scaling");
     if (rs && !rs->is_object())
-        jc::fail("rope_scaling", "must be an object or null (got " + jc::show(*rs) + ")");
-    const json* rp = jc::find(top, "rope_parameters");
+        fail("rope_scaling", "must be an object or null (got " + show(*rs) + ")");
+    const json* rp = find(top, "rope_parameters");
     if (rp && !rp->is_object())
-        jc::fail("rope_parameters", "must be an object (got " + jc::show(*rp) + ")");
+        fail("rope_parameters", "must be an object (got " + show(*rp) + ")");
     if (rs && !rs->empty()) {
-        where = "rope_scaling.";
-        dict = rs;
+        out.where = "rope_scaling.";
+        out.dict = rs;
         if (rp && !rp->empty())
             warn.push_back(
                 "rope_parameters: ignored, rope_scaling is set and wins (HF's "
                 "convert_rope_params_to_dict uses `rope_scaling or rope_parameters`)");
-    } else if (rp) {
-        where = "rope_parameters.";
-        dict = rp;
-        if (!rp->contains("rope_type") && !rp->contains("type") && !rp->empty() &&
-            rp->begin()->is_object()) {  // nested per layer type
-            nested = true;
-            std::string chosen = options.layer_type;
-            if (chosen.empty()) {
-                if (rp->size() != 1) {
-                    std::string keys;
-                    for (auto it = rp->begin(); it != rp->end(); ++it)
-                        keys += (keys.empty() ? "" : ", ") + it.key();
-                    jc::fail("rope_parameters",
-                             "is per layer type (" + keys + "): choose one with layer_type");
-                }
-                chosen = rp->begin().key();
-            }
-            const json* sub = jc::find(*rp, chosen.c_str());
-            if (!sub || !sub->is_object())
-                jc::fail("rope_parameters." + chosen, "is missing or not an object");
-            dict = sub;
-            where = "rope_parameters." + chosen + ".";
+        return out;
+    }
+    if (!rp) return out;
+    out.where = "rope_parameters.";
+    out.dict = rp;
+    if (rp->contains("rope_type") || rp->contains("type") || rp->empty() ||
+        !rp->begin()->is_object())
+        return out;
+    out.nested = true;  // per layer type
+    std::string chosen = options.layer_type;
+    if (chosen.empty()) {
+        if (rp->size() != 1) {
+            std::string keys;
+            for (auto it = rp->begin(); it != rp->end(); ++it)
+                keys += (keys.empty() ? "" : ", ") + it.key();
+            fail("rope_parameters", "is per layer type (" + keys + "): choose one with layer_type");
         }
+        chosen = rp->begin().key();
     }
+    const json* sub = find(*rp, chosen.c_str());
+    if (!sub || !sub->is_object()) fail("rope_parameters." + chosen, "is missing or not an object");
+    out.dict = sub;
+    out.where = "rope_parameters." + chosen + ".";
+    return out;
+}
 
-    // Gemma-3 (v4 configs): sliding-window layers use default RoPE at rope_local_base_freq, the
-    // global layers rope_theta and the dict. One table cannot be both, so the caller chooses.
-    bool local_layers = false;
-    if (!nested) {
-        if (auto local = jc::number(top, "rope_local_base_freq", "")) {
-            if (options.layer_type == "sliding_attention") {
-                local_layers = true;
-                if (!(std::isfinite(*local) && *local > 1.0))
-                    jc::fail("rope_local_base_freq",
-                             "must be finite and > 1 (got " + jc::show(json(*local)) + ")");
-            } else if (options.layer_type.empty()) {
-                warn.push_back(
-                    "rope_local_base_freq: sliding-window layers use default RoPE at base " +
-                    jc::show(json(*local)) +
-                    ", not this table (the global layers'); choose with "
-                    "config_json_options::layer_type (\"sliding_attention\" or "
-                    "\"full_attention\")");
-            }
-        }
+/// Phase 3, Gemma-3 (v4 configs): sliding-window layers use default RoPE at
+/// rope_local_base_freq, the global layers rope_theta and the dict. One table cannot be both,
+/// so the caller chooses; true when the local layers were chosen.
+inline bool read_local_layers(const json& top, const rope_dict& rd,
+                              const config_json_options& options, std::vector<std::string>& warn) {
+    if (rd.nested) return false;
+    const auto local = number(top, "rope_local_base_freq", "");
+    if (!local) return false;
+    if (options.layer_type == "sliding_attention") {
+        if (!(std::isfinite(*local) && *local > 1.0))
+            fail("rope_local_base_freq", "must be finite and > 1 (got " + show(json(*local)) + ")");
+        return true;
     }
-    const json empty = json::object();
-    const json& d = (dict && !local_layers) ? *dict : empty;
+    if (options.layer_type.empty())
+        warn.push_back("rope_local_base_freq: sliding-window layers use default RoPE at base " +
+                       show(json(*local)) +
+                       ", not this table (the global layers'); choose with "
+                       "config_json_options::layer_type (\"sliding_attention\" or "
+                       "\"full_attention\")");
+    return false;
+}
 
-    if (dict && !local_layers) {
-        const json* t = jc::find(d, "rope_type");
-        if (!t) t = jc::find(d, "type");  // legacy key
-        if (!t) jc::fail(where + "rope_type", "is missing (also looked for the legacy key 'type')");
-        if (!t->is_string())
-            jc::fail(where + "rope_type", "must be a string (got " + jc::show(*t) + ")");
-        out.rope_type = t->get<std::string>();
-    }
-    // M-RoPE (Qwen2-VL, Qwen2.5-VL): HF computes default frequencies and splits the rotary
-    // channels over three position axes (temporal, height, width) at apply time.
-    const bool mrope = out.rope_type == "mrope";
-    if (mrope || jc::find(d, "mrope_section"))
-        warn.push_back(where +
-                       "mrope_section: M-RoPE's split of the rotary channels over 3 position axes "
-                       "is not applied by ropekit (frequencies are default RoPE's; text-only "
-                       "positions, where the 3 axes agree, are exact)");
-    const auto method = scaling_for_rope_type(mrope ? "default" : out.rope_type);
-    if (!method)
-        jc::fail(
-            where + "rope_type",
-            "is unknown: \"" + out.rope_type +
-                "\" (known: default, linear, ntk, dynamic, yarn, llama3, longrope, su, mrope)");
+/// Phase 4: the rope_type string (or the legacy key `type`); "default" without a dict.
+inline std::string read_rope_type(const json* dict, const std::string& where) {
+    if (!dict) return "default";
+    const json* t = find(*dict, "rope_type");
+    if (!t) t = find(*dict, "type");  // legacy key
+    if (!t) fail(where + "rope_type", "is missing (also looked for the legacy key 'type')");
+    if (!t->is_string()) fail(where + "rope_type", "must be a string (got " + show(*t) + ")");
+    return t->get<std::string>();
+}
 
-    // Geometry.
+/// Phase 5: base, head_dim, rotary_dim and pair layout.
+inline rope_params read_geometry(const json& top, const json& d, const std::string& where,
+                                 bool local_layers, const config_json_options& options,
+                                 std::vector<std::string>& warn) {
     std::optional<double> theta;
     if (local_layers) {
-        theta = jc::number(top, "rope_local_base_freq", "");
+        theta = number(top, "rope_local_base_freq", "");
     } else {
-        theta = jc::number(d, "rope_theta", where);
-        if (!theta) theta = jc::number(top, "rope_theta", "");
-        if (!theta) theta = jc::number(top, "rotary_emb_base", "");
+        theta = number(d, "rope_theta", where);
+        if (!theta) theta = number(top, "rope_theta", "");
+        if (!theta) theta = number(top, "rotary_emb_base", "");
     }
     if (!theta) {
         theta = 10000.0;
         warn.push_back("rope_theta: missing, using 10000 (HF's default)");
     }
     if (!(std::isfinite(*theta) && *theta > 1.0))
-        jc::fail("rope_theta", "must be finite and > 1 (got " + jc::show(json(*theta)) + ")");
+        fail("rope_theta", "must be finite and > 1 (got " + show(json(*theta)) + ")");
+    if (!fits_f32(*theta))  // HF's pow runs on a float32 base
+        fail(local_layers ? "rope_local_base_freq" : "rope_theta",
+             "must be finite in float32 (<= 3.4028234663852886e+38; got " + show(json(*theta)) +
+                 ")");
     // HF's standardize_rope_params overwrites the dict's partial_rotary_factor with the config
     // attribute, so the top-level value wins.
-    std::optional<double> prf = jc::number(top, "partial_rotary_factor", "");
-    if (!prf) prf = jc::number(top, "rotary_pct", "");
-    if (const auto dict_prf = jc::number(d, "partial_rotary_factor", where)) {
+    std::optional<double> prf = number(top, "partial_rotary_factor", "");
+    if (!prf) prf = number(top, "rotary_pct", "");
+    if (const auto dict_prf = number(d, "partial_rotary_factor", where)) {
         if (!prf)
             prf = dict_prf;
         else if (*prf != *dict_prf)
-            warn.push_back(where + "partial_rotary_factor: " + jc::show(json(*dict_prf)) +
-                           " overridden by the top-level " + jc::show(json(*prf)) +
+            warn.push_back(where + "partial_rotary_factor: " + show(json(*dict_prf)) +
+                           " overridden by the top-level " + show(json(*prf)) +
                            " (HF's standardize_rope_params)");
     }
     // MLA models (DeepSeek-V2/V3) rotate only the qk_rope_head_dim part of each head.
-    std::optional<std::int64_t> head_dim = jc::integer(top, "qk_rope_head_dim", "");
-    if (!head_dim) head_dim = jc::integer(top, "head_dim", "");
+    std::optional<std::int64_t> head_dim = integer(top, "qk_rope_head_dim", "");
+    if (!head_dim) head_dim = integer(top, "head_dim", "");
     if (!head_dim) {
-        auto hidden = jc::integer(top, "hidden_size", "");
-        auto heads = jc::integer(top, "num_attention_heads", "");
+        auto hidden = integer(top, "hidden_size", "");
+        auto heads = integer(top, "num_attention_heads", "");
         if (!hidden || !heads) {
-            hidden = jc::integer(top, "n_embd", "");
-            heads = jc::integer(top, "n_head", "");
+            hidden = integer(top, "n_embd", "");
+            heads = integer(top, "n_head", "");
         }
         if (!hidden || !heads)
-            jc::fail("head_dim", "is missing (and so are hidden_size / num_attention_heads)");
+            fail("head_dim", "is missing (and so are hidden_size / num_attention_heads)");
         if (*heads <= 0)
-            jc::fail("num_attention_heads", "must be > 0 (got " + std::to_string(*heads) + ")");
+            fail("num_attention_heads", "must be > 0 (got " + std::to_string(*heads) + ")");
         head_dim = *hidden / *heads;  // HF: hidden_size // num_attention_heads
     }
-    if (*head_dim <= 0 || *head_dim > (std::int64_t(1) << 24))
-        jc::fail("head_dim", "must be in (0, 2^24] (got " + std::to_string(*head_dim) + ")");
+    if (*head_dim <= 0 || *head_dim > rope_params::max_head_dim)
+        fail("head_dim", "must be in (0, 65536] (got " + std::to_string(*head_dim) + ")");
 
     // Pair layout: a wrong guess gives fluent garbage (PITFALLS #16), so say when it is a guess.
     std::optional<rope_layout> layout = options.layout;
     if (!layout) {
-        if (const json* ri = jc::find(top, "rope_interleave")) {
+        if (const json* ri = find(top, "rope_interleave")) {
             if (!ri->is_boolean())
-                jc::fail("rope_interleave", "must be true or false (got " + jc::show(*ri) + ")");
+                fail("rope_interleave", "must be true or false (got " + show(*ri) + ")");
             layout = ri->get<bool>() ? rope_layout::gptj : rope_layout::neox;
-        } else if (const json* mt = jc::find(top, "model_type"); mt && mt->is_string()) {
+        } else if (const json* mt = find(top, "model_type"); mt && mt->is_string()) {
             const auto t = mt->get<std::string>();
-            layout = jc::interleaved_model_type(t) ? rope_layout::gptj : rope_layout::neox;
+            layout = interleaved_model_type(t) ? rope_layout::gptj : rope_layout::neox;
             if (t == "chatglm")  // remote code: rot_dim = kv_channels / 2, base 10000 * rope_ratio
                 warn.push_back(
                     "model_type: \"chatglm\" rotates kv_channels/2 channels at base "
                     "10000 * rope_ratio (remote code); ropekit does not read those keys, check "
                     "rotary_dim and base");
-            if (!jc::interleaved_model_type(t) && !jc::neox_model_type(t))
+            if (!interleaved_model_type(t) && !neox_model_type(t))
                 warn.push_back("model_type: \"" + t +
                                "\" is not known to ropekit, pair layout assumed neox "
                                "(rotate-half); check the model's apply_rotary_pos_emb and set "
@@ -395,173 +416,310 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
             layout = rope_layout::neox;
         }
     }
-    if (auto rd = jc::integer(top, "rotary_dim", ""); rd && !prf) {  // GPT-J / CodeGen
+    if (auto rd = integer(top, "rotary_dim", ""); rd && !prf) {  // GPT-J / CodeGen
         if (*rd <= 0 || *rd > *head_dim)
-            jc::fail("rotary_dim", "must be in (0, head_dim] (got " + std::to_string(*rd) + ")");
-        out.params.base = *theta;
-        out.params.head_dim = int(*head_dim);
-        out.params.rotary_dim = int(*rd);
-        out.params.layout = *layout;
-        out.params.validate();
-    } else {
-        out.params = rope_params::from_partial_rotary_factor(int(*head_dim), prf.value_or(1.0),
-                                                             *theta, *layout);
+            fail("rotary_dim", "must be in (0, head_dim] (got " + std::to_string(*rd) + ")");
+        rope_params p;
+        p.base = *theta;
+        p.head_dim = int(*head_dim);
+        p.rotary_dim = int(*rd);
+        p.layout = *layout;
+        p.validate();
+        return p;
     }
+    return rope_params::from_partial_rotary_factor(int(*head_dim), prf.value_or(1.0), *theta,
+                                                   *layout);
+}
 
+/// What phases 6 and 7 read the method's keys from.
+struct method_source {
+    const json& top;  ///< the language model's config
+    const json& d;    ///< the method dict (empty object when there is none)
+    std::string where;
+    bool nested = false;
+    std::string rope_type;  ///< as written
+    std::optional<std::int64_t> max_pos;
+    std::optional<std::int64_t> dict_orig;  ///< the dict's original_max_position_embeddings
+    std::optional<std::int64_t> top_orig;   ///< the top level's (Phi-3 style; not for nested)
+};
+
+/// The member type without std::optional: what one JSON value is read as.
+template <class T>
+struct stored_as {
+    using type = T;
+};
+template <class T>
+struct stored_as<std::optional<T>> {
+    using type = T;
+};
+
+/// The value at `key` read as T (double, std::int64_t, bool, std::vector<double>); nullopt if
+/// absent or null; ropekit::error naming the key for a wrong type.
+template <class T>
+std::optional<T> read_value(const json& d, const std::string& key, const std::string& where) {
+    if constexpr (std::is_same_v<T, double>) {
+        return number(d, key.c_str(), where);
+    } else if constexpr (std::is_same_v<T, std::int64_t>) {
+        return integer(d, key.c_str(), where);
+    } else if constexpr (std::is_same_v<T, bool>) {
+        const json* v = find(d, key.c_str());
+        if (!v) return std::nullopt;
+        if (!v->is_boolean()) fail(where + key, "must be true or false (got " + show(*v) + ")");
+        return v->get<bool>();
+    } else {
+        static_assert(std::is_same_v<T, std::vector<double>>, "unsupported config_key type");
+        if (!find(d, key.c_str())) return std::nullopt;
+        return number_list(d, key.c_str(), where);
+    }
+}
+
+/// Whether M's original context follows HF's standardize_rope_params (yarn, longrope, llama3):
+/// then the top-level original_max_position_embeddings overwrites the dict's.
+template <class M>
+bool top_original_wins() {
+    bool wins = false;
+    std::apply(
+        [&](const auto&... k) {
+            auto one = [&](const auto& key) {
+                if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
+                    wins = wins || key.rule == key_rule::original_context ||
+                           key.rule == key_rule::original_context_required;
+            };
+            (one(k), ...);
+        },
+        M::config_keys());
+    return wins;
+}
+
+/// Keys every dict may hold besides the method's own.
+inline bool common_dict_key(const std::string& k) {
+    return k == "rope_type" || k == "type" || k == "rope_theta" || k == "partial_rotary_factor";
+}
+
+/// Warns about dict keys M does not know, and emits the notes of M's ignored keys.
+template <class M>
+void check_keys(const method_source& m, std::vector<std::string>& warn) {
+    const auto keys = M::config_keys();
+    for (auto it = m.d.begin(); it != m.d.end(); ++it) {
+        bool known = common_dict_key(it.key());
+        std::apply(
+            [&](const auto&... k) {
+                auto one = [&](const auto& key) {
+                    if constexpr (std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
+                        known = known || it.key() == key.name;
+                    else
+                        known = known || (key.rule != key_rule::max_position &&
+                                          (it.key() == key.name ||
+                                           (!key.alias.empty() && it.key() == key.alias)));
+                };
+                (one(k), ...);
+            },
+            keys);
+        if (!known)
+            warn.push_back(m.where + it.key() + ": not used by rope_type \"" + m.rope_type +
+                           "\" (ignored)");
+    }
+    std::apply(
+        [&](const auto&... k) {
+            auto one = [&](const auto& key) {
+                if constexpr (std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
+                    if (!key.note.empty() && find(m.d, std::string(key.name).c_str()))
+                        warn.push_back(m.where + std::string(key.name) + ": " +
+                                       std::string(key.note));
+            };
+            (one(k), ...);
+        },
+        keys);
+}
+
+/// The original context length and the key it came from (phase 6): for methods that follow
+/// standardize_rope_params the top level wins, else the dict's value wins.
+inline std::optional<std::int64_t> resolve_original(const method_source& m, bool top_wins,
+                                                    std::string& path,
+                                                    std::vector<std::string>& warn) {
+    if (m.top_orig && (top_wins || !m.dict_orig)) {
+        path = "original_max_position_embeddings";
+        if (m.dict_orig && *m.dict_orig != *m.top_orig)
+            warn.push_back(m.where + "original_max_position_embeddings: " +
+                           std::to_string(*m.dict_orig) + " overridden by the top-level " +
+                           std::to_string(*m.top_orig) + " (HF's standardize_rope_params)");
+        return m.top_orig;
+    }
+    if (m.dict_orig) {
+        path = m.where + "original_max_position_embeddings";
+        return m.dict_orig;
+    }
+    path = "max_position_embeddings";
+    return std::nullopt;
+}
+
+template <class M, class = void>
+struct has_not_extended : std::false_type {};
+template <class M>
+struct has_not_extended<M, std::void_t<decltype(M::not_extended(std::declval<M&>()))>>
+    : std::true_type {};
+
+/// Reads one key of M into `out` (phase 7).
+template <class M, class T>
+void read_key(const config_key<M, T>& key, const method_source& m,
+              const std::optional<std::int64_t>& orig, const std::string& orig_path, M& out,
+              value_sources& src, std::vector<std::string>& warn) {
+    using V = typename stored_as<T>::type;
+    const std::string name(key.name);
+    std::string path = m.where + name;
+    auto assign = [&](const V& v) { out.*key.member = v; };
+    const std::string missing_ratio =
+        "is missing (and max_position_embeddings / original_max_position_embeddings cannot "
+        "replace it)";
+    switch (key.rule) {
+        case key_rule::original_context:
+        case key_rule::original_context_required:
+        case key_rule::max_position: {
+            if constexpr (std::is_same_v<V, std::int64_t>) {
+                if (key.rule == key_rule::max_position) {
+                    if (!m.max_pos)
+                        fail("max_position_embeddings",
+                             "is missing (" + std::string(key.note) + ")");
+                    assign(*m.max_pos);
+                    path = "max_position_embeddings";
+                } else if (orig) {
+                    assign(*orig);
+                    path = orig_path;
+                } else if (key.rule == key_rule::original_context && m.max_pos) {
+                    assign(*m.max_pos);
+                    path = "max_position_embeddings";
+                } else if (key.rule == key_rule::original_context) {
+                    fail("max_position_embeddings", "is missing (" + std::string(key.note) + ")");
+                } else {
+                    fail(path,
+                         "is missing (required for rope_type " + std::string(M::rope_type) + ")");
+                }
+            }
+            break;
+        }
+        case key_rule::context_ratio:
+        case key_rule::extension_ratio: {
+            if constexpr (std::is_same_v<V, double>) {
+                if (auto v = read_value<V>(m.d, name, m.where)) {
+                    assign(*v);  // an explicit factor wins (HF #38224, fixed by #40320)
+                } else if (orig && m.max_pos) {
+                    const double derived = double(*m.max_pos) / double(*orig);  // Phi-3: 32
+                    src.set(key.member_name(), path,
+                            " (derived from max_position_embeddings / "
+                            "original_max_position_embeddings)");
+                    if (key.rule == key_rule::context_ratio || derived >= 1.0) {
+                        assign(derived);  // context_ratio: < 1 stays an error (validate)
+                    } else {
+                        // HF: `factor <= 1` gives attention factor 1; the frequencies do not use
+                        // it.
+                        warn.push_back(path +
+                                       ": derived from max_position_embeddings / "
+                                       "original_max_position_embeddings = " +
+                                       show(json(derived)) +
+                                       " < 1 (no extension); attention factor 1, as HF");
+                        if constexpr (has_not_extended<M>::value) M::not_extended(out);
+                    }
+                    return;
+                } else if (key.rule == key_rule::context_ratio) {
+                    fail(path, missing_ratio);
+                }
+            }
+            break;
+        }
+        default: {
+            auto v = read_value<V>(m.d, name, m.where);
+            if (!v && !key.alias.empty()) {
+                v = read_value<V>(m.d, std::string(key.alias), m.where);
+                if (v) path = m.where + std::string(key.alias);
+            }
+            if (key.rule == key_rule::required && !v)
+                fail(m.where + name, "is missing (required for this rope_type)");
+            if constexpr (std::is_same_v<V, double>)
+                if (key.rule == key_rule::python_or && v && *v == 0.0) v.reset();
+            if (v) assign(*v);
+            break;
+        }
+    }
+    src.set(key.member_name(), path);
+}
+
+/// Phase 7: M from its config_keys(), recording where each value came from.
+template <class M>
+M read_method(const method_source& m, model_rope_config& out, value_sources& src) {
+    check_keys<M>(m, out.warnings);
+    std::string orig_path;
+    out.original_max_position_embeddings =
+        resolve_original(m, top_original_wins<M>(), orig_path, out.warnings);
+    M method{};
+    std::apply(
+        [&](const auto&... k) {
+            auto one = [&](const auto& key) {
+                if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
+                    read_key(key, m, out.original_max_position_embeddings, orig_path, method, src,
+                             out.warnings);
+            };
+            (one(k), ...);
+        },
+        M::config_keys());
+    return method;
+}
+
+}  // namespace json_config
+}  // namespace detail
+
+/// Reads the RoPE configuration from a parsed config.json object. Throws ropekit::error naming
+/// the key for missing required keys, wrong types, unknown rope_type and invalid values.
+inline model_rope_config config_from_json(const nlohmann::json& root,
+                                          const config_json_options& options = {}) {
+    namespace jc = detail::json_config;
+    using jc::json;
+    const json& top = jc::language_model_config(root);
+    model_rope_config out;
+    auto& warn = out.warnings;
+    const jc::rope_dict rd = jc::find_rope_dict(top, options, warn);
+    const bool local_layers = jc::read_local_layers(top, rd, options, warn);
+    const json empty = json::object();
+    const json* dict = local_layers ? nullptr : rd.dict;
+    const json& d = dict ? *dict : empty;
+    out.rope_type = jc::read_rope_type(dict, rd.where);
+
+    // M-RoPE (Qwen2-VL, Qwen2.5-VL): HF computes default frequencies and splits the rotary
+    // channels over three position axes (temporal, height, width) at apply time.
+    const bool mrope = out.rope_type == "mrope";
+    if (mrope || jc::find(d, "mrope_section"))
+        warn.push_back(rd.where +
+                       "mrope_section: M-RoPE's split of the rotary channels over 3 position axes "
+                       "is not applied by ropekit (frequencies are default RoPE's; text-only "
+                       "positions, where the 3 axes agree, are exact)");
+    const auto method = scaling_for_rope_type(mrope ? "default" : out.rope_type);
+    if (!method)
+        jc::fail(rd.where + "rope_type", "is unknown: \"" + out.rope_type +
+                                             "\" (known: " + known_rope_types() + ", mrope)");
+
+    out.params = jc::read_geometry(top, d, rd.where, local_layers, options, warn);
+
+    // Phase 6: the context lengths the methods refer to.
     out.max_position_embeddings = jc::integer(top, "max_position_embeddings", "");
     if (!out.max_position_embeddings)
         out.max_position_embeddings = jc::integer(top, "n_positions", "");
-    const std::string type = out.rope_type;
-    // HF's standardize_rope_params: for yarn, longrope and llama3 (one global dict) the
-    // top-level original_max_position_embeddings (Phi-3 style) overwrites the dict's.
-    const auto dict_orig = jc::integer(d, "original_max_position_embeddings", where);
-    const auto top_orig =
-        nested ? std::nullopt : jc::integer(top, "original_max_position_embeddings", "");
-    jc::value_sources src;
-    src.where = where;
-    const std::size_t idx = method->index();
-    const bool top_wins = idx == 4 || idx == 5 || idx == 6;  // yarn, llama3, longrope
-    if (top_orig && (top_wins || !dict_orig)) {
-        out.original_max_position_embeddings = top_orig;
-        src.original_max = "original_max_position_embeddings";
-        if (dict_orig && *dict_orig != *top_orig)
-            warn.push_back(where + "original_max_position_embeddings: " +
-                           std::to_string(*dict_orig) + " overridden by the top-level " +
-                           std::to_string(*top_orig) + " (HF's standardize_rope_params)");
-    } else if (dict_orig) {
-        out.original_max_position_embeddings = dict_orig;
-        src.original_max = where + "original_max_position_embeddings";
-    }
-    const auto max_pos = out.max_position_embeddings;
-    const auto orig = out.original_max_position_embeddings;
-    if (!orig) src.original_max = "max_position_embeddings";
+    const jc::method_source src_keys{
+        top,
+        d,
+        rd.where,
+        rd.nested,
+        out.rope_type,
+        out.max_position_embeddings,
+        jc::integer(d, "original_max_position_embeddings", rd.where),
+        rd.nested ? std::nullopt : jc::integer(top, "original_max_position_embeddings", "")};
 
-    switch (idx) {
-        case 0:  // default (and mrope)
-            jc::check_keys(d, where, type, {"mrope_section"}, warn);
-            out.scaling = default_rope{};
-            break;
-        case 1:  // linear
-            jc::check_keys(d, where, type, {"factor"}, warn);
-            out.scaling =
-                linear_scaling{jc::required(jc::number(d, "factor", where), where + "factor")};
-            break;
-        case 2: {  // ntk: HF's transient "ntk" type read `factor` as alpha
-            jc::check_keys(d, where, type, {"alpha", "factor"}, warn);
-            auto alpha = jc::number(d, "alpha", where);
-            if (!alpha) {
-                alpha = jc::number(d, "factor", where);
-                if (alpha) src.alpha = "factor";
-            }
-            out.scaling = ntk_scaling{jc::required(alpha, where + "alpha")};
-            break;
-        }
-        case 3: {  // dynamic: L0 is max_position_embeddings, as in HF
-            jc::check_keys(d, where, type, {"factor", "original_max_position_embeddings"}, warn);
-            if (jc::find(d, "original_max_position_embeddings"))
-                warn.push_back(where +
-                               "original_max_position_embeddings: ignored by dynamic NTK (HF uses "
-                               "max_position_embeddings as the original length)");
-            dynamic_ntk_scaling s;
-            s.factor = jc::required(jc::number(d, "factor", where), where + "factor");
-            s.original_max_position = jc::required_int(max_pos, "max_position_embeddings",
-                                                       "dynamic NTK's original length");
-            src.original_max = "max_position_embeddings";
-            out.scaling = s;
-            break;
-        }
-        case 4: {  // yarn
-            jc::check_keys(d, where, type,
-                           {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
-                            "attention_factor", "mscale", "mscale_all_dim", "truncate"},
-                           warn);
-            yarn_scaling s;
-            s.original_max_position = orig ? *orig
-                                           : jc::required_int(max_pos, "max_position_embeddings",
-                                                              "YaRN's original length");
-            if (auto f = jc::number(d, "factor", where)) {
-                s.factor = *f;  // an explicit factor wins (HF #38224, fixed by #40320)
-            } else if (orig && max_pos) {
-                s.factor = double(*max_pos) / double(*orig);
-                src.factor_derived = true;  // < 1 stays an error: it would change inv_freq
-            } else {
-                jc::fail(where + "factor",
-                         "is missing (and max_position_embeddings / "
-                         "original_max_position_embeddings cannot replace it)");
-            }
-            s.beta_fast = jc::or_default(jc::number(d, "beta_fast", where), 32.0);
-            s.beta_slow = jc::or_default(jc::number(d, "beta_slow", where), 1.0);
-            s.attention_factor = jc::number(d, "attention_factor", where);
-            s.mscale = jc::number(d, "mscale", where);
-            s.mscale_all_dim = jc::number(d, "mscale_all_dim", where);
-            if (const json* tr = jc::find(d, "truncate")) {
-                if (!tr->is_boolean())
-                    jc::fail(where + "truncate",
-                             "must be true or false (got " + jc::show(*tr) + ")");
-                s.truncate = tr->get<bool>();
-            }
-            out.scaling = s;
-            break;
-        }
-        case 5: {  // llama3: all four keys are required, as in HF
-            jc::check_keys(d, where, type,
-                           {"factor", "low_freq_factor", "high_freq_factor",
-                            "original_max_position_embeddings"},
-                           warn);
-            llama3_scaling s;
-            s.factor = jc::required(jc::number(d, "factor", where), where + "factor");
-            s.low_freq_factor =
-                jc::required(jc::number(d, "low_freq_factor", where), where + "low_freq_factor");
-            s.high_freq_factor =
-                jc::required(jc::number(d, "high_freq_factor", where), where + "high_freq_factor");
-            s.original_max_position = jc::required_int(
-                orig, where + "original_max_position_embeddings", "required for rope_type llama3");
-            out.scaling = s;
-            break;
-        }
-        case 6: {  // longrope (and its Phi-3 name "su")
-            jc::check_keys(d, where, type,
-                           {"short_factor", "long_factor", "factor", "attention_factor",
-                            "original_max_position_embeddings"},
-                           warn);
-            for (const char* k : {"short_mscale", "long_mscale"})
-                if (jc::find(d, k))
-                    warn.push_back(where + k +
-                                   ": per-set mscale is not part of HF's longrope (ignored)");
-            longrope_scaling s;
-            s.short_factor = jc::number_list(d, "short_factor", where);
-            s.long_factor = jc::number_list(d, "long_factor", where);
-            s.original_max_position = orig ? *orig
-                                           : jc::required_int(max_pos, "max_position_embeddings",
-                                                              "LongRoPE's original length");
-            s.attention_factor = jc::number(d, "attention_factor", where);
-            if (auto f = jc::number(d, "factor", where)) {
-                s.factor = *f;  // explicit: < 1 is an error (validate)
-            } else if (orig && max_pos) {
-                const double derived = double(*max_pos) / double(*orig);  // Phi-3: 32
-                src.factor_derived = true;
-                if (derived >= 1.0) {
-                    s.factor = derived;
-                } else {
-                    // HF: `factor <= 1` gives attention factor 1; the frequencies do not use it.
-                    warn.push_back(where +
-                                   "factor: derived from max_position_embeddings / "
-                                   "original_max_position_embeddings = " +
-                                   jc::show(json(derived)) +
-                                   " < 1 (no extension); attention factor 1, as HF");
-                    if (!s.attention_factor) s.attention_factor = 1.0;
-                }
-            } else if (!s.attention_factor) {  // factor only feeds the attention factor
-                jc::fail(where + "factor",
-                         "is missing (and max_position_embeddings / "
-                         "original_max_position_embeddings cannot replace it)");
-            }
-            out.scaling = s;
-            break;
-        }
-        default:
-            break;
-    }
+    // Phase 7: the method's keys, by the method's own description.
+    jc::value_sources src;
+    std::visit(
+        [&](const auto& tag) {
+            using M = std::decay_t<decltype(tag)>;
+            out.scaling = jc::read_method<M>(src_keys, out, src);
+        },
+        *method);
 #if ROPEKIT_HAS_EXCEPTIONS
     try {
         validate(out.params, out.scaling);
@@ -574,35 +732,114 @@ inline model_rope_config config_from_json(const nlohmann::json& root_in,
     return out;
 }
 
-/// Parses config.json text. Malformed JSON is a ropekit::error with field "config.json".
-inline model_rope_config parse_config_json(std::string_view text,
-                                           const config_json_options& options = {}) {
-    nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-    if (j.is_discarded()) {
-        // Parse again with exceptions only to get the position for the message.
-        std::string detail_msg = "is not valid JSON";
-#if ROPEKIT_HAS_EXCEPTIONS
-        try {
-            const nlohmann::json again = nlohmann::json::parse(text.begin(), text.end());
-            (void)again;
-        } catch (const nlohmann::json::parse_error& e) {
-            detail_msg += ": " + std::string(e.what());
+/// The largest config.json ropekit reads: 64 MiB (the largest real ones, with long LongRoPE
+/// lists or vocabularies inlined, are a few hundred KiB).
+inline constexpr std::size_t max_config_json_bytes = std::size_t(64) << 20;
+
+/// The deepest nesting of arrays and objects ropekit accepts in a config.json: 512 levels (real
+/// configs use 3). Deeper input is refused before parsing: nlohmann's DOM would keep one heap
+/// node per level and its recursive dump() would overflow the stack.
+inline constexpr int max_config_json_depth = 512;
+
+namespace detail {
+namespace json_config {
+
+/// The nesting depth of JSON text, counting brackets outside strings; stops counting above
+/// `limit` (the parser reports malformed text itself).
+inline int nesting_depth(std::string_view text, int limit) {
+    int depth = 0, deepest = 0;
+    bool in_string = false, escaped = false;
+    for (char c : text) {
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            deepest = std::max(deepest, ++depth);
+            if (deepest > limit) return deepest;
+        } else if (c == ']' || c == '}') {
+            --depth;
         }
-#endif
-        detail::json_config::fail("config.json", detail_msg);
     }
-    return config_from_json(j, options);
+    return deepest;
 }
 
-/// Reads and parses the config.json at `path`; a missing file is a ropekit::error with field
+/// The contents of the file at `path`, at most max_config_json_bytes. Throws ropekit::error
+/// naming `field` for a missing or unreadable file, a directory or other non-regular file
+/// (/dev/zero, a FIFO) and a file over the limit; `cannot_open` is the message for the first.
+inline std::string read_config_file(const std::string& path, const std::string& field,
+                                    const std::string& cannot_open) {
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    if (ec || !std::filesystem::exists(st)) fail(field, cannot_open);
+    if (std::filesystem::is_directory(st))
+        fail(field, "is a directory, not a config.json: \"" + path + "\"");
+    if (!std::filesystem::is_regular_file(st))
+        fail(field, "is not a regular file: \"" + path + "\"");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(field, cannot_open);
+    std::string text;
+    char buf[1 << 16];
+    // Read in chunks and stop past the limit: a regular file can still grow (or be a /proc
+    // file reporting size 0), so the size from stat() is not trusted.
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+        text.append(buf, std::size_t(in.gcount()));
+        if (text.size() > max_config_json_bytes)
+            fail(field, "is larger than 64 MiB (ropekit::max_config_json_bytes): \"" + path + "\"");
+    }
+    if (in.bad()) fail(field, "cannot be read: \"" + path + "\"");
+    return text;
+}
+
+/// Parses config.json text into a DOM; every failure is a ropekit::error with field
+/// "config.json": over the size or depth limit, malformed, or a number beyond double (1e400,
+/// which nlohmann reports as out_of_range, not parse_error).
+inline json parse_text(std::string_view text) {
+    if (text.size() > max_config_json_bytes)
+        fail("config.json", "is larger than 64 MiB (ropekit::max_config_json_bytes; got " +
+                                std::to_string(text.size()) + " bytes)");
+    if (nesting_depth(text, max_config_json_depth) > max_config_json_depth)
+        fail("config.json",
+             "nests arrays/objects deeper than 512 levels "
+             "(ropekit::max_config_json_depth)");
+    json j = json::parse(text.begin(), text.end(), nullptr, false);
+    if (!j.is_discarded()) return j;
+    // Parse again with exceptions only to get the position for the message.
+    std::string detail_msg = "is not valid JSON";
+#if ROPEKIT_HAS_EXCEPTIONS
+    try {
+        const json again = json::parse(text.begin(), text.end());
+        (void)again;
+    } catch (const json::exception& e) {
+        detail_msg += ": " + std::string(e.what());
+    }
+#endif
+    fail("config.json", detail_msg);
+}
+
+}  // namespace json_config
+}  // namespace detail
+
+/// Parses config.json text. Malformed JSON, text over max_config_json_bytes or nested deeper
+/// than max_config_json_depth is a ropekit::error with field "config.json".
+inline model_rope_config parse_config_json(std::string_view text,
+                                           const config_json_options& options = {}) {
+    return config_from_json(detail::json_config::parse_text(text), options);
+}
+
+/// Reads and parses the config.json at `path`. A missing file, a directory or other
+/// non-regular file and a file over max_config_json_bytes are a ropekit::error with field
 /// "path".
 inline model_rope_config load_config_json(const std::string& path,
                                           const config_json_options& options = {}) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) detail::json_config::fail("path", "cannot be opened: \"" + path + "\"");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return parse_config_json(ss.str(), options);
+    return parse_config_json(
+        detail::json_config::read_config_file(path, "path", "cannot be opened: \"" + path + "\""),
+        options);
 }
 
 ROPEKIT_END_NAMESPACE

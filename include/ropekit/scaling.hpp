@@ -15,10 +15,15 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -31,26 +36,64 @@
 
 ROPEKIT_BEGIN_NAMESPACE
 
+namespace detail {
+
+/// True when `v` is finite and rounds to a finite float32: HF turns every Python scalar into a
+/// float32 operand, and converting a larger double to float is undefined behaviour in C++.
+inline bool fits_f32(double v) noexcept {
+    return std::isfinite(v) && std::fabs(v) <= double(std::numeric_limits<float>::max());
+}
+
+/// True when `v` fits float32 and is still > 0 after rounding (not flushed to 0).
+inline bool positive_f32(double v) noexcept {
+    return fits_f32(v) && v > 0.0 && static_cast<float>(v) > 0.0f;
+}
+
+/// Requires fits_f32(v): "must be finite in float32 (|v| <= 3.4028234663852886e+38)".
+inline void require_fits_f32(double v, const char* field) {
+    require(fits_f32(v), field, "must be finite in float32 (|value| <= 3.4028234663852886e+38)", v);
+}
+
+/// Requires positive_f32(v).
+inline void require_positive_f32(double v, const char* field) {
+    require(positive_f32(v), field,
+            "must be > 0 and finite in float32 (rounds to neither 0 nor inf)", v);
+}
+
+}  // namespace detail
+
+/// The longest sequence (and original context) ropekit accepts: 2^32 positions, 400 times the
+/// longest context shipped today (10M tokens); beyond it HF's own float32 angles are meaningless.
+inline constexpr std::int64_t max_seq_len = std::int64_t(1) << 32;
+
 /// Parameters every method shares: the model's RoPE geometry.
 struct rope_params {
+    /// The largest head_dim (and so rotary_dim) accepted: 2^16 channels, 64 times the largest
+    /// in use (DeepSeek's 192, Gemma's 256); it bounds every per-pair table at 2^15 entries.
+    static constexpr int max_head_dim = 1 << 16;
+
     double base = 10000.0;  ///< rope_theta (ABF models just use a larger base)
     int head_dim = 0;       ///< channels per attention head
     int rotary_dim = 0;     ///< rotated channels (even, <= head_dim); the `dim` of every formula
     rope_layout layout = rope_layout::neox;  ///< which channels form a pair
 
-    /// Throws ropekit::error unless head_dim > 0, rotary_dim is even, > 0 and <= head_dim, and
-    /// base is finite and > 1.
+    /// Throws ropekit::error unless 0 < head_dim <= max_head_dim, rotary_dim is even, > 0 and
+    /// <= head_dim, and base is > 1 and finite in float32 (HF's pow runs on a float32 base; a
+    /// larger one is inf and would leave pairs with inv_freq 0, never rotating).
     void validate() const {
         detail::require(head_dim > 0, "head_dim", "must be > 0", head_dim);
+        detail::require(head_dim <= max_head_dim, "head_dim", "must be <= 65536", head_dim);
         detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
                         rotary_dim);
         detail::require(rotary_dim <= head_dim, "rotary_dim", "must be <= head_dim", rotary_dim);
         detail::require(std::isfinite(base) && base > 1.0, "base", "must be finite and > 1", base);
+        detail::require_fits_f32(base, "base");
     }
 
     /// Parameters with `rotary_dim = int(head_dim * partial_rotary_factor)`, truncated exactly as
     /// HF's Python `int()` does (Phi-2: 80 * 0.4 -> 32; NeoX: 128 * 0.25 -> 32). Throws
-    /// ropekit::error unless 0 < partial_rotary_factor <= 1 and the result is valid.
+    /// ropekit::error unless 0 < partial_rotary_factor <= 1 and the result is valid; a factor
+    /// below 1 that gives an invalid rotary_dim (0 or odd) is reported as partial_rotary_factor.
     static rope_params from_partial_rotary_factor(int head_dim, double partial_rotary_factor,
                                                   double base = 10000.0,
                                                   rope_layout layout = rope_layout::neox) {
@@ -62,15 +105,91 @@ struct rope_params {
         p.head_dim = head_dim;
         p.rotary_dim = int(double(head_dim) * partial_rotary_factor);
         p.layout = layout;
+        if (partial_rotary_factor < 1.0 && head_dim > 0 && head_dim <= max_head_dim &&
+            (p.rotary_dim <= 0 || p.rotary_dim % 2 != 0))
+            detail::fail(
+                "partial_rotary_factor",
+                ("must give an even rotary_dim > 0 (int(head_dim * "
+                 "partial_rotary_factor) = " +
+                 std::to_string(p.rotary_dim) + " for head_dim " + std::to_string(head_dim) + ")")
+                    .c_str(),
+                partial_rotary_factor);
         p.validate();
         return p;
     }
 };
 
+/// How the config reader (config_json.hpp) fills one member of a scaling method from the rope
+/// dict of a config.json. The member's default member initializer is the key's default.
+enum class key_rule {
+    required,  ///< absent or null: error "is missing"
+    optional,  ///< absent or null: the member keeps its default
+    /// absent, null or 0: the default (Python's `get(key) or default`, YaRN's betas)
+    python_or,
+    /// absent: `max_position_embeddings / original context`, else error (YaRN's factor)
+    context_ratio,
+    /// as context_ratio, but a ratio below 1 (no extension) leaves the member unset and calls
+    /// the method's `static void not_extended(Method&)`; absent and not derivable: unset
+    /// (LongRoPE's factor, which only feeds the attention factor)
+    extension_ratio,
+    /// the original context: the top-level `original_max_position_embeddings` (Phi-3 style)
+    /// wins over the dict's, else `max_position_embeddings`, else error (YaRN, LongRoPE)
+    original_context,
+    /// as original_context, without the `max_position_embeddings` fallback (Llama 3.1)
+    original_context_required,
+    /// the top-level `max_position_embeddings`, never the dict (dynamic NTK's L0, as HF)
+    max_position,
+};
+
+/// One config key of a scaling method: where it goes and how it is read. Each method lists its
+/// keys in `static constexpr auto config_keys()`; the config reader, rope-inspect's output and
+/// flags, and the key paths of validation errors are all derived from that list.
+/// \tparam Method the scaling struct \tparam T the member's type (double, std::int64_t, bool,
+/// std::optional<double>, std::vector<double>)
+template <class Method, class T>
+struct config_key {
+    using method_type = Method;  ///< the scaling struct
+    using value_type = T;        ///< the member's type
+    std::string_view name;       ///< the key in the rope dict, as HF writes it (`beta_fast`)
+    T Method::*member;           ///< the member it sets
+    key_rule rule = key_rule::optional;  ///< how an absent key is handled
+    /// The member's name as validate() reports it, when it differs from `name`
+    /// (`original_max_position`); rope-inspect prints the parameters under this name.
+    std::string_view field = {};
+    std::string_view alias = {};  ///< an older key read when `name` is absent (NTK: `factor`)
+    std::string_view note = {};   ///< for a missing required value: why it is needed
+
+    /// validate()'s name for the member.
+    constexpr std::string_view member_name() const noexcept { return field.empty() ? name : field; }
+};
+
+/// A key a method knows but does not use: no "not used by rope_type" warning, and `note` (if
+/// not empty) as the warning instead.
+struct ignored_key {
+    std::string_view name;  ///< the key in the rope dict
+    std::string_view note;  ///< the warning text; empty: silently accepted
+};
+
+/// A value rope-inspect reports next to the parameters, computed from the method and seq_len
+/// (LongRoPE's `uses_long_factor`).
+template <class Method, class F>
+struct derived_value {
+    std::string_view name;  ///< the name in the report
+    F function;             ///< `bool/double (Method::*)(std::optional<std::int64_t>) const`
+};
+
 namespace detail {
 
 inline void check_seq_len(std::optional<std::int64_t> seq_len) {
-    if (seq_len) require(*seq_len >= 0, "seq_len", "must be >= 0", *seq_len);
+    if (!seq_len) return;
+    require(*seq_len >= 0, "seq_len", "must be >= 0", *seq_len);
+    require(*seq_len <= max_seq_len, "seq_len", "must be <= 2^32 (ropekit::max_seq_len)", *seq_len);
+}
+
+/// An original context length: > 0 and <= max_seq_len.
+inline void require_context(std::int64_t v, const char* field) {
+    require(v > 0, field, "must be > 0", v);
+    require(v <= max_seq_len, field, "must be <= 2^32 (ropekit::max_seq_len)", v);
 }
 
 /// `dim / (dim - 2)`, the NTK exponent; needs dim > 2.
@@ -80,6 +199,7 @@ inline void require_ntk_dim(const rope_params& p) {
 
 inline void require_factor_at_least_one(double v, const char* field) {
     require(std::isfinite(v) && v >= 1.0, field, "must be finite and >= 1", v);
+    require_fits_f32(v, field);
 }
 
 /// HF's `base ** (arange(0, dim, 2).float() / dim)`: float32 exponent 2i/dim, float32 base, one
@@ -100,6 +220,18 @@ inline std::vector<float> hf_default_inv_freq(double base, int dim) {
 
 inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<float> inv_freq,
                                               double attention_factor) {
+    // Every check above keeps the parameters inside float32, but their combination can still
+    // underflow (a large factor on a large base) or overflow: a pair with inv_freq 0 would never
+    // rotate, so that is an error, not a table.
+    for (std::size_t i = 0; i < inv_freq.size(); ++i)
+        if (!(std::isfinite(inv_freq[i]) && inv_freq[i] > 0.0f))
+            fail("inv_freq",
+                 ("must be finite and > 0 for every pair; the parameters under/overflow float32 "
+                  "at pair " +
+                  std::to_string(i))
+                     .c_str(),
+                 inv_freq[i]);
+    require_positive_f32(attention_factor, "attention_factor");
     rope_frequencies f;
     f.inv_freq = std::move(inv_freq);
     f.attention_factor = float(attention_factor);
@@ -116,8 +248,16 @@ inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<
 struct default_rope {
     static constexpr std::string_view rope_type = "default";  ///< HF's rope_type string
 
+    /// No keys; M-RoPE's `mrope_section` is known (the reader warns about M-RoPE itself).
+    static constexpr auto config_keys() {
+        return std::make_tuple(ignored_key{"mrope_section", ""});
+    }
+
     /// Throws ropekit::error for invalid parameters.
     void validate(const rope_params& p) const { p.validate(); }
+
+    /// 1: plain RoPE does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// The frequencies (seq_len is ignored).
     rope_frequencies frequencies(const rope_params& p,
@@ -135,11 +275,20 @@ struct linear_scaling {
     static constexpr std::string_view rope_type = "linear";  ///< HF's rope_type string
     double factor = 1.0;                                     ///< context extension ratio, >= 1
 
+    /// `factor` is required.
+    static constexpr auto config_keys() {
+        return std::make_tuple(config_key<linear_scaling, double>{"factor", &linear_scaling::factor,
+                                                                  key_rule::required});
+    }
+
     /// Throws ropekit::error for invalid parameters or factor < 1.
     void validate(const rope_params& p) const {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
     }
+
+    /// 1: PI does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// `default_inv_freq / factor` (one float32 division, as HF's in-place `inv_freq /= factor`).
     rope_frequencies frequencies(const rope_params& p,
@@ -160,11 +309,22 @@ struct ntk_scaling {
     static constexpr std::string_view rope_type = "ntk";  ///< HF's rope_type string
     double alpha = 1.0;                                   ///< NTK alpha, >= 1 (1 is default RoPE)
 
+    /// `alpha`, required; HF's transient "ntk" type wrote it as `factor`.
+    static constexpr auto config_keys() {
+        return std::make_tuple(config_key<ntk_scaling, double>{
+            "alpha", &ntk_scaling::alpha, key_rule::required, {}, "factor"});
+    }
+
+    /// 1: NTK-aware scaling does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
+
     /// Throws ropekit::error for invalid parameters, alpha < 1 or rotary_dim <= 2.
     void validate(const rope_params& p) const {
         p.validate();
         detail::require_ntk_dim(p);
         detail::require_factor_at_least_one(alpha, "alpha");
+        detail::require(detail::fits_f32(scaled_base(p)), "alpha",
+                        "makes the scaled base base * alpha^(dim/(dim-2)) overflow float32", alpha);
     }
 
     /// The scaled base `base * alpha^(dim/(dim-2))`, in double as HF's Python computes it.
@@ -198,13 +358,32 @@ struct dynamic_ntk_scaling {
     double factor = 1.0;                                      ///< scaling factor, >= 1
     std::int64_t original_max_position = 0;  ///< L0; HF uses config.max_position_embeddings
 
+    /// `factor` (required) and L0 from `max_position_embeddings`, as HF (a TODO there); the
+    /// dict's `original_max_position_embeddings` is ignored with a warning.
+    static constexpr auto config_keys() {
+        using k = dynamic_ntk_scaling;
+        return std::make_tuple(
+            config_key<k, double>{"factor", &k::factor, key_rule::required},
+            config_key<k, std::int64_t>{"max_position_embeddings",
+                                        &k::original_max_position,
+                                        key_rule::max_position,
+                                        "original_max_position",
+                                        {},
+                                        "dynamic NTK's original length"},
+            ignored_key{"original_max_position_embeddings",
+                        "ignored by dynamic NTK (HF uses max_position_embeddings as the original "
+                        "length)"});
+    }
+
+    /// 1: dynamic NTK does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
+
     /// Throws ropekit::error for invalid parameters, factor < 1, L0 <= 0 or rotary_dim <= 2.
     void validate(const rope_params& p) const {
         p.validate();
         detail::require_ntk_dim(p);
         detail::require_factor_at_least_one(factor, "factor");
-        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
-                        original_max_position);
+        detail::require_context(original_max_position, "original_max_position");
     }
 
     /// The base used for sequence length `seq_len` (the plain base when seq_len <= L0 or absent).
@@ -220,8 +399,11 @@ struct dynamic_ntk_scaling {
                                  std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
-        return detail::make_rope_frequencies(
-            p, detail::hf_default_inv_freq(scaled_base(p, seq_len), p.rotary_dim), 1.0);
+        const double b = scaled_base(p, seq_len);
+        detail::require(detail::fits_f32(b), "seq_len",
+                        "makes dynamic NTK's scaled base overflow float32 with this factor",
+                        seq_len.value_or(0));
+        return detail::make_rope_frequencies(p, detail::hf_default_inv_freq(b, p.rotary_dim), 1.0);
     }
 };
 
@@ -247,6 +429,27 @@ struct yarn_scaling {
     std::optional<double> mscale_all_dim{};    ///< DeepSeek-style mscale_all_dim
     bool truncate = true;                      ///< floor/ceil the correction range (gpt-oss: false)
 
+    /// HF's keys; the betas use Python's `or` (0 means the default), a missing factor is
+    /// `max_position_embeddings / original_max_position_embeddings` (HF #38224 / #40320).
+    static constexpr auto config_keys() {
+        using k = yarn_scaling;
+        using opt = std::optional<double>;
+        return std::make_tuple(
+            config_key<k, double>{"factor", &k::factor, key_rule::context_ratio},
+            config_key<k, std::int64_t>{"original_max_position_embeddings",
+                                        &k::original_max_position,
+                                        key_rule::original_context,
+                                        "original_max_position",
+                                        {},
+                                        "YaRN's original length"},
+            config_key<k, double>{"beta_fast", &k::beta_fast, key_rule::python_or},
+            config_key<k, double>{"beta_slow", &k::beta_slow, key_rule::python_or},
+            config_key<k, opt>{"attention_factor", &k::attention_factor},
+            config_key<k, opt>{"mscale", &k::mscale},
+            config_key<k, opt>{"mscale_all_dim", &k::mscale_all_dim},
+            config_key<k, bool>{"truncate", &k::truncate});
+    }
+
     /// The ramp's ends, in pair indices: pairs <= low keep their frequency, pairs >= high are
     /// divided by factor.
     struct correction_range_t {
@@ -259,19 +462,30 @@ struct yarn_scaling {
     void validate(const rope_params& p) const {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
-        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
-                        original_max_position);
+        detail::require_context(original_max_position, "original_max_position");
         detail::require_finite_positive(beta_fast, "beta_fast");
         detail::require_finite_positive(beta_slow, "beta_slow");
         detail::require(beta_fast > beta_slow, "beta_fast", "must be > beta_slow", beta_fast);
-        if (attention_factor)
+        if (attention_factor) {
             detail::require_finite_positive(*attention_factor, "attention_factor");
+            detail::require_positive_f32(*attention_factor, "attention_factor");
+        }
         if (mscale)
             detail::require(std::isfinite(*mscale) && *mscale >= 0.0, "mscale",
                             "must be finite and >= 0", *mscale);
         if (mscale_all_dim)
             detail::require(std::isfinite(*mscale_all_dim) && *mscale_all_dim >= 0.0,
                             "mscale_all_dim", "must be finite and >= 0", *mscale_all_dim);
+        // The combinations: the mscale ratio is stored as a float32 attention factor, and
+        // DeepSeek's softmax factor is squared.
+        detail::require(detail::fits_f32(deepseek_softmax_factor()), "mscale_all_dim",
+                        "makes get_mscale(factor, mscale_all_dim)^2 overflow float32",
+                        mscale_all_dim.value_or(0.0));
+        if (!attention_factor)
+            detail::require(detail::positive_f32(resolved_attention_factor()), "mscale",
+                            "gives an attention factor outside float32 (get_mscale(factor, "
+                            "mscale) / get_mscale(factor, mscale_all_dim))",
+                            mscale.value_or(0.0));
     }
 
     /// `get_mscale(s, m) = 1 if s <= 1 else 0.1 m ln(s) + 1` (DeepSeek's yarn_get_mscale).
@@ -355,18 +569,42 @@ struct llama3_scaling {
     double high_freq_factor = 4.0;              ///< > low_freq_factor
     std::int64_t original_max_position = 8192;  ///< L
 
+    /// All four keys are required, as in HF.
+    static constexpr auto config_keys() {
+        using k = llama3_scaling;
+        return std::make_tuple(
+            config_key<k, double>{"factor", &k::factor, key_rule::required},
+            config_key<k, double>{"low_freq_factor", &k::low_freq_factor, key_rule::required},
+            config_key<k, double>{"high_freq_factor", &k::high_freq_factor, key_rule::required},
+            config_key<k, std::int64_t>{
+                "original_max_position_embeddings", &k::original_max_position,
+                key_rule::original_context_required, "original_max_position"});
+    }
+
+    /// 1: Llama 3.1 scaling does not scale the logits.
+    double resolved_attention_factor() const noexcept { return 1.0; }
+
     /// Throws ropekit::error for invalid parameters, factor < 1, a non-positive low_freq_factor,
     /// low_freq_factor >= high_freq_factor or L <= 0.
     void validate(const rope_params& p) const {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
         detail::require_finite_positive(low_freq_factor, "low_freq_factor");
-        detail::require(std::isfinite(high_freq_factor), "high_freq_factor", "must be finite",
-                        high_freq_factor);
+        detail::require_positive_f32(low_freq_factor, "low_freq_factor");
+        // high first: a high_freq_factor of 0 is high's fault, not "low >= high".
+        detail::require_finite_positive(high_freq_factor, "high_freq_factor");
+        detail::require_positive_f32(high_freq_factor, "high_freq_factor");
         detail::require(low_freq_factor < high_freq_factor, "low_freq_factor",
                         "must be < high_freq_factor", low_freq_factor);
-        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
-                        original_max_position);
+        // The blend divides by the float32 band width: it must not round to 0.
+        detail::require(
+            static_cast<float>(high_freq_factor - low_freq_factor) > 0.0f, "high_freq_factor",
+            "must exceed low_freq_factor by more than float32 can resolve", high_freq_factor);
+        detail::require_context(original_max_position, "original_max_position");
+        // L / low_freq_factor is compared as a float32 wavelength.
+        detail::require(
+            detail::fits_f32(double(original_max_position) / low_freq_factor), "low_freq_factor",
+            "makes original_max_position / low_freq_factor overflow float32", low_freq_factor);
     }
 
     /// The three-band frequencies.
@@ -420,6 +658,42 @@ struct longrope_scaling {
     std::optional<double> factor{};
     std::optional<double> attention_factor{};  ///< explicit final attention factor (wins)
 
+    /// Phi-3's legacy rope_type name.
+    static constexpr std::array<std::string_view, 1> legacy_rope_types = {"su"};
+
+    /// The factor lists are required; a missing factor is derived from the context lengths.
+    static constexpr auto config_keys() {
+        using k = longrope_scaling;
+        using opt = std::optional<double>;
+        using list = std::vector<double>;
+        return std::make_tuple(
+            config_key<k, list>{"short_factor", &k::short_factor, key_rule::required},
+            config_key<k, list>{"long_factor", &k::long_factor, key_rule::required},
+            config_key<k, std::int64_t>{"original_max_position_embeddings",
+                                        &k::original_max_position,
+                                        key_rule::original_context,
+                                        "original_max_position",
+                                        {},
+                                        "LongRoPE's original length"},
+            config_key<k, opt>{"attention_factor", &k::attention_factor},
+            config_key<k, opt>{"factor", &k::factor, key_rule::extension_ratio},
+            ignored_key{"short_mscale", "per-set mscale is not part of HF's longrope (ignored)"},
+            ignored_key{"long_mscale", "per-set mscale is not part of HF's longrope (ignored)"});
+    }
+
+    /// rope-inspect reports which factor set seq_len selects.
+    static constexpr auto derived_values() {
+        return std::make_tuple(
+            derived_value<longrope_scaling, decltype(&longrope_scaling::uses_long_factor)>{
+                "uses_long_factor", &longrope_scaling::uses_long_factor});
+    }
+
+    /// A derived factor below 1 means the model was not extended: HF's `factor <= 1` branch,
+    /// attention factor 1 (kept if given explicitly).
+    static void not_extended(longrope_scaling& s) {
+        if (!s.attention_factor) s.attention_factor = 1.0;
+    }
+
     /// Throws ropekit::error for invalid parameters, factor lists of the wrong length or with
     /// non-positive entries, factor < 1, L <= 0 or a non-positive attention_factor.
     void validate(const rope_params& p) const {
@@ -429,17 +703,23 @@ struct longrope_scaling {
                         "must have rotary_dim/2 entries", short_factor.size());
         detail::require(long_factor.size() == pairs, "long_factor",
                         "must have rotary_dim/2 entries", long_factor.size());
-        for (double v : short_factor) detail::require_finite_positive(v, "short_factor");
-        for (double v : long_factor) detail::require_finite_positive(v, "long_factor");
-        detail::require(original_max_position > 0, "original_max_position", "must be > 0",
-                        original_max_position);
+        for (const auto* set : {&short_factor, &long_factor}) {
+            const char* field = set == &short_factor ? "short_factor" : "long_factor";
+            for (double v : *set) {
+                detail::require_finite_positive(v, field);
+                detail::require_positive_f32(v, field);  // HF rounds each entry to float32
+            }
+        }
+        detail::require_context(original_max_position, "original_max_position");
         // No silent default: Phi-3 built by hand without its factor (32) would get attention
         // factor 1 instead of 1.19. The config reader always sets one or the other.
         detail::require(factor.has_value() || attention_factor.has_value(), "factor",
-                        "(or attention_factor) is required", "unset");
+                        "is missing (and so is attention_factor; one is required)", "unset");
         if (factor) detail::require_factor_at_least_one(*factor, "factor");
-        if (attention_factor)
+        if (attention_factor) {
             detail::require_finite_positive(*attention_factor, "attention_factor");
+            detail::require_positive_f32(*attention_factor, "attention_factor");
+        }
     }
 
     /// True when `seq_len` selects long_factor (strictly above L).
@@ -470,10 +750,59 @@ struct longrope_scaling {
     }
 };
 
-/// Any scaling method. Adding a method is one struct with rope_type, validate() and
-/// frequencies(), one entry here, and its tests; kernels never change.
+/// Any scaling method: the one list of methods. Adding a method is its struct (rope_type,
+/// config_keys(), validate(), frequencies(), resolved_attention_factor()), one entry here, and
+/// its tests; the rope_type lookup, the config reader, rope-inspect and the error key paths
+/// iterate over this list, and kernels never change. The order is not significant.
 using rope_scaling = std::variant<default_rope, linear_scaling, ntk_scaling, dynamic_ntk_scaling,
                                   yarn_scaling, llama3_scaling, longrope_scaling>;
+
+namespace detail {
+
+template <class M, class = void>
+struct has_legacy_rope_types : std::false_type {};
+template <class M>
+struct has_legacy_rope_types<M, std::void_t<decltype(M::legacy_rope_types)>> : std::true_type {};
+
+/// True when `t` is M's rope_type or one of its legacy names.
+template <class M>
+constexpr bool names_method(std::string_view t) noexcept {
+    if (t == M::rope_type) return true;
+    if constexpr (has_legacy_rope_types<M>::value)
+        for (std::string_view legacy : M::legacy_rope_types)
+            if (t == legacy) return true;
+    return false;
+}
+
+/// An empty value standing for the type T (`typename decltype(tag)::type` in a generic lambda).
+template <class T>
+struct type_tag {
+    using type = T;  ///< the type
+};
+
+/// Calls `f(type_tag<M>{})` for every alternative M of rope_scaling, in order.
+template <class F, std::size_t... I>
+constexpr void for_each_method_impl(F&& f, std::index_sequence<I...>) {
+    (f(type_tag<std::variant_alternative_t<I, rope_scaling>>{}), ...);
+}
+template <class F>
+constexpr void for_each_method(F&& f) {
+    for_each_method_impl(f, std::make_index_sequence<std::variant_size_v<rope_scaling>>{});
+}
+
+template <std::size_t... I>
+constexpr bool rope_types_unique(std::index_sequence<I...>) {
+    constexpr std::string_view names[] = {
+        std::variant_alternative_t<I, rope_scaling>::rope_type...};
+    for (std::size_t a = 0; a < sizeof...(I); ++a)
+        for (std::size_t b = a + 1; b < sizeof...(I); ++b)
+            if (names[a] == names[b]) return false;
+    return true;
+}
+static_assert(rope_types_unique(std::make_index_sequence<std::variant_size_v<rope_scaling>>{}),
+              "two rope_scaling alternatives share a rope_type");
+
+}  // namespace detail
 
 /// HF's rope_type string of the method ("default", "linear", "ntk", "dynamic", "yarn", "llama3",
 /// "longrope").
@@ -481,18 +810,28 @@ inline std::string_view name(const rope_scaling& scaling) noexcept {
     return std::visit([](const auto& m) { return std::decay_t<decltype(m)>::rope_type; }, scaling);
 }
 
-/// A default-constructed method for an HF rope_type string (the legacy Phi-3 name "su" is
+/// A default-constructed method for an HF rope_type string or legacy name (Phi-3's "su" is
 /// longrope); nullopt for anything else. Never throws.
 inline std::optional<rope_scaling> scaling_for_rope_type(std::string_view rope_type) {
-    if (rope_type == default_rope::rope_type) return rope_scaling{default_rope{}};
-    if (rope_type == linear_scaling::rope_type) return rope_scaling{linear_scaling{}};
-    if (rope_type == ntk_scaling::rope_type) return rope_scaling{ntk_scaling{}};
-    if (rope_type == dynamic_ntk_scaling::rope_type) return rope_scaling{dynamic_ntk_scaling{}};
-    if (rope_type == yarn_scaling::rope_type) return rope_scaling{yarn_scaling{}};
-    if (rope_type == llama3_scaling::rope_type) return rope_scaling{llama3_scaling{}};
-    if (rope_type == longrope_scaling::rope_type || rope_type == "su")
-        return rope_scaling{longrope_scaling{}};
-    return std::nullopt;
+    std::optional<rope_scaling> out;
+    detail::for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        if (!out && detail::names_method<M>(rope_type)) out.emplace(M{});
+    });
+    return out;
+}
+
+/// Every rope_type scaling_for_rope_type() accepts, legacy names included, comma-separated
+/// ("default, linear, ..., longrope, su"), for messages and usage texts.
+inline std::string known_rope_types() {
+    std::string out;
+    detail::for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        out += (out.empty() ? "" : ", ") + std::string(M::rope_type);
+        if constexpr (detail::has_legacy_rope_types<M>::value)
+            for (std::string_view legacy : M::legacy_rope_types) out += ", " + std::string(legacy);
+    });
+    return out;
 }
 
 /// Throws ropekit::error unless `scaling` is valid for `params`.
@@ -504,10 +843,7 @@ inline void validate(const rope_params& params, const rope_scaling& scaling) {
 /// YaRN's and LongRoPE's resolved factor, 1 for the others. Apply it once, on the softmax scale:
 /// `scale = attention_factor^2 / sqrt(head_dim)` equals HF's cos/sin multiplied by it on q and k.
 inline double attention_factor(const rope_scaling& scaling) {
-    if (const auto* y = std::get_if<yarn_scaling>(&scaling)) return y->resolved_attention_factor();
-    if (const auto* l = std::get_if<longrope_scaling>(&scaling))
-        return l->resolved_attention_factor();
-    return 1.0;
+    return std::visit([](const auto& m) { return m.resolved_attention_factor(); }, scaling);
 }
 
 /// The frequencies of `scaling` for `params`, at sequence length `seq_len` (only dynamic NTK and

@@ -7,6 +7,7 @@
 
 #include "../abi.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +16,10 @@
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "../config_json.hpp"
@@ -23,19 +28,103 @@ ROPEKIT_BEGIN_NAMESPACE
 namespace detail {
 namespace inspect {
 
+template <class M, class = void>
+struct has_derived_values : std::false_type {};
+template <class M>
+struct has_derived_values<M, std::void_t<decltype(M::derived_values())>> : std::true_type {};
+
+/// Calls `f(key)` for every config_key (not ignored_key) of every method, in variant order.
+template <class F>
+void for_each_config_key(F&& f) {
+    for_each_method([&](auto tag) {
+        using M = typename decltype(tag)::type;
+        std::apply(
+            [&](const auto&... k) {
+                auto one = [&](const auto& key) {
+                    if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>) f(key);
+                };
+                (one(k), ...);
+            },
+            M::config_keys());
+    });
+}
+
+/// `--beta-fast` for the key `beta_fast`.
+inline std::string flag_for_key(std::string_view key) {
+    std::string flag = "--" + std::string(key);
+    for (char& ch : flag)
+        if (ch == '_') ch = '-';
+    return flag;
+}
+
+/// The method flags: one per dict key of any method (from the methods' config_keys()), with
+/// the kind of value it takes.
+struct key_flag {
+    std::string flag;  ///< `--beta-fast`
+    std::string key;   ///< `beta_fast`
+    char kind;         ///< 'f' number, 'i' integer, 'b' true|false, 'l' list of numbers
+};
+inline const std::vector<key_flag>& key_flags() {
+    static const std::vector<key_flag> flags = [] {
+        std::vector<key_flag> out;
+        auto add = [&](std::string_view key, char kind) {
+            for (const auto& f : out)
+                if (f.key == key) return;
+            out.push_back({flag_for_key(key), std::string(key), kind});
+        };
+        for_each_config_key([&](const auto& key) {
+            using T = typename json_config::stored_as<
+                typename std::decay_t<decltype(key)>::value_type>::type;
+            if (key.rule == key_rule::max_position) return;  // --max-position
+            if constexpr (std::is_same_v<T, double>)
+                add(key.name, 'f');
+            else if constexpr (std::is_same_v<T, std::int64_t>)
+                add(key.name, 'i');
+            else if constexpr (std::is_same_v<T, bool>)
+                add(key.name, 'b');
+            else
+                add(key.name, 'l');
+            if (!key.alias.empty()) add(key.alias, 'f');
+        });
+        return out;
+    }();
+    return flags;
+}
+
 /// Usage text, also printed by --help.
-inline const char* usage() {
+inline std::string usage() {
+    std::string methods = known_rope_types();
+    for (char& ch : methods)
+        if (ch == ',') ch = '|';
+    methods.erase(std::remove(methods.begin(), methods.end(), ' '), methods.end());
+    std::string keys = " ";
+    std::size_t col = 2;
+    for (const auto& f : key_flags()) {
+        const char* arg = f.kind == 'f'   ? " F"
+                          : f.kind == 'i' ? " N"
+                          : f.kind == 'b' ? " true|false"
+                                          : " a,b,...";
+        const std::string item = f.flag + arg;
+        if (col + item.size() + 2 > 90) {
+            keys += "\n ";
+            col = 2;
+        }
+        keys += " " + item;
+        col += item.size() + 1;
+    }
     return "usage: rope-inspect [--config config.json] [--seq-len N] [--json] [--svg FILE]\n"
            "                    [--layer-type NAME] [--layout neox|gptj] [method flags]\n"
            "  --layer-type  full_attention|sliding_attention (v5 per-layer dicts, Gemma-3)\n"
            "  --layout      pair layout; default: rope_interleave, else by model_type\n"
            "method flags (override the file's values, or describe a model without a file):\n"
-           "  --rope-type default|linear|ntk|dynamic|yarn|llama3|longrope\n"
+           "  --rope-type " +
+           methods +
+           "\n"
            "  --head-dim N  --rotary-dim N  --partial-rotary-factor F  --base THETA\n"
-           "  --max-position N  --original-max-position N  --factor F  --alpha A\n"
-           "  --beta-fast B  --beta-slow B  --attention-factor A  --mscale M  --mscale-all-dim M\n"
-           "  --truncate true|false  --low-freq-factor F  --high-freq-factor F\n"
-           "  --short-factor a,b,...  --long-factor a,b,...\n"
+           "  --max-position N  --original-max-position N\n"
+           "keys of the rope dict:\n" +
+           keys +
+           "\n"
            "  --brief  one header line and one summary line (used by scripts/demo.sh)\n"
            "exit status: 0 on success, 2 on bad input (the message names the field and value)\n";
 }
@@ -131,31 +220,25 @@ inline request parse_args(const std::vector<std::string>& args) {
             r.top_overrides["max_position_embeddings"] = parse_int(a, value(i));
         else if (a == "--original-max-position")
             r.dict_overrides["original_max_position_embeddings"] = parse_int(a, value(i));
-        else if (a == "--truncate") {
-            const std::string& v = value(i);
-            if (v != "true" && v != "false")
-                bad_flag(a, "expects true or false (got \"" + v + "\")");
-            r.dict_overrides["truncate"] = v == "true";
-        } else if (a == "--short-factor")
-            r.dict_overrides["short_factor"] = parse_list(a, value(i));
-        else if (a == "--long-factor")
-            r.dict_overrides["long_factor"] = parse_list(a, value(i));
         else {
-            static const char* const numeric[][2] = {{"--factor", "factor"},
-                                                     {"--alpha", "alpha"},
-                                                     {"--beta-fast", "beta_fast"},
-                                                     {"--beta-slow", "beta_slow"},
-                                                     {"--mscale", "mscale"},
-                                                     {"--mscale-all-dim", "mscale_all_dim"},
-                                                     {"--attention-factor", "attention_factor"},
-                                                     {"--low-freq-factor", "low_freq_factor"},
-                                                     {"--high-freq-factor", "high_freq_factor"}};
             bool known = false;
-            for (const auto& n : numeric)
-                if (a == n[0]) {
-                    r.dict_overrides[n[1]] = parse_double(a, value(i));
-                    known = true;
+            for (const auto& f : key_flags()) {
+                if (a != f.flag) continue;
+                known = true;
+                const std::string& v = value(i);
+                if (f.kind == 'f') {
+                    r.dict_overrides[f.key] = parse_double(a, v);
+                } else if (f.kind == 'i') {
+                    r.dict_overrides[f.key] = parse_int(a, v);
+                } else if (f.kind == 'l') {
+                    r.dict_overrides[f.key] = parse_list(a, v);
+                } else {
+                    if (v != "true" && v != "false")
+                        bad_flag(a, "expects true or false (got \"" + v + "\")");
+                    r.dict_overrides[f.key] = v == "true";
                 }
+                break;
+            }
             if (!known) bad_flag(a, "is not a rope-inspect option (see --help)");
         }
     }
@@ -166,13 +249,8 @@ inline request parse_args(const std::vector<std::string>& args) {
 inline nlohmann::json effective_config(const request& r) {
     nlohmann::json cfg = nlohmann::json::object();
     if (!r.config_path.empty()) {
-        std::ifstream in(r.config_path, std::ios::binary);
-        if (!in) json_config::fail("--config", "cannot open \"" + r.config_path + "\"");
-        std::ostringstream ss;
-        ss << in.rdbuf();
-        const std::string text = ss.str();
-        cfg = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-        if (cfg.is_discarded()) (void)parse_config_json(text, r.options);  // throws with detail
+        cfg = json_config::parse_text(json_config::read_config_file(
+            r.config_path, "--config", "cannot open \"" + r.config_path + "\""));
     } else if (r.dict_overrides.empty() && r.top_overrides.empty()) {
         json_config::fail("--config", "is missing (give a config.json or method flags)");
     } else {
@@ -200,13 +278,19 @@ inline nlohmann::json effective_config(const request& r) {
         const bool v5 =
             !v4_set && root->contains("rope_parameters") && (*root)["rope_parameters"].is_object();
         nlohmann::json& dict = v5 ? (*root)["rope_parameters"] : (*root)["rope_scaling"];
-        if (!dict.is_object()) dict = nlohmann::json::object();
+        // A wrongly typed dict stays as it is, so config_from_json names it; only an absent or
+        // null one becomes the object the flags describe.
+        if (dict.is_null()) dict = nlohmann::json::object();
+        if (!dict.is_object()) return cfg;
         nlohmann::json* target = &dict;
         if (v5 && !dict.contains("rope_type") && !dict.contains("type") && !dict.empty() &&
             dict.begin()->is_object()) {
             const std::string lt =
                 r.options.layer_type.empty() ? dict.begin().key() : r.options.layer_type;
-            target = &dict[lt];
+            const auto it = dict.find(lt);
+            // A missing or non-object layer entry: config_from_json reports it by name.
+            if (it == dict.end() || !it->is_object()) return cfg;
+            target = &*it;
         }
         if (r.dict_overrides.contains("rope_type")) target->erase("type");
         for (auto it = r.dict_overrides.begin(); it != r.dict_overrides.end(); ++it)
@@ -226,59 +310,83 @@ inline std::string fmt(const char* f, double v) {
     return buf;
 }
 
+/// A JSON number: `null` for inf or nan, which JSON cannot express (the frequencies are
+/// checked finite and > 0, so this is a last line of defence, not a code path).
+inline std::string json_number(const char* f, double v) {
+    return std::isfinite(v) ? fmt(f, v) : std::string("null");
+}
+
 /// wavelength = 2 pi / inv_freq (tokens per full turn of the pair), in double.
 inline double wavelength(float inv_freq) {
     return 2.0 * 3.141592653589793 / double(inv_freq);
 }
 
 inline std::string json_string(const std::string& s) {
-    return nlohmann::json(s).dump();
+    return json_config::dump_text(nlohmann::json(s));  // a path or warning may be cut UTF-8
 }
 
-/// The method's parameters as a JSON object (for --json).
-inline nlohmann::json method_parameters(const rope_scaling& s) {
-    nlohmann::json j = nlohmann::json::object();
-    auto opt = [](const std::optional<double>& v) {
+/// A member's value as JSON: null for an unset std::optional.
+template <class T>
+nlohmann::json to_json_value(const T& v) {
+    if constexpr (std::is_same_v<T, std::optional<double>>)
         return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-    };
-    if (const auto* m = std::get_if<linear_scaling>(&s)) j["factor"] = m->factor;
-    if (const auto* m = std::get_if<ntk_scaling>(&s)) j["alpha"] = m->alpha;
-    if (const auto* m = std::get_if<dynamic_ntk_scaling>(&s)) {
-        j["factor"] = m->factor;
-        j["original_max_position"] = m->original_max_position;
-    }
-    if (const auto* m = std::get_if<yarn_scaling>(&s)) {
-        j["factor"] = m->factor;
-        j["original_max_position"] = m->original_max_position;
-        j["beta_fast"] = m->beta_fast;
-        j["beta_slow"] = m->beta_slow;
-        j["attention_factor"] = opt(m->attention_factor);
-        j["mscale"] = opt(m->mscale);
-        j["mscale_all_dim"] = opt(m->mscale_all_dim);
-        j["truncate"] = m->truncate;
-    }
-    if (const auto* m = std::get_if<llama3_scaling>(&s)) {
-        j["factor"] = m->factor;
-        j["low_freq_factor"] = m->low_freq_factor;
-        j["high_freq_factor"] = m->high_freq_factor;
-        j["original_max_position"] = m->original_max_position;
-    }
-    if (const auto* m = std::get_if<longrope_scaling>(&s)) {
-        j["factor"] = opt(m->factor);  // null: not given (attention_factor decides)
-        j["original_max_position"] = m->original_max_position;
-        j["attention_factor"] = opt(m->attention_factor);
-        j["uses_long_factor"] = false;
-    }
+    else
+        return nlohmann::json(v);
+}
+
+/// The method's parameters as a JSON object (for --json and the text report), one entry per
+/// config key under validate()'s member name, plus the method's derived values at seq_len.
+inline nlohmann::json method_parameters(const rope_scaling& s,
+                                        std::optional<std::int64_t> seq_len = {}) {
+    nlohmann::json j = nlohmann::json::object();
+    std::visit(
+        [&](const auto& m) {
+            using M = std::decay_t<decltype(m)>;
+            std::apply(
+                [&](const auto&... k) {
+                    auto one = [&](const auto& key) {
+                        if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
+                            j[std::string(key.member_name())] = to_json_value(m.*key.member);
+                    };
+                    (one(k), ...);
+                },
+                M::config_keys());
+            if constexpr (has_derived_values<M>::value)
+                std::apply(
+                    [&](const auto&... v) {
+                        ((j[std::string(v.name)] = (m.*v.function)(seq_len)), ...);
+                    },
+                    M::derived_values());
+        },
+        s);
     return j;
 }
 
-/// The original (pre-training) context the method refers to, if it has one.
+/// The original (pre-training) context the method refers to, if it has one: the member of its
+/// original-context key.
 inline std::optional<std::int64_t> original_context(const rope_scaling& s) {
-    if (const auto* m = std::get_if<dynamic_ntk_scaling>(&s)) return m->original_max_position;
-    if (const auto* m = std::get_if<yarn_scaling>(&s)) return m->original_max_position;
-    if (const auto* m = std::get_if<llama3_scaling>(&s)) return m->original_max_position;
-    if (const auto* m = std::get_if<longrope_scaling>(&s)) return m->original_max_position;
-    return std::nullopt;
+    std::optional<std::int64_t> out;
+    std::visit(
+        [&](const auto& m) {
+            using M = std::decay_t<decltype(m)>;
+            std::apply(
+                [&](const auto&... k) {
+                    auto one = [&](const auto& key) {
+                        if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
+                            if (key.rule == key_rule::original_context ||
+                                key.rule == key_rule::original_context_required ||
+                                key.rule == key_rule::max_position) {
+                                if constexpr (std::is_same_v<std::decay_t<decltype(m.*key.member)>,
+                                                             std::int64_t>)
+                                    out = m.*key.member;
+                            }
+                    };
+                    (one(k), ...);
+                },
+                M::config_keys());
+        },
+        s);
+    return out;
 }
 
 /// The report as exactly one JSON object. Float32 values use 9 significant digits (enough to
@@ -290,12 +398,11 @@ inline std::string to_json(const model_rope_config& c, const rope_frequencies& f
     auto floats = [&](const char* key, const std::vector<float>& v, bool wl) {
         o << "  \"" << key << "\": [";
         for (std::size_t i = 0; i < v.size(); ++i)
-            o << (i ? ", " : "") << (wl ? fmt("%.9g", wavelength(v[i])) : fmt("%.9g", v[i]));
+            o << (i ? ", " : "")
+              << (wl ? json_number("%.9g", wavelength(v[i])) : json_number("%.9g", v[i]));
         o << "],\n";
     };
-    nlohmann::json params = method_parameters(c.scaling);
-    if (const auto* m = std::get_if<longrope_scaling>(&c.scaling))
-        params["uses_long_factor"] = m->uses_long_factor(seq_len);
+    const nlohmann::json params = method_parameters(c.scaling, seq_len);
     o << "{\n";
     o << "  \"rope_type\": " << json_string(std::string(name(c.scaling))) << ",\n";
     o << "  \"rope_type_in_file\": " << json_string(c.rope_type) << ",\n";
@@ -304,17 +411,18 @@ inline std::string to_json(const model_rope_config& c, const rope_frequencies& f
     o << "  \"rotary_dim\": " << c.params.rotary_dim << ",\n";
     o << "  \"pairs\": " << f.pairs() << ",\n";
     o << "  \"layout\": " << json_string(std::string(to_string(c.params.layout))) << ",\n";
-    o << "  \"base\": " << fmt("%.17g", c.params.base) << ",\n";
+    o << "  \"base\": " << json_number("%.17g", c.params.base) << ",\n";
     o << "  \"seq_len\": " << (seq_len ? std::to_string(*seq_len) : std::string("null")) << ",\n";
     o << "  \"max_position_embeddings\": "
       << (c.max_position_embeddings ? std::to_string(*c.max_position_embeddings) : "null") << ",\n";
-    o << "  \"attention_factor\": " << fmt("%.17g", attention_factor(c.scaling)) << ",\n";
-    o << "  \"logit_scale\": " << fmt("%.17g", std::pow(attention_factor(c.scaling), 2)) << ",\n";
-    o << "  \"parameters\": " << params.dump() << ",\n";
+    o << "  \"attention_factor\": " << json_number("%.17g", attention_factor(c.scaling)) << ",\n";
+    o << "  \"logit_scale\": " << json_number("%.17g", std::pow(attention_factor(c.scaling), 2))
+      << ",\n";
+    o << "  \"parameters\": " << json_config::dump_text(params) << ",\n";
     floats("inv_freq", f.inv_freq, false);
     floats("wavelength", f.inv_freq, true);
     floats("default_inv_freq", def.inv_freq, false);
-    o << "  \"warnings\": " << nlohmann::json(c.warnings).dump() << "\n";
+    o << "  \"warnings\": " << json_config::dump_text(nlohmann::json(c.warnings)) << "\n";
     o << "}\n";
     return o.str();
 }
@@ -329,7 +437,10 @@ inline std::string to_text(const model_rope_config& c, const rope_frequencies& f
     o << "rope_type         " << name(c.scaling);
     if (c.rope_type != name(c.scaling)) o << " (written \"" << c.rope_type << "\")";
     o << "\n";
-    o << "parameters        " << method_parameters(c.scaling).dump() << "\n";
+    nlohmann::json params = method_parameters(c.scaling, seq_len);
+    for (auto& v : params)  // lists (LongRoPE's factor sets) are in --json; one line here
+        if (v.is_array()) v = std::to_string(v.size()) + " values";
+    o << "parameters        " << json_config::dump_text(params) << "\n";
     o << "head_dim          " << c.params.head_dim << "\n";
     o << "rotary_dim        " << c.params.rotary_dim << " (" << f.pairs() << " pairs, "
       << to_string(c.params.layout) << ")\n";
@@ -393,7 +504,12 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
         }
     const auto ctx = original_context(c.scaling);
     if (ctx) hi = std::max(hi, double(*ctx));
-    const double d0 = std::floor(std::log10(lo)), d1 = std::ceil(std::log10(hi));
+    // Wavelengths are finite and > 0 (make_frequencies checks inv_freq), so the decades span at
+    // most ~700; the clamps keep the grid loop bounded whatever the input.
+    if (!(std::isfinite(lo) && lo > 0.0)) lo = 1.0;
+    if (!(std::isfinite(hi) && hi >= lo)) hi = lo;
+    const double d0 = std::floor(std::log10(lo));
+    const double d1 = std::max(d0 + 1.0, std::min(std::ceil(std::log10(hi)), d0 + 800.0));
     auto X = [&](double i) { return left + (n > 1 ? i / double(n - 1) : 0.5) * pw; };
     auto Y = [&](double w) { return top + ph - (std::log10(w) - d0) / (d1 - d0) * ph; };
     std::ostringstream o;
@@ -407,7 +523,9 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
       << ", base " << fmt("%g", c.params.base) << ", attention factor "
       << fmt("%.6g", attention_factor(c.scaling))
       << (seq_len ? ", seq_len " + std::to_string(*seq_len) : std::string()) << "</text>\n";
-    for (double d = d0; d <= d1; d += 1) {  // decade grid lines and labels
+    const int decades = int(d1 - d0);
+    for (int k = 0; k <= decades; ++k) {  // decade grid lines and labels
+        const double d = d0 + k;
         const double y = Y(std::pow(10.0, d));
         o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << y << "\" y2=\"" << y
           << "\" stroke=\"#ddd\"/>\n";
