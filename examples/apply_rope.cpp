@@ -16,19 +16,20 @@ int main() {
     for (int i = 0; i < 64; ++i) freqs.inv_freq.push_back(float(std::pow(10000.0, -i / 64.0)));
     const auto table = ropekit::cos_sin_table::for_range(freqs, 0, 4096);
 
-    // Per token: [q: 32 x 128][k: 8 x 128][v: 8 x 128], bfloat16.
-    const int hq = 32, hkv = 8, d = 128;
+    // Per token: [q: 32 x 128][k: 8 x 128][v: 8 x 128], bfloat16. qkv_layout names the strides,
+    // so they are never passed (or swapped) by hand.
+    const ropekit::qkv_layout layout{/*q_heads*/ 32, /*kv_heads*/ 8, /*head_dim*/ 128};
     const std::int64_t tokens = 16;
-    const std::ptrdiff_t token_stride = std::ptrdiff_t(hq + 2 * hkv) * d;
-    std::vector<ropekit::bfloat16> qkv(std::size_t(tokens * token_stride), ropekit::bfloat16(1.0f));
-    const ropekit::head_view<ropekit::bfloat16> q{qkv.data(), tokens, hq, d, token_stride, d};
-    const ropekit::head_view<ropekit::bfloat16> k{qkv.data() + hq * d, tokens, hkv, d,
-                                                  token_stride,        d};
-    q.validate();  // cold-path check with a ropekit::error naming the bad field
-    k.validate();
-    // The kernels only ROPEKIT_ASSERT positions (in release builds a position outside the table
-    // leaves its token unrotated): check untrusted positions once, on the cold path.
-    ropekit::validate_positions(table, ropekit::positions::contiguous(200), 0, tokens);
+    std::vector<ropekit::bfloat16> qkv(std::size_t(layout.elements(tokens)),
+                                       ropekit::bfloat16(1.0f));
+    const auto q = layout.q(qkv.data(), tokens);
+    const auto k = layout.k(qkv.data(), tokens);
+    // Cold-path checks, each a ropekit::error naming the bad field: the views fit the buffer,
+    // and everything the kernel call needs (view, rotary_dim, token range, positions inside the
+    // table). The kernels themselves only ROPEKIT_ASSERT (in release builds a broken
+    // precondition skips the call).
+    layout.validate(tokens, qkv.size());
+    ropekit::validate_rope_call(table, q, k, ropekit::positions::contiguous(200), 0, tokens);
 
     // Prefill of tokens at positions 200..215: one fused call, cos/sin of a token read once.
     ropekit::apply_rope_qk(table, q, k, ropekit::positions::contiguous(200), 0, tokens);
@@ -36,13 +37,13 @@ int main() {
 
     // Evict 100 tokens before them: the cached keys move to positions 100..115. Table-free, so
     // no table is needed for the delta; the keys are rotated, never rescaled.
-    ropekit::validate_positions(freqs, ropekit::positions::constant(-100), 0, tokens);
+    ropekit::validate_rope_call(freqs, k, ropekit::positions::constant(-100), 0, tokens);
     ropekit::rerotate_keys(freqs, k, ropekit::positions::constant(-100), 0, tokens);
     std::printf("k[0][0][0..1] moved to 100:     %g %g\n", float(k.data[0]), float(k.data[1]));
 
     // The same key rotated directly to position 100, for comparison.
-    std::vector<ropekit::bfloat16> fresh(std::size_t(d), ropekit::bfloat16(1.0f));
-    ropekit::apply_rope(table, ropekit::packed_view(fresh.data(), 1, 1, d),
+    std::vector<ropekit::bfloat16> fresh(128, ropekit::bfloat16(1.0f));
+    ropekit::apply_rope(table, ropekit::packed_view(fresh.data(), 1, 1, 128),
                         ropekit::positions::contiguous(100));
     std::printf("fresh key at position 100:      %g %g\n", float(fresh[0]), float(fresh[1]));
     std::printf("kernels: %s\n", ropekit::arch_name<ropekit::default_arch>());

@@ -50,31 +50,33 @@ class positions {
     enum class kind { contiguous, constant, ids32, ids64, table_rows };
 
     /// Token t is at start + t.
-    static positions contiguous(std::int64_t start = 0) noexcept {
+    ROPEKIT_ALWAYS_INLINE static positions contiguous(std::int64_t start = 0) noexcept {
         return positions(kind::contiguous, start, nullptr);
     }
     /// Every token is at `value`.
-    static positions constant(std::int64_t value) noexcept {
+    ROPEKIT_ALWAYS_INLINE static positions constant(std::int64_t value) noexcept {
         return positions(kind::constant, value, nullptr);
     }
     /// Token t is at ids[t].
-    static positions ids(const std::int32_t* ids) noexcept {
+    ROPEKIT_ALWAYS_INLINE static positions ids(const std::int32_t* ids) noexcept {
         return positions(kind::ids32, 0, ids);
     }
     /// Token t is at ids[t].
-    static positions ids(const std::int64_t* ids) noexcept {
+    ROPEKIT_ALWAYS_INLINE static positions ids(const std::int64_t* ids) noexcept {
         return positions(kind::ids64, 0, ids);
     }
     /// Token t uses row t of a list table.
-    static positions table_rows() noexcept { return positions(kind::table_rows, 0, nullptr); }
+    ROPEKIT_ALWAYS_INLINE static positions table_rows() noexcept {
+        return positions(kind::table_rows, 0, nullptr);
+    }
 
     /// How the positions are given.
-    kind which() const noexcept { return kind_; }
+    ROPEKIT_ALWAYS_INLINE kind which() const noexcept { return kind_; }
     /// The id array (ids32 / ids64), else null.
-    const void* id_data() const noexcept { return ids_; }
+    ROPEKIT_ALWAYS_INLINE const void* id_data() const noexcept { return ids_; }
 
     /// Position of token t (for table_rows: t, the row).
-    std::int64_t at(std::int64_t t) const noexcept {
+    ROPEKIT_ALWAYS_INLINE std::int64_t at(std::int64_t t) const noexcept {
         switch (kind_) {
             case kind::contiguous:  // (wraps instead of overflowing; validate_positions rejects it)
                 return std::int64_t(std::uint64_t(value_) + std::uint64_t(t));
@@ -91,7 +93,8 @@ class positions {
     }
 
   private:
-    positions(kind k, std::int64_t v, const void* ids) noexcept : kind_(k), value_(v), ids_(ids) {}
+    ROPEKIT_ALWAYS_INLINE positions(kind k, std::int64_t v, const void* ids) noexcept
+        : kind_(k), value_(v), ids_(ids) {}
     kind kind_;
     std::int64_t value_;
     const void* ids_;
@@ -240,6 +243,7 @@ inline void validate_positions(const rope_frequencies& freqs, const positions& p
 ROPEKIT_END_ISA_NAMESPACE
 
 namespace detail {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// The checks validate_rope_call shares between its overloads: the view, the token range
 /// inside it, and rotary_dim <= head_dim.
@@ -268,7 +272,10 @@ void validate_call_views(int rotary_dim, const head_view<T>& q, const head_view<
     validate_call_view("k", *k, rotary_dim, token_begin, token_end);
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail
+
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// The one cold-path check of everything a table kernel call needs, so that no call the
 /// validators accept is then skipped or cut short by the kernel: the view (validate(), plus
@@ -338,6 +345,8 @@ void validate_rebase_call(const rope_frequencies& from, const rope_frequencies& 
     validate_rope_call(to, k, pos, token_begin, token_end);
     validate_positions(from, pos, token_begin, token_end);
 }
+
+ROPEKIT_END_ISA_NAMESPACE
 
 namespace detail {
 

@@ -55,18 +55,18 @@ struct rope_frequencies {
     rope_layout layout = rope_layout::neox;  ///< which channels form a pair
 
     /// Number of rotation pairs, rotary_dim / 2.
-    int pairs() const noexcept { return rotary_dim / 2; }
+    ROPEKIT_ALWAYS_INLINE int pairs() const noexcept { return rotary_dim / 2; }
 
     /// Multiplier for the attention logits equivalent to HF's scaled cos/sin on q and k:
     /// `attention_factor^2`.
-    double logit_scale() const noexcept {
+    ROPEKIT_ALWAYS_INLINE double logit_scale() const noexcept {
         return double(attention_factor) * double(attention_factor);
     }
 
     /// Throws ropekit::error unless the fields are consistent: rotary_dim even, > 0 and
     /// <= max_rotary_dim, rotary_dim <= head_dim, inv_freq has rotary_dim/2 finite entries,
     /// attention_factor finite and > 0.
-    void validate() const {
+    ROPEKIT_ALWAYS_INLINE void validate() const {
         detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
                         rotary_dim);
         detail::require(rotary_dim <= max_rotary_dim, "rotary_dim",
@@ -170,8 +170,9 @@ class cos_sin_table {
     /// accuracy bound, |position| < table_position_limit = 2^29 (field `first_position` for
     /// the first row, `count` for the last; see table_position_limit). An empty table
     /// (count 0) accepts any first_position.
-    static cos_sin_table for_range(const rope_frequencies& freqs, std::int64_t first_position,
-                                   std::int64_t count) {
+    ROPEKIT_ALWAYS_INLINE static cos_sin_table for_range(const rope_frequencies& freqs,
+                                                         std::int64_t first_position,
+                                                         std::int64_t count) {
         freqs.validate();
         detail::require(count >= 0, "count", "must be >= 0", count);
         if (count > 0) {
@@ -199,8 +200,9 @@ class cos_sin_table {
     /// table_max_floats floats (field `count`), or a position outside the bound (field
     /// `positions`, naming the index and the value).
     template <class Int>
-    static cos_sin_table for_positions(const rope_frequencies& freqs, const Int* positions,
-                                       std::int64_t count) {
+    ROPEKIT_ALWAYS_INLINE static cos_sin_table for_positions(const rope_frequencies& freqs,
+                                                             const Int* positions,
+                                                             std::int64_t count) {
         static_assert(std::is_same_v<Int, std::int32_t> || std::is_same_v<Int, std::int64_t>,
                       "positions are int32 or int64");
         freqs.validate();
@@ -224,51 +226,54 @@ class cos_sin_table {
     }
 
     /// Rotation pairs per row (rotary_dim / 2).
-    int pairs() const noexcept { return pairs_; }
+    ROPEKIT_ALWAYS_INLINE int pairs() const noexcept { return pairs_; }
     /// Rotated channels (2 * pairs()).
-    int rotary_dim() const noexcept { return 2 * pairs_; }
+    ROPEKIT_ALWAYS_INLINE int rotary_dim() const noexcept { return 2 * pairs_; }
     /// Channel order the table was built for.
-    rope_layout layout() const noexcept { return layout_; }
+    ROPEKIT_ALWAYS_INLINE rope_layout layout() const noexcept { return layout_; }
     /// Floats between the starts of consecutive rows (2 * pairs()).
-    std::ptrdiff_t row_stride() const noexcept { return 2 * std::ptrdiff_t(pairs_); }
+    ROPEKIT_ALWAYS_INLINE std::ptrdiff_t row_stride() const noexcept {
+        return 2 * std::ptrdiff_t(pairs_);
+    }
     /// Number of rows.
-    std::int64_t rows() const noexcept { return rows_; }
+    ROPEKIT_ALWAYS_INLINE std::int64_t rows() const noexcept { return rows_; }
     /// True for a range table (rows indexed by position).
-    bool is_range() const noexcept { return is_range_; }
+    ROPEKIT_ALWAYS_INLINE bool is_range() const noexcept { return is_range_; }
     /// Position of row 0 of a range table (0 for a list table).
-    std::int64_t first_position() const noexcept { return first_position_; }
+    ROPEKIT_ALWAYS_INLINE std::int64_t first_position() const noexcept { return first_position_; }
     /// True when a range table has a row for `position`.
-    bool contains(std::int64_t position) const noexcept {
+    ROPEKIT_ALWAYS_INLINE bool contains(std::int64_t position) const noexcept {
         return is_range_ && position >= first_position_ && position - first_position_ < rows_;
     }
     /// Row of `position` in a range table; throws ropekit::error when there is none.
-    std::int64_t row_of(std::int64_t position) const {
+    ROPEKIT_ALWAYS_INLINE std::int64_t row_of(std::int64_t position) const {
         detail::require(contains(position), "position", "is outside the cos/sin table", position);
         return position - first_position_;
     }
     /// Start of row r: pairs() cosines, then pairs() sines.
-    const float* row(std::int64_t r) const {
+    ROPEKIT_ALWAYS_INLINE const float* row(std::int64_t r) const {
         ROPEKIT_ASSERT(r >= 0 && r < rows_, "cos_sin_table row out of range");
         return data_.data() + r * row_stride();
     }
     /// The cosines of row r.
-    const float* cos_row(std::int64_t r) const { return row(r); }
+    ROPEKIT_ALWAYS_INLINE const float* cos_row(std::int64_t r) const { return row(r); }
     /// The sines of row r.
-    const float* sin_row(std::int64_t r) const { return row(r) + pairs_; }
+    ROPEKIT_ALWAYS_INLINE const float* sin_row(std::int64_t r) const { return row(r) + pairs_; }
     /// All rows, rows() * row_stride() floats.
-    const float* data() const noexcept { return data_.data(); }
+    ROPEKIT_ALWAYS_INLINE const float* data() const noexcept { return data_.data(); }
 
   private:
     // count * 2 * pairs <= table_max_floats, checked without forming the product (count may
     // be near 2^63; pairs <= max_rotary_dim / 2 after validate()).
-    static void require_size(const rope_frequencies& freqs, std::int64_t count) {
+    ROPEKIT_ALWAYS_INLINE static void require_size(const rope_frequencies& freqs,
+                                                   std::int64_t count) {
         const std::int64_t stride = 2 * std::int64_t(freqs.pairs());
         detail::require(count <= table_max_floats / stride, "count",
                         "makes the table larger than table_max_floats (2^31 floats)", count);
     }
 
-    cos_sin_table(const rope_frequencies& freqs, std::int64_t first, std::int64_t count,
-                  bool is_range)
+    ROPEKIT_ALWAYS_INLINE cos_sin_table(const rope_frequencies& freqs, std::int64_t first,
+                                        std::int64_t count, bool is_range)
         : pairs_(freqs.pairs()),
           layout_(freqs.layout),
           rows_(count),
@@ -276,7 +281,8 @@ class cos_sin_table {
           is_range_(is_range),
           data_(std::size_t(count) * std::size_t(2 * freqs.pairs())) {}
 
-    void fill_row(std::int64_t r, double position, const rope_frequencies& freqs) {
+    ROPEKIT_ALWAYS_INLINE void fill_row(std::int64_t r, double position,
+                                        const rope_frequencies& freqs) {
         float* ROPEKIT_RESTRICT c = data_.data() + r * row_stride();
         float* ROPEKIT_RESTRICT s = c + pairs_;
         const float* ROPEKIT_RESTRICT inv = freqs.inv_freq.data();

@@ -123,7 +123,8 @@ struct head_view {
     /// \param tokens number of tokens
     /// \param heads number of heads
     /// \param head_dim channels per head
-    static head_view packed(T* data, std::int64_t tokens, int heads, int head_dim) noexcept {
+    ROPEKIT_ALWAYS_INLINE static head_view packed(T* data, std::int64_t tokens, int heads,
+                                                  int head_dim) noexcept {
         return {data,    tokens, heads, head_dim, detail::saturating_product(heads, head_dim),
                 head_dim};
     }
@@ -138,7 +139,8 @@ struct head_view {
     /// \param tokens number of tokens (the allocated tokens per head: the head stride is
     /// tokens * head_dim; narrow a longer cache with tokens_slice())
     /// \param head_dim channels per head
-    static head_view head_major(T* data, int heads, std::int64_t tokens, int head_dim) noexcept {
+    ROPEKIT_ALWAYS_INLINE static head_view head_major(T* data, int heads, std::int64_t tokens,
+                                                      int head_dim) noexcept {
         return {data,     tokens,   heads,
                 head_dim, head_dim, detail::saturating_product(tokens, head_dim)};
     }
@@ -153,27 +155,28 @@ struct head_view {
     /// \param heads number of heads
     /// \param head_dim channels per head
     /// \param row_stride elements between tokens, >= heads * head_dim (checked by validate())
-    static head_view padded(T* data, std::int64_t tokens, int heads, int head_dim,
-                            std::ptrdiff_t row_stride) noexcept {
+    ROPEKIT_ALWAYS_INLINE static head_view padded(T* data, std::int64_t tokens, int heads,
+                                                  int head_dim,
+                                                  std::ptrdiff_t row_stride) noexcept {
         return {data, tokens, heads, head_dim, row_stride, head_dim};
     }
 
     /// Start of row (t, h): `data + t * token_stride + h * head_stride`. No bounds check.
     /// \param t token index, 0 <= t < tokens
     /// \param h head index, 0 <= h < heads
-    T* at(std::int64_t t, int h) const noexcept {
+    ROPEKIT_ALWAYS_INLINE T* at(std::int64_t t, int h) const noexcept {
         return data + t * token_stride + std::ptrdiff_t(h) * head_stride;
     }
 
     /// Read-only view of the same rows (only for a non-const T).
     template <class U = T, std::enable_if_t<std::is_same_v<U, T> && !std::is_const_v<U>, int> = 0>
-    operator head_view<const U>() const noexcept {
+    ROPEKIT_ALWAYS_INLINE operator head_view<const U>() const noexcept {
         return {data, tokens, heads, head_dim, token_stride, head_stride};
     }
 
     /// Heads [head_begin, head_end) of this view (for splitting heads over threads).
     /// \pre 0 <= head_begin <= head_end <= heads (checked with ROPEKIT_ASSERT)
-    head_view heads_slice(int head_begin, int head_end) const {
+    ROPEKIT_ALWAYS_INLINE head_view heads_slice(int head_begin, int head_end) const {
         ROPEKIT_ASSERT(0 <= head_begin && head_begin <= head_end && head_end <= heads,
                        "head range outside the view");
         head_view v = *this;
@@ -187,7 +190,8 @@ struct head_view {
     /// Tokens [token_begin, token_end) of this view, as a view of their own (token 0 of the
     /// result is token token_begin here).
     /// \pre 0 <= token_begin <= token_end <= tokens (checked with ROPEKIT_ASSERT)
-    head_view tokens_slice(std::int64_t token_begin, std::int64_t token_end) const {
+    ROPEKIT_ALWAYS_INLINE head_view tokens_slice(std::int64_t token_begin,
+                                                 std::int64_t token_end) const {
         ROPEKIT_ASSERT(0 <= token_begin && token_begin <= token_end && token_end <= tokens,
                        "token range outside the view");
         head_view v = *this;
@@ -200,7 +204,7 @@ struct head_view {
 
     /// Elements from `data` to one past the view's last element (0 for an empty view): the
     /// smallest allocation, counted from `data`, that holds the view. Throws like validate().
-    std::int64_t span() const {
+    ROPEKIT_ALWAYS_INLINE std::int64_t span() const {
         std::int64_t n = 0;
         check(detail::view_problem(data, tokens, heads, head_dim, token_stride, head_stride,
                                    sizeof(T), &n));
@@ -210,13 +214,13 @@ struct head_view {
     /// Throws ropekit::error (field `head_view`, naming every field's value) unless counts
     /// are non-negative, head_dim > 0, data is non-null when there is a row, no two rows
     /// overlap, and the view spans at most max_view_bytes.
-    void validate() const { (void)span(); }
+    ROPEKIT_ALWAYS_INLINE void validate() const { (void)span(); }
 
     /// validate(), and that the view lies inside an allocation of `extent` elements starting
     /// at `data` (e.g. `buffer.size()` for a view at `buffer.data()`): catches swapped or
     /// too-large strides and counts, which validate() alone cannot see.
     /// \param extent elements available from `data` on
-    void validate(std::size_t extent) const {
+    ROPEKIT_ALWAYS_INLINE void validate(std::size_t extent) const {
         const std::int64_t n = span();
         if (std::uint64_t(n) > std::uint64_t(extent))
             detail::fail("head_view", "does not fit its buffer: it spans more elements than extent",
@@ -225,13 +229,13 @@ struct head_view {
     }
 
   private:
-    std::string fields() const {
+    ROPEKIT_ALWAYS_INLINE std::string fields() const {
         return "tokens=" + detail::format_value(tokens) + " heads=" + detail::format_value(heads) +
                " head_dim=" + detail::format_value(head_dim) +
                " token_stride=" + detail::format_value(token_stride) +
                " head_stride=" + detail::format_value(head_stride);
     }
-    void check(const char* why) const {
+    ROPEKIT_ALWAYS_INLINE void check(const char* why) const {
         if (why) detail::fail("head_view", why, fields());
     }
 };
@@ -252,7 +256,7 @@ struct qkv_layout {
 
     /// Elements between tokens: (q_heads + 2 * kv_heads) * head_dim + row_padding (saturated
     /// to PTRDIFF_MAX for absurd values, which validate() rejects).
-    std::ptrdiff_t row_stride() const noexcept {
+    ROPEKIT_ALWAYS_INLINE std::ptrdiff_t row_stride() const noexcept {
         const std::ptrdiff_t heads = std::ptrdiff_t(q_heads) + 2 * std::ptrdiff_t(kv_heads);
         const std::ptrdiff_t packed = detail::saturating_product(heads, head_dim);
         if (packed < 0 || row_padding < 0) return -1;
@@ -262,23 +266,23 @@ struct qkv_layout {
 
     /// Elements a buffer of `tokens` rows holds (tokens * row_stride()), saturated like
     /// row_stride().
-    std::ptrdiff_t elements(std::int64_t tokens) const noexcept {
+    ROPEKIT_ALWAYS_INLINE std::ptrdiff_t elements(std::int64_t tokens) const noexcept {
         return detail::saturating_product(tokens, row_stride());
     }
 
     /// The q heads of `tokens` rows of the buffer at `qkv`.
     template <class T>
-    head_view<T> q(T* qkv, std::int64_t tokens) const noexcept {
+    ROPEKIT_ALWAYS_INLINE head_view<T> q(T* qkv, std::int64_t tokens) const noexcept {
         return {qkv, tokens, q_heads, head_dim, row_stride(), head_dim};
     }
     /// The k heads of `tokens` rows of the buffer at `qkv`.
     template <class T>
-    head_view<T> k(T* qkv, std::int64_t tokens) const noexcept {
+    ROPEKIT_ALWAYS_INLINE head_view<T> k(T* qkv, std::int64_t tokens) const noexcept {
         return {offset(qkv, q_heads), tokens, kv_heads, head_dim, row_stride(), head_dim};
     }
     /// The v heads of `tokens` rows of the buffer at `qkv`.
     template <class T>
-    head_view<T> v(T* qkv, std::int64_t tokens) const noexcept {
+    ROPEKIT_ALWAYS_INLINE head_view<T> v(T* qkv, std::int64_t tokens) const noexcept {
         return {offset(qkv, std::int64_t(q_heads) + kv_heads),
                 tokens,
                 kv_heads,
@@ -289,7 +293,7 @@ struct qkv_layout {
 
     /// Throws ropekit::error (naming the field) unless q_heads, kv_heads and head_dim are > 0,
     /// row_padding >= 0 and one row spans at most max_view_bytes of float.
-    void validate() const {
+    ROPEKIT_ALWAYS_INLINE void validate() const {
         detail::require(q_heads > 0, "q_heads", "must be > 0", q_heads);
         detail::require(kv_heads > 0, "kv_heads", "must be > 0", kv_heads);
         detail::require(head_dim > 0, "head_dim", "must be > 0", head_dim);
@@ -301,7 +305,7 @@ struct qkv_layout {
     /// validate(), and that `tokens` rows fit in a buffer of `extent` elements.
     /// \param tokens rows the views will claim
     /// \param extent elements of the buffer
-    void validate(std::int64_t tokens, std::size_t extent) const {
+    ROPEKIT_ALWAYS_INLINE void validate(std::int64_t tokens, std::size_t extent) const {
         validate();
         detail::require(tokens >= 0, "tokens", "must be >= 0", tokens);
         detail::require(std::uint64_t(elements(tokens)) <= std::uint64_t(extent), "extent",
@@ -313,7 +317,7 @@ struct qkv_layout {
     // offset no buffer can have gives null (which the view's validate() rejects) instead of a
     // wrapped pointer.
     template <class T>
-    T* offset(T* qkv, std::int64_t heads_before) const noexcept {
+    ROPEKIT_ALWAYS_INLINE T* offset(T* qkv, std::int64_t heads_before) const noexcept {
         const std::ptrdiff_t off = detail::saturating_product(heads_before, head_dim);
         if (!qkv || off < 0 || off > max_view_bytes / std::int64_t(sizeof(T))) return nullptr;
         return qkv + off;
