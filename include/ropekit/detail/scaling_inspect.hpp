@@ -26,6 +26,7 @@ namespace ropekit {
 namespace detail {
 namespace inspect {
 
+/// Whether M reports derived values (`static constexpr auto derived_values()`).
 template <class M, class = void>
 struct has_derived_values : std::false_type {};
 template <class M>
