@@ -628,6 +628,16 @@ TEST_CASE("every rope_scaling alternative describes itself: rope_type, keys, att
                 auto one = [&](const auto& key) {
                     if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>) {
                         CHECK(!key.name.empty());
+                        // The reader applies each rule to one member type only; any other
+                        // pairing would be silently ignored.
+                        using T = typename std::decay_t<decltype(key)>::value_type;
+                        if (key.rule == key_rule::original_context ||
+                            key.rule == key_rule::original_context_required ||
+                            key.rule == key_rule::max_position)
+                            CHECK(std::is_same_v<T, std::int64_t>);
+                        if (key.rule == key_rule::context_ratio) CHECK(std::is_same_v<T, double>);
+                        if (key.rule == key_rule::extension_ratio)
+                            CHECK(std::is_same_v<T, std::optional<double>>);
                         for (const auto& seen : members) CHECK(seen != key.member_name());
                         members.emplace_back(key.member_name());
                     }

@@ -553,6 +553,7 @@ inline std::optional<std::int64_t> resolve_original(const method_source& m, bool
     return std::nullopt;
 }
 
+/// Whether M has `static void not_extended(M&)` (needed by key_rule::extension_ratio).
 template <class M, class = void>
 struct has_not_extended : std::false_type {};
 template <class M>

@@ -759,6 +759,7 @@ using rope_scaling = std::variant<default_rope, linear_scaling, ntk_scaling, dyn
 
 namespace detail {
 
+/// Whether M lists legacy rope_type names (`static constexpr ... legacy_rope_types`).
 template <class M, class = void>
 struct has_legacy_rope_types : std::false_type {};
 template <class M>
@@ -790,6 +791,7 @@ constexpr void for_each_method(F&& f) {
     for_each_method_impl(f, std::make_index_sequence<std::variant_size_v<rope_scaling>>{});
 }
 
+/// False when two alternatives share a rope_type: the lookup would silently take the first.
 template <std::size_t... I>
 constexpr bool rope_types_unique(std::index_sequence<I...>) {
     constexpr std::string_view names[] = {

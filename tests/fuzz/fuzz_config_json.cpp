@@ -10,6 +10,7 @@
 //       tests/fuzz/fuzz_config_json.cpp -o /tmp/fuzz_config_json
 //   /tmp/fuzz_config_json -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
 //       /tmp/cj_corpus tests/fuzz/corpus/config_json
+#if __has_include(<nlohmann/json.hpp>)  // tests/fuzz/CMakeLists.txt builds every target
 #include <ropekit/config_json.hpp>
 #include <ropekit/detail/scaling_inspect.hpp>
 #include <ropekit/table.hpp>
@@ -21,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace {
 
@@ -63,16 +65,30 @@ void exercise(const ropekit::model_rope_config& c, std::optional<std::int64_t> s
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    namespace inspect = ropekit::detail::inspect;
     const std::string_view text(reinterpret_cast<const char*>(data), size);
-    // The options come from the input's size, so every input is still a plain config.json.
-    ropekit::config_json_options options;
-    static const char* const layers[] = {"", "full_attention", "sliding_attention"};
-    options.layer_type = layers[size % 3];
-    if ((size / 3) % 5 == 4) options.layout = ropekit::rope_layout::gptj;
+    // Options and rope-inspect flags come from the input's size, so every input is still a
+    // plain config.json. Set 0 is the library call alone; the others go through rope-inspect's
+    // flag parsing and apply_flags (which once threw type_error on odd dicts).
+    static const std::vector<std::vector<std::string>> flag_sets = {
+        {},
+        {"--factor", "2"},
+        {"--rope-type", "yarn", "--factor", "4", "--beta-fast", "16"},
+        {"--layer-type", "sliding_attention", "--factor", "2"},
+        {"--layer-type", "full_attention", "--head-dim", "64", "--base", "1e6"},
+        {"--rotary-dim", "32", "--partial-rotary-factor", "0.5", "--alpha", "3"},
+        {"--layout", "gptj", "--original-max-position", "1024", "--truncate", "false"}};
+    const auto& flags = flag_sets[size % flag_sets.size()];
     try {
-        const ropekit::model_rope_config c = ropekit::parse_config_json(text, options);
+        const inspect::request r = inspect::parse_args(flags);
+        const ropekit::model_rope_config c =
+            flags.empty()
+                ? ropekit::parse_config_json(text, r.options)
+                : ropekit::config_from_json(
+                      inspect::apply_flags(ropekit::detail::json_config::parse_text(text), r),
+                      r.options);
         std::optional<std::int64_t> seq_len;
-        switch ((size / 15) % 4) {
+        switch ((size / 7) % 4) {
             case 1:
                 seq_len = 1;
                 break;
@@ -94,3 +110,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     return 0;
 }
+#else
+#include <cstddef>
+#include <cstdint>
+
+// Built without nlohmann/json: nothing to fuzz.
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t*, std::size_t) {
+    return 0;
+}
+#endif

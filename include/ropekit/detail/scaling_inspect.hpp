@@ -28,6 +28,7 @@ ROPEKIT_BEGIN_NAMESPACE
 namespace detail {
 namespace inspect {
 
+/// Whether M reports derived values (`static constexpr auto derived_values()`).
 template <class M, class = void>
 struct has_derived_values : std::false_type {};
 template <class M>
@@ -245,17 +246,10 @@ inline request parse_args(const std::vector<std::string>& args) {
     return r;
 }
 
-/// The config.json object the request describes: the file (if any) with the flags applied.
-inline nlohmann::json effective_config(const request& r) {
-    nlohmann::json cfg = nlohmann::json::object();
-    if (!r.config_path.empty()) {
-        cfg = json_config::parse_text(json_config::read_config_file(
-            r.config_path, "--config", "cannot open \"" + r.config_path + "\""));
-    } else if (r.dict_overrides.empty() && r.top_overrides.empty()) {
-        json_config::fail("--config", "is missing (give a config.json or method flags)");
-    } else {
-        cfg["rope_theta"] = 10000.0;  // flags only: HF's default base unless --base
-    }
+/// `cfg` (a parsed config.json, any JSON value) with the request's method flags applied to
+/// the dict config_from_json will read. Values it cannot apply flags to (not an object, a
+/// wrongly typed dict or layer entry) are returned as they are, for config_from_json to name.
+inline nlohmann::json apply_flags(nlohmann::json cfg, const request& r) {
     if (!cfg.is_object()) return cfg;  // config_from_json reports it
     nlohmann::json* root = &cfg;
     if (!cfg.contains("num_attention_heads") && !cfg.contains("head_dim") &&
@@ -302,6 +296,20 @@ inline nlohmann::json effective_config(const request& r) {
             (*target)["rope_type"] = "default";
     }
     return cfg;
+}
+
+/// The config.json object the request describes: the file (if any) with the flags applied.
+inline nlohmann::json effective_config(const request& r) {
+    nlohmann::json cfg = nlohmann::json::object();
+    if (!r.config_path.empty()) {
+        cfg = json_config::parse_text(json_config::read_config_file(
+            r.config_path, "--config", "cannot open \"" + r.config_path + "\""));
+    } else if (r.dict_overrides.empty() && r.top_overrides.empty()) {
+        json_config::fail("--config", "is missing (give a config.json or method flags)");
+    } else {
+        cfg["rope_theta"] = 10000.0;  // flags only: HF's default base unless --base
+    }
+    return apply_flags(std::move(cfg), r);
 }
 
 inline std::string fmt(const char* f, double v) {
