@@ -59,7 +59,8 @@ struct model_rope_config {
     std::vector<std::string> warnings;
 
     /// The frequencies at sequence length `seq_len` (only dynamic NTK and LongRoPE use it).
-    rope_frequencies frequencies(std::optional<std::int64_t> seq_len = {}) const {
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(std::optional<std::int64_t> seq_len = {}) const {
         return make_frequencies(params, scaling, seq_len);
     }
 };
@@ -82,6 +83,7 @@ struct config_json_options {
 
 namespace detail {
 namespace json_config {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 using json = nlohmann::json;
 
@@ -665,8 +667,11 @@ M read_method(const method_source& m, model_rope_config& out, value_sources& src
     return method;
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace json_config
 }  // namespace detail
+
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// Reads the RoPE configuration from a parsed config.json object. Throws ropekit::error naming
 /// the key for missing required keys, wrong types, unknown rope_type and invalid values.
@@ -733,6 +738,8 @@ inline model_rope_config config_from_json(const nlohmann::json& root,
     return out;
 }
 
+ROPEKIT_END_ISA_NAMESPACE
+
 /// The largest config.json ropekit reads: 64 MiB (the largest real ones, with long LongRoPE
 /// lists or vocabularies inlined, are a few hundred KiB).
 inline constexpr std::size_t max_config_json_bytes = std::size_t(64) << 20;
@@ -744,6 +751,7 @@ inline constexpr int max_config_json_depth = 512;
 
 namespace detail {
 namespace json_config {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// The nesting depth of JSON text, counting brackets outside strings; stops counting above
 /// `limit` (the parser reports malformed text itself).
@@ -823,8 +831,11 @@ inline json parse_text(std::string_view text) {
     fail("config.json", detail_msg);
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace json_config
 }  // namespace detail
+
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// Parses config.json text. Malformed JSON, text over max_config_json_bytes or nested deeper
 /// than max_config_json_depth is a ropekit::error with field "config.json".
@@ -843,4 +854,5 @@ inline model_rope_config load_config_json(const std::string& path,
         options);
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 ROPEKIT_END_NAMESPACE

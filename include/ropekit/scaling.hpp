@@ -37,6 +37,7 @@
 ROPEKIT_BEGIN_NAMESPACE
 
 namespace detail {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// True when `v` is finite and rounds to a finite float32: HF turns every Python scalar into a
 /// float32 operand, and converting a larger double to float is undefined behaviour in C++.
@@ -60,6 +61,7 @@ inline void require_positive_f32(double v, const char* field) {
             "must be > 0 and finite in float32 (rounds to neither 0 nor inf)", v);
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail
 
 /// The longest sequence (and original context) ropekit accepts: 2^32 positions, 400 times the
@@ -80,7 +82,7 @@ struct rope_params {
     /// Throws ropekit::error unless 0 < head_dim <= max_head_dim, rotary_dim is even, > 0 and
     /// <= head_dim, and base is > 1 and finite in float32 (HF's pow runs on a float32 base; a
     /// larger one is inf and would leave pairs with inv_freq 0, never rotating).
-    void validate() const {
+    ROPEKIT_ALWAYS_INLINE void validate() const {
         detail::require(head_dim > 0, "head_dim", "must be > 0", head_dim);
         detail::require(head_dim <= max_head_dim, "head_dim", "must be <= 65536", head_dim);
         detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
@@ -94,9 +96,9 @@ struct rope_params {
     /// HF's Python `int()` does (Phi-2: 80 * 0.4 -> 32; NeoX: 128 * 0.25 -> 32). Throws
     /// ropekit::error unless 0 < partial_rotary_factor <= 1 and the result is valid; a factor
     /// below 1 that gives an invalid rotary_dim (0 or odd) is reported as partial_rotary_factor.
-    static rope_params from_partial_rotary_factor(int head_dim, double partial_rotary_factor,
-                                                  double base = 10000.0,
-                                                  rope_layout layout = rope_layout::neox) {
+    ROPEKIT_ALWAYS_INLINE static rope_params from_partial_rotary_factor(
+        int head_dim, double partial_rotary_factor, double base = 10000.0,
+        rope_layout layout = rope_layout::neox) {
         detail::require(std::isfinite(partial_rotary_factor) && partial_rotary_factor > 0.0 &&
                             partial_rotary_factor <= 1.0,
                         "partial_rotary_factor", "must be in (0, 1]", partial_rotary_factor);
@@ -160,7 +162,9 @@ struct config_key {
     std::string_view note = {};   ///< for a missing required value: why it is needed
 
     /// validate()'s name for the member.
-    constexpr std::string_view member_name() const noexcept { return field.empty() ? name : field; }
+    ROPEKIT_ALWAYS_INLINE constexpr std::string_view member_name() const noexcept {
+        return field.empty() ? name : field;
+    }
 };
 
 /// A key a method knows but does not use: no "not used by rope_type" warning, and `note` (if
@@ -179,6 +183,8 @@ struct derived_value {
 };
 
 namespace detail {
+// Cold-path helpers: their code depends on the compile flags (see abi.hpp).
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 inline void check_seq_len(std::optional<std::int64_t> seq_len) {
     if (!seq_len) return;
@@ -242,6 +248,7 @@ inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<
     return f;
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail
 
 /// Plain RoPE (Su et al. 2021): `inv_freq[i] = 1 / base^(2i/dim)`, attention factor 1.
@@ -249,19 +256,19 @@ struct default_rope {
     static constexpr std::string_view rope_type = "default";  ///< HF's rope_type string
 
     /// No keys; M-RoPE's `mrope_section` is known (the reader warns about M-RoPE itself).
-    static constexpr auto config_keys() {
+    ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
         return std::make_tuple(ignored_key{"mrope_section", ""});
     }
 
     /// Throws ropekit::error for invalid parameters.
-    void validate(const rope_params& p) const { p.validate(); }
+    ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const { p.validate(); }
 
     /// 1: plain RoPE does not scale the logits.
-    double resolved_attention_factor() const noexcept { return 1.0; }
+    ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// The frequencies (seq_len is ignored).
-    rope_frequencies frequencies(const rope_params& p,
-                                 std::optional<std::int64_t> seq_len = {}) const {
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
         return detail::make_rope_frequencies(p, detail::hf_default_inv_freq(p.base, p.rotary_dim),
@@ -276,23 +283,23 @@ struct linear_scaling {
     double factor = 1.0;                                     ///< context extension ratio, >= 1
 
     /// `factor` is required.
-    static constexpr auto config_keys() {
+    ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
         return std::make_tuple(config_key<linear_scaling, double>{"factor", &linear_scaling::factor,
                                                                   key_rule::required});
     }
 
     /// Throws ropekit::error for invalid parameters or factor < 1.
-    void validate(const rope_params& p) const {
+    ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
     }
 
     /// 1: PI does not scale the logits.
-    double resolved_attention_factor() const noexcept { return 1.0; }
+    ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// `default_inv_freq / factor` (one float32 division, as HF's in-place `inv_freq /= factor`).
-    rope_frequencies frequencies(const rope_params& p,
-                                 std::optional<std::int64_t> seq_len = {}) const {
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
         std::vector<float> inv = detail::hf_default_inv_freq(p.base, p.rotary_dim);
@@ -310,16 +317,16 @@ struct ntk_scaling {
     double alpha = 1.0;                                   ///< NTK alpha, >= 1 (1 is default RoPE)
 
     /// `alpha`, required; HF's transient "ntk" type wrote it as `factor`.
-    static constexpr auto config_keys() {
+    ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
         return std::make_tuple(config_key<ntk_scaling, double>{
             "alpha", &ntk_scaling::alpha, key_rule::required, {}, "factor"});
     }
 
     /// 1: NTK-aware scaling does not scale the logits.
-    double resolved_attention_factor() const noexcept { return 1.0; }
+    ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// Throws ropekit::error for invalid parameters, alpha < 1 or rotary_dim <= 2.
-    void validate(const rope_params& p) const {
+    ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
         detail::require_ntk_dim(p);
         detail::require_factor_at_least_one(alpha, "alpha");
@@ -328,14 +335,14 @@ struct ntk_scaling {
     }
 
     /// The scaled base `base * alpha^(dim/(dim-2))`, in double as HF's Python computes it.
-    double scaled_base(const rope_params& p) const {
+    ROPEKIT_ALWAYS_INLINE double scaled_base(const rope_params& p) const {
         const double dim = p.rotary_dim;
         return p.base * std::pow(alpha, dim / (dim - 2.0));
     }
 
     /// Default frequencies of the scaled base.
-    rope_frequencies frequencies(const rope_params& p,
-                                 std::optional<std::int64_t> seq_len = {}) const {
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
         return detail::make_rope_frequencies(
@@ -360,7 +367,7 @@ struct dynamic_ntk_scaling {
 
     /// `factor` (required) and L0 from `max_position_embeddings`, as HF (a TODO there); the
     /// dict's `original_max_position_embeddings` is ignored with a warning.
-    static constexpr auto config_keys() {
+    ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
         using k = dynamic_ntk_scaling;
         return std::make_tuple(
             config_key<k, double>{"factor", &k::factor, key_rule::required},
@@ -376,10 +383,10 @@ struct dynamic_ntk_scaling {
     }
 
     /// 1: dynamic NTK does not scale the logits.
-    double resolved_attention_factor() const noexcept { return 1.0; }
+    ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// Throws ropekit::error for invalid parameters, factor < 1, L0 <= 0 or rotary_dim <= 2.
-    void validate(const rope_params& p) const {
+    ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
         detail::require_ntk_dim(p);
         detail::require_factor_at_least_one(factor, "factor");
@@ -387,7 +394,8 @@ struct dynamic_ntk_scaling {
     }
 
     /// The base used for sequence length `seq_len` (the plain base when seq_len <= L0 or absent).
-    double scaled_base(const rope_params& p, std::optional<std::int64_t> seq_len) const {
+    ROPEKIT_ALWAYS_INLINE double scaled_base(const rope_params& p,
+                                             std::optional<std::int64_t> seq_len) const {
         if (!seq_len || *seq_len <= original_max_position) return p.base;
         const double dim = p.rotary_dim;
         const double s = double(*seq_len), l0 = double(original_max_position);
@@ -395,8 +403,8 @@ struct dynamic_ntk_scaling {
     }
 
     /// Default frequencies of scaled_base(p, seq_len).
-    rope_frequencies frequencies(const rope_params& p,
-                                 std::optional<std::int64_t> seq_len = {}) const {
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
         const double b = scaled_base(p, seq_len);
@@ -431,7 +439,7 @@ struct yarn_scaling {
 
     /// HF's keys; the betas use Python's `or` (0 means the default), a missing factor is
     /// `max_position_embeddings / original_max_position_embeddings` (HF #38224 / #40320).
-    static constexpr auto config_keys() {
+    ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
         using k = yarn_scaling;
         using opt = std::optional<double>;
         return std::make_tuple(
@@ -459,7 +467,7 @@ struct yarn_scaling {
 
     /// Throws ropekit::error for invalid parameters: factor < 1, L <= 0, betas not finite and
     /// > 0, beta_fast <= beta_slow, a non-positive attention_factor, a negative mscale.
-    void validate(const rope_params& p) const {
+    ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
         detail::require_context(original_max_position, "original_max_position");
@@ -489,13 +497,13 @@ struct yarn_scaling {
     }
 
     /// `get_mscale(s, m) = 1 if s <= 1 else 0.1 m ln(s) + 1` (DeepSeek's yarn_get_mscale).
-    static double get_mscale(double s, double m = 1.0) {
+    ROPEKIT_ALWAYS_INLINE static double get_mscale(double s, double m = 1.0) {
         return s <= 1.0 ? 1.0 : 0.1 * m * std::log(s) + 1.0;
     }
 
     /// The attention factor HF returns: explicit, else the mscale ratio when mscale and
     /// mscale_all_dim are both non-zero, else get_mscale(factor).
-    double resolved_attention_factor() const {
+    ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const {
         if (attention_factor) return *attention_factor;
         const double m = mscale.value_or(0.0), m_all = mscale_all_dim.value_or(0.0);
         if (m != 0.0 && m_all != 0.0) return get_mscale(factor, m) / get_mscale(factor, m_all);
@@ -506,20 +514,21 @@ struct yarn_scaling {
     /// `get_mscale(factor, mscale_all_dim)^2` (their `softmax_scale = d^-0.5 * mscale^2`, HF PR
     /// #47435). Not part of attention_factor and not applied by ropekit's tables; an engine
     /// running such a model multiplies its softmax scale by it. 1 without mscale_all_dim.
-    double deepseek_softmax_factor() const {
+    ROPEKIT_ALWAYS_INLINE double deepseek_softmax_factor() const {
         const double m = get_mscale(factor, mscale_all_dim.value_or(0.0));
         return m * m;
     }
 
     /// YaRN's inverse-dimension formula: the (fractional) pair index whose wavelength fits
     /// `rotations` times into the original context, `dim ln(L / (2 pi r)) / (2 ln base)`.
-    static double correction_dim(double rotations, int dim, double base, double context) {
+    ROPEKIT_ALWAYS_INLINE static double correction_dim(double rotations, int dim, double base,
+                                                       double context) {
         constexpr double pi = 3.141592653589793;
         return (double(dim) * std::log(context / (rotations * 2.0 * pi))) / (2.0 * std::log(base));
     }
 
     /// The ramp's ends for these parameters (see correction_range_t).
-    correction_range_t correction_range(const rope_params& p) const {
+    ROPEKIT_ALWAYS_INLINE correction_range_t correction_range(const rope_params& p) const {
         const double ctx = double(original_max_position);
         double low = correction_dim(beta_fast, p.rotary_dim, p.base, ctx);
         double high = correction_dim(beta_slow, p.rotary_dim, p.base, ctx);
@@ -532,8 +541,8 @@ struct yarn_scaling {
     }
 
     /// The blended frequencies and resolved_attention_factor().
-    rope_frequencies frequencies(const rope_params& p,
-                                 std::optional<std::int64_t> seq_len = {}) const {
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         namespace f32 = detail::f32;
         validate(p);
         detail::check_seq_len(seq_len);
@@ -570,7 +579,7 @@ struct llama3_scaling {
     std::int64_t original_max_position = 8192;  ///< L
 
     /// All four keys are required, as in HF.
-    static constexpr auto config_keys() {
+    ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
         using k = llama3_scaling;
         return std::make_tuple(
             config_key<k, double>{"factor", &k::factor, key_rule::required},
@@ -582,11 +591,11 @@ struct llama3_scaling {
     }
 
     /// 1: Llama 3.1 scaling does not scale the logits.
-    double resolved_attention_factor() const noexcept { return 1.0; }
+    ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// Throws ropekit::error for invalid parameters, factor < 1, a non-positive low_freq_factor,
     /// low_freq_factor >= high_freq_factor or L <= 0.
-    void validate(const rope_params& p) const {
+    ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
         detail::require_factor_at_least_one(factor, "factor");
         detail::require_finite_positive(low_freq_factor, "low_freq_factor");
@@ -608,8 +617,8 @@ struct llama3_scaling {
     }
 
     /// The three-band frequencies.
-    rope_frequencies frequencies(const rope_params& p,
-                                 std::optional<std::int64_t> seq_len = {}) const {
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         namespace f32 = detail::f32;
         validate(p);
         detail::check_seq_len(seq_len);
@@ -662,7 +671,7 @@ struct longrope_scaling {
     static constexpr std::array<std::string_view, 1> legacy_rope_types = {"su"};
 
     /// The factor lists are required; a missing factor is derived from the context lengths.
-    static constexpr auto config_keys() {
+    ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
         using k = longrope_scaling;
         using opt = std::optional<double>;
         using list = std::vector<double>;
@@ -682,7 +691,7 @@ struct longrope_scaling {
     }
 
     /// rope-inspect reports which factor set seq_len selects.
-    static constexpr auto derived_values() {
+    ROPEKIT_ALWAYS_INLINE static constexpr auto derived_values() {
         return std::make_tuple(
             derived_value<longrope_scaling, decltype(&longrope_scaling::uses_long_factor)>{
                 "uses_long_factor", &longrope_scaling::uses_long_factor});
@@ -690,13 +699,13 @@ struct longrope_scaling {
 
     /// A derived factor below 1 means the model was not extended: HF's `factor <= 1` branch,
     /// attention factor 1 (kept if given explicitly).
-    static void not_extended(longrope_scaling& s) {
+    ROPEKIT_ALWAYS_INLINE static void not_extended(longrope_scaling& s) {
         if (!s.attention_factor) s.attention_factor = 1.0;
     }
 
     /// Throws ropekit::error for invalid parameters, factor lists of the wrong length or with
     /// non-positive entries, factor < 1, L <= 0 or a non-positive attention_factor.
-    void validate(const rope_params& p) const {
+    ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
         const std::size_t pairs = std::size_t(p.rotary_dim / 2);
         detail::require(short_factor.size() == pairs, "short_factor",
@@ -723,12 +732,13 @@ struct longrope_scaling {
     }
 
     /// True when `seq_len` selects long_factor (strictly above L).
-    bool uses_long_factor(std::optional<std::int64_t> seq_len) const noexcept {
+    ROPEKIT_ALWAYS_INLINE bool uses_long_factor(
+        std::optional<std::int64_t> seq_len) const noexcept {
         return seq_len && *seq_len > original_max_position;
     }
 
     /// The attention factor HF returns.
-    double resolved_attention_factor() const {
+    ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const {
         if (attention_factor) return *attention_factor;
         // Unset factor counts as 1: no extension, HF's `factor <= 1` branch.
         const double f = factor.value_or(1.0);
@@ -737,8 +747,8 @@ struct longrope_scaling {
     }
 
     /// The frequencies for sequence length seq_len.
-    rope_frequencies frequencies(const rope_params& p,
-                                 std::optional<std::int64_t> seq_len = {}) const {
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         namespace f32 = detail::f32;
         validate(p);
         detail::check_seq_len(seq_len);
@@ -806,6 +816,8 @@ static_assert(rope_types_unique(std::make_index_sequence<std::variant_size_v<rop
 
 }  // namespace detail
 
+ROPEKIT_BEGIN_ISA_NAMESPACE
+
 /// HF's rope_type string of the method ("default", "linear", "ntk", "dynamic", "yarn", "llama3",
 /// "longrope").
 inline std::string_view name(const rope_scaling& scaling) noexcept {
@@ -855,4 +867,5 @@ inline rope_frequencies make_frequencies(const rope_params& params, const rope_s
     return std::visit([&](const auto& m) { return m.frequencies(params, seq_len); }, scaling);
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 ROPEKIT_END_NAMESPACE

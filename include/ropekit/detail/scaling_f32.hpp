@@ -11,6 +11,7 @@
 ROPEKIT_BEGIN_NAMESPACE
 namespace detail {
 namespace f32 {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 // Why double and back: a float32 operation done in double and rounded once to float gives the
 // correctly rounded float32 result for + - * / (53 >= 2*24 + 2, Figueroa 1995), exactly what
@@ -51,6 +52,7 @@ inline float pow(float base, float e) noexcept {
     return round(std::pow(double(base), double(e)));
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace f32
 }  // namespace detail
 ROPEKIT_END_NAMESPACE

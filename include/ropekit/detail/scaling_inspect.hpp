@@ -27,6 +27,7 @@
 ROPEKIT_BEGIN_NAMESPACE
 namespace detail {
 namespace inspect {
+ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// Whether M reports derived values (`static constexpr auto derived_values()`).
 template <class M, class = void>
@@ -617,6 +618,7 @@ inline int run(const std::vector<std::string>& args, std::ostream& out, std::ost
     }
 }
 
+ROPEKIT_END_ISA_NAMESPACE
 }  // namespace inspect
 }  // namespace detail
 ROPEKIT_END_NAMESPACE
