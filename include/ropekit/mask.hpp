@@ -32,9 +32,19 @@ namespace ropekit {
 struct index_range {
     std::int64_t begin = 0;  ///< first index
     std::int64_t end = 0;    ///< one past the last index
-    /// Number of indices (0 when empty).
-    std::int64_t size() const noexcept { return end > begin ? end - begin : 0; }
+    /// Number of indices (0 when empty; at most INT64_MAX, without overflow for any bounds).
+    std::int64_t size() const noexcept {
+        return end > begin ? std::int64_t(std::min<std::uint64_t>(
+                                 std::uint64_t(end) - std::uint64_t(begin), INT64_MAX))
+                           : 0;
+    }
 };
+
+/// Largest |position| attention accepts, and the largest query row (query_index_offset + n_q)
+/// and mask window: below 2^62 the difference of two positions, and a position minus a window,
+/// fit in int64, so no mask arithmetic overflows. attention() checks positions and offsets, and
+/// the masks' validate() their windows.
+inline constexpr std::int64_t attention_position_limit = std::int64_t(1) << 62;
 
 /// What a mask says about a whole tile of (query, key) pairs.
 enum class tile_visibility {
@@ -65,6 +75,8 @@ constexpr std::int64_t no_window = INT64_MAX;
 
 /// Every key is visible to every query (encoders, cross-attention).
 struct full_mask {
+    /// Nothing to check (every mask has validate(); attention() calls it).
+    void validate() const noexcept {}
     /// Always true.
     bool visible(std::int64_t, std::int64_t, std::int64_t, std::int64_t) const noexcept {
         return true;
@@ -80,6 +92,8 @@ struct full_mask {
 
 /// Causal: key j is visible to query i when `k_pos <= q_pos`.
 struct causal_mask {
+    /// Nothing to check (every mask has validate(); attention() calls it).
+    void validate() const noexcept {}
     /// `k_pos <= q_pos`.
     bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
                  std::int64_t) const noexcept {
@@ -100,10 +114,13 @@ struct causal_mask {
 /// `0 <= q_pos - k_pos < window` (Mistral, gpt-oss `sliding_window`; window = 1 sees only
 /// itself). Pitfall 26: the window counts the diagonal.
 struct sliding_window_mask {
-    std::int64_t window = 4096;  ///< keys visible per query, >= 1
+    std::int64_t window = 4096;  ///< keys visible per query, in [1, 2^62]
 
-    /// Throws ropekit::error unless window >= 1.
-    void validate() const { detail::require(window >= 1, "window", "must be >= 1", window); }
+    /// Throws ropekit::error unless 1 <= window <= 2^62 (attention_position_limit).
+    void validate() const {
+        detail::require(window >= 1 && window <= attention_position_limit, "window",
+                        "must be in [1, 2^62]", window);
+    }
     /// `0 <= q_pos - k_pos < window`.
     bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
                  std::int64_t) const noexcept {
@@ -121,19 +138,27 @@ struct sliding_window_mask {
     }
 };
 
-/// StreamingLLM attention sinks (Xiao et al. 2023): the first `n_sink` keys of the cache plus a
-/// sliding window. Key j is visible to query i when `k_pos <= q_pos` and
-/// (`k_index < n_sink` or `q_pos - k_pos < window`). The sinks are selected by *index* (the
-/// first rows of the cache, whatever positions they carry), the window by position; sinks stay
-/// causal, so during prefill query 0 does not see sink key 3.
+/// The first `n_sink` rows of the key sequence plus a sliding window: key j is visible to
+/// query i when `k_pos <= q_pos` and (`k_index < n_sink` or `q_pos - k_pos < window`). The
+/// sinks are selected by *row* (whatever positions they carry), the window by position; sinks
+/// stay causal, so during prefill query 0 does not see sink key 3.
+///
+/// **This mask alone is not StreamingLLM** (Xiao et al. 2023). StreamingLLM also rotates q and
+/// k at their *cache-slot* positions (a query sees the sinks at positions 0..n_sink-1 and the
+/// window right after them), not at their positions in the original text. Used with the text
+/// positions, the sinks sit thousands of positions away from the query, far outside what the
+/// model was trained on: on a real model that gave NLL 2.8-3.4 where StreamingLLM gives 1.53.
+/// Use it only with cache-slot positions (keys at their cache row, the default) for both the
+/// rotation and the mask.
 struct sink_window_mask {
-    std::int64_t n_sink = 4;     ///< first cache rows always visible (>= 0)
-    std::int64_t window = 1020;  ///< recent keys visible, including the query itself (>= 1)
+    std::int64_t n_sink = 4;     ///< first key rows always visible (>= 0)
+    std::int64_t window = 1020;  ///< recent keys visible, including the query itself, [1, 2^62]
 
-    /// Throws ropekit::error unless n_sink >= 0 and window >= 1.
+    /// Throws ropekit::error unless n_sink >= 0 and 1 <= window <= 2^62.
     void validate() const {
         detail::require(n_sink >= 0, "n_sink", "must be >= 0", n_sink);
-        detail::require(window >= 1, "window", "must be >= 1", window);
+        detail::require(window >= 1 && window <= attention_position_limit, "window",
+                        "must be in [1, 2^62]", window);
     }
     /// `k_pos <= q_pos && (k_index < n_sink || q_pos - k_pos < window)`.
     bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
@@ -182,7 +207,8 @@ struct parallel_context_mask {
     const std::int64_t* window_ends = nullptr;  ///< n_windows increasing ends e0 < e1 < ...
     std::int64_t n_windows = 0;                 ///< number of context windows
 
-    /// Throws ropekit::error unless the ends are positive and strictly increasing.
+    /// Throws ropekit::error unless n_windows >= 0, window_ends is not null with windows, and
+    /// the ends are positive and strictly increasing (no empty window).
     void validate() const {
         detail::require(n_windows >= 0, "n_windows", "must be >= 0", n_windows);
         detail::require(n_windows == 0 || window_ends != nullptr, "window_ends",
