@@ -711,7 +711,7 @@ std::string error_field(problem<float>& pr, const Mask& mask, const attention_pa
     try {
         ropekit::attention(pr.qv(), pr.kv_k(), pr.kv_v(), o, mask, p);
     } catch (const ropekit::error& e) {
-        return e.field();
+        return std::string(e.field());  // field() may be a string_view
     }
     return "";
 }
