@@ -46,7 +46,9 @@
 namespace {
 
 using ropekit::attention_params;
-using ropekit::index_range;
+using ropekit::head_range;
+using ropekit::key_range;
+using ropekit::query_range;
 
 template <class KV>
 struct data {
@@ -76,8 +78,7 @@ struct data {
 
 /// The parameters every benchmark uses: softmax scale 1/sqrt(head_dim), default positions.
 attention_params default_params(int head_dim) {
-    attention_params p;
-    p.softmax_scale = 1.0f / std::sqrt(float(head_dim));
+    attention_params p = attention_params::with_softmax_scale(1.0 / std::sqrt(double(head_dim)));
     return p;
 }
 
@@ -209,8 +210,8 @@ void prefill(benchmark::State& st, Mask mask, std::int64_t n, std::int64_t H, st
         // Thread ti takes query heads [ti H / T, (ti + 1) H / T) (whole K/V groups), all
         // queries in one call: causal work is the same for every head.
         ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(),
-                                   mask, p, {H * ti / nt, H * (ti + 1) / nt}, {0, n_q}, {0, n},
-                                   *ws[ti]);
+                                   mask, p, head_range{H * ti / nt, H * (ti + 1) / nt},
+                                   query_range{0, n_q}, key_range{0, n}, *ws[ti]);
     });
     set_counters<KV>(st, secs, mask, n_q, n, H, D, threads, visible_pairs(mask, n_q, n));
     if (n_q < n) st.counters["us_per_query"] = secs / double(n_q) * 1e6;
@@ -235,7 +236,8 @@ void suffix_scaling(benchmark::State& st, Mask mask, std::int64_t n_short, std::
                 ropekit::default_arch{}, d.qv(),
                 ropekit::packed_view(static_cast<const float*>(d.k.data()), n, int(H), D),
                 ropekit::packed_view(static_cast<const float*>(d.v.data()), n, int(H), D), d.ov(),
-                mask, p, {H * ti / threads, H * (ti + 1) / threads}, {0, n_q}, {0, n}, *ws[ti]);
+                mask, p, head_range{H * ti / threads, H * (ti + 1) / threads}, query_range{0, n_q},
+                key_range{0, n}, *ws[ti]);
         });
         benchmark::ClobberMemory();
         return std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
@@ -273,13 +275,13 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
             pp.lse = pl[ti].data();
             ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
                                        ropekit::packed_view(po[ti].data(), 1, H, D), mask, pp,
-                                       {0, H}, {0, 1}, ropekit::split_keys(n_kv, threads, ti),
-                                       *ws[ti]);
+                                       head_range{0, H}, query_range{0, 1},
+                                       ropekit::split_keys(n_kv, threads, ti), *ws[ti]);
         });
         for (int ti = 1; ti < threads; ++ti)
             ropekit::merge_attention(ropekit::packed_view(po[0].data(), 1, H, D), pl[0].data(),
                                      ropekit::packed_view(po[ti].data(), 1, H, D), pl[ti].data(),
-                                     {0, 1}, {0, H});
+                                     head_range{0, H}, query_range{0, 1});
         benchmark::ClobberMemory();
         const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
         st.SetIterationTime(t);
@@ -288,7 +290,7 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
         // K and V bytes (each its own key range) once, doing nothing else.
         a = ropekit_bench::clock::now();
         team.run([&](int ti) {
-            const ropekit::index_range r = ropekit::split_keys(n_kv, threads, ti);
+            const ropekit::key_range r = ropekit::split_keys(n_kv, threads, ti);
             const std::size_t off = std::size_t(r.begin) * row_bytes;
             const std::size_t len = std::size_t(r.size()) * row_bytes;
             ropekit_bench::read_sweep(reinterpret_cast<const char*>(d.k.data()) + off, len);
@@ -368,13 +370,14 @@ void rerope_prefill(benchmark::State& st, Rule rule, std::int64_t n, std::int64_
     f.rotary_dim = D;
     for (int i = 0; i < D / 2; ++i) f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / D)));
     const auto table = ropekit::cos_sin_table::for_range(f, 0, n);
-    const attention_params p = default_params(D);
+    const attention_params p = attention_params::for_model(f);
     const ropekit::causal_mask mask;
     const auto ws = workspaces(threads);
     const double secs = timed_split(st, threads, [&](int ti, int nt) {
-        ropekit::rerope_attention_blocked(
-            ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(), mask, p, rule, f, table,
-            {H * ti / nt, H * (ti + 1) / nt}, {0, n}, {0, n}, *ws[ti]);
+        ropekit::rerope_attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
+                                          d.ov(), mask, p, rule, f, table,
+                                          head_range{H * ti / nt, H * (ti + 1) / nt},
+                                          query_range{0, n}, key_range{0, n}, *ws[ti]);
     });
     set_counters<KV>(st, secs, mask, n, n, H, D, threads, visible_pairs(mask, n, n));
 }

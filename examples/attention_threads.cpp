@@ -40,9 +40,10 @@ int main() {
     const auto qv = ropekit::packed_view<const float>(q.data(), n, H, D);
     const auto kv = ropekit::packed_view<const ropekit::bfloat16>(k.data(), n, KVH, D);
     const auto vv = ropekit::packed_view<const ropekit::bfloat16>(v.data(), n, KVH, D);
-    const ropekit::sink_window_mask mask{4, 256};  // StreamingLLM: 4 sinks + 256-token window
-    ropekit::attention_params p;
-    p.softmax_scale = 1.0f / std::sqrt(float(D));
+    const ropekit::sliding_window_mask mask{256};  // each query sees itself and 255 earlier keys
+    // No RoPE in this example (random q and k), so the scale is set explicitly; a model with
+    // RoPE uses attention_params::for_model(freqs), which includes its attention factor.
+    const auto p = ropekit::attention_params::with_softmax_scale(1.0 / std::sqrt(double(D)));
 
     // --- 1. Prefill: work items = (one K/V head's query heads) x (64-token query blocks). ---
     ropekit::attention(qv, kv, vv, ropekit::packed_view(o_ref.data(), n, H, D), mask, p);
@@ -55,10 +56,11 @@ int main() {
             auto ws = std::make_unique<ropekit::attention_workspace>();  // once per thread
             for (std::int64_t i = next++; i < items; i = next++) {
                 const std::int64_t g = i % KVH, b = i / KVH;
-                ropekit::attention_blocked(ropekit::default_arch{}, qv, kv, vv,
-                                           ropekit::packed_view(o.data(), n, H, D), mask, p,
-                                           {g * group, (g + 1) * group},
-                                           {b * block, std::min(n, (b + 1) * block)}, {0, n}, *ws);
+                ropekit::attention_blocked(
+                    ropekit::default_arch{}, qv, kv, vv, ropekit::packed_view(o.data(), n, H, D),
+                    mask, p, ropekit::head_range{g * group, (g + 1) * group},
+                    ropekit::query_range{b * block, std::min(n, (b + 1) * block)},
+                    ropekit::key_range{0, n}, *ws);
             }
         });
     for (auto& th : pool) th.join();
@@ -87,16 +89,16 @@ int main() {
             pt.lse = part_lse[t].data();
             ropekit::attention_blocked(ropekit::default_arch{}, q1, kv, vv,
                                        ropekit::packed_view(part_o[t].data(), 1, H, D), causal, pt,
-                                       {0, H}, {0, 1},
+                                       ropekit::head_range{0, H}, ropekit::query_range{0, 1},
                                        ropekit::split_keys(n, int(n_threads), int(t)), *ws);
         });
     for (auto& th : workers) th.join();
     for (unsigned t = 1; t < n_threads; ++t)
-        ropekit::merge_attention(ropekit::packed_view(part_o[0].data(), 1, H, D),
-                                 part_lse[0].data(),
-                                 ropekit::packed_view<const float>(part_o[t].data(), 1, H, D),
-                                 part_lse[t].data(), {0, 1}, {0, H},
-                                 t == n_threads - 1 ? sinks.data() : nullptr);  // sinks once
+        ropekit::merge_attention(
+            ropekit::packed_view(part_o[0].data(), 1, H, D), part_lse[0].data(),
+            ropekit::packed_view<const float>(part_o[t].data(), 1, H, D), part_lse[t].data(),
+            ropekit::head_range{0, H}, ropekit::query_range{0, 1},
+            t == n_threads - 1 ? sinks.data() : nullptr);  // sinks once
     float lse_diff = 0.0f;
     for (std::int64_t h = 0; h < H; ++h)
         lse_diff =

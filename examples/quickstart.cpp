@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The README's quick start, compiled and checked: a model's RoPE scaling -> frequencies -> cos/sin
-// table -> rotate q and k in place (bf16) -> causal attention with StreamingLLM sinks.
+// table -> rotate q and k in place (bf16) -> causal attention, its softmax scale taken from the
+// frequencies.
 #include <ropekit/ropekit.hpp>
 
 #include <cmath>
@@ -33,26 +34,22 @@ int main() {
     ropekit::apply_rope(table, ropekit::packed_view(k.data(), tokens, n_kv_heads, head_dim),
                         ropekit::positions::contiguous(0));
 
-    // 3. Attention: StreamingLLM sinks (first 4 keys) + a window of 124; the attention factor
-    //    (YaRN's mscale) goes into the softmax scale once, squared, as HF's cos/sin scaling does.
+    // 3. Causal attention. The parameters come from the frequencies: softmax scale
+    //    1/sqrt(head_dim) times the attention factor squared (YaRN's mscale), applied once, as
+    //    HF's scaling of cos and sin for both q and k amounts to. Forgetting the factor gives
+    //    plausible but wrong results, so there is no other default.
     std::vector<float> out(q.size());
-    ropekit::attention_params p;
-    p.softmax_scale = float(freqs.logit_scale() / std::sqrt(double(head_dim)));
-    const ropekit::sink_window_mask mask{/*n_sink*/ 4, /*window*/ 124};
-    const ropekit::bfloat16* kc = k.data();
-    const ropekit::bfloat16* vc = v.data();
-    const float* qc = q.data();
-    ropekit::attention(ropekit::packed_view(qc, tokens, n_heads, head_dim),
-                       ropekit::packed_view(kc, tokens, n_kv_heads, head_dim),
-                       ropekit::packed_view(vc, tokens, n_kv_heads, head_dim),
-                       ropekit::packed_view(out.data(), tokens, n_heads, head_dim), mask, p);
+    const auto p = ropekit::attention_params::for_model(freqs);
+    const ropekit::causal_mask mask;
+    const auto qv = ropekit::packed_view(q.data(), tokens, n_heads, head_dim);
+    const auto kv = ropekit::packed_view(k.data(), tokens, n_kv_heads, head_dim);  // bf16 views,
+    const auto vv = ropekit::packed_view(v.data(), tokens, n_kv_heads, head_dim);  // const or not
+    ropekit::attention(qv, kv, vv, ropekit::packed_view(out.data(), tokens, n_heads, head_dim),
+                       mask, p);
 
     // The same attention in double, materialising every score: the fast path must agree.
     std::vector<double> ref, ref_lse;
-    ropekit::attention_reference(ropekit::packed_view(qc, tokens, n_heads, head_dim),
-                                 ropekit::packed_view(kc, tokens, n_kv_heads, head_dim),
-                                 ropekit::packed_view(vc, tokens, n_kv_heads, head_dim), mask, p,
-                                 ref, ref_lse);
+    ropekit::attention_reference(qv, kv, vv, mask, p, ref, ref_lse);
     double err = 0, norm = 0;
     for (std::size_t i = 0; i < out.size(); ++i) {
         err += (out[i] - ref[i]) * (out[i] - ref[i]);
@@ -61,7 +58,9 @@ int main() {
     const double nmse = err / norm;
     std::printf("yarn x4: attention factor %.6f, %d pairs, kernels %s\n", freqs.attention_factor,
                 freqs.pairs(), ropekit::arch_name<ropekit::default_arch>());
-    std::printf("sinks 4 + window 124 over %lld tokens: NMSE vs double reference %.3g\n",
-                (long long)tokens, nmse);
+    std::printf(
+        "causal attention over %lld tokens, softmax scale %.6f: NMSE vs double reference "
+        "%.3g\n",
+        (long long)tokens, double(p.softmax_scale()), nmse);
     return nmse < 1e-10 ? 0 : 1;
 }

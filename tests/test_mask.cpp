@@ -113,3 +113,35 @@ TEST_CASE("sinks + window key ranges do not grow with the sequence", "[mask]") {
         CHECK(keys == 4 + 1020 + 63);
     }
 }
+
+TEST_CASE("mask validate(): every mask has one; windows bounded so no arithmetic overflows",
+          "[mask]") {
+    ropekit::full_mask{}.validate();
+    ropekit::causal_mask{}.validate();
+    ropekit::sliding_window_mask{ropekit::attention_position_limit}.validate();
+    CHECK_THROWS_AS(ropekit::sliding_window_mask{ropekit::attention_position_limit + 1}.validate(),
+                    ropekit::error);
+    CHECK_THROWS_AS(ropekit::sliding_window_mask{INT64_MAX}.validate(), ropekit::error);
+    CHECK_THROWS_AS(ropekit::sliding_window_mask{-3}.validate(), ropekit::error);
+    CHECK_THROWS_AS((ropekit::sink_window_mask{4, INT64_MAX}.validate()), ropekit::error);
+    CHECK_THROWS_AS((ropekit::sink_window_mask{4, 0}.validate()), ropekit::error);
+    CHECK_THROWS_AS((ropekit::parallel_context_mask{nullptr, 2}.validate()), ropekit::error);
+    CHECK_THROWS_AS((ropekit::parallel_context_mask{nullptr, -1}.validate()), ropekit::error);
+    const std::int64_t zero_first[] = {0, 4};
+    CHECK_THROWS_AS((ropekit::parallel_context_mask{zero_first, 2}.validate()), ropekit::error);
+    // The extremes validation allows: a window of 2^62 at the most negative position.
+    const std::int64_t lim = ropekit::attention_position_limit - 1;
+    block_bounds b{};
+    b.q_pos_min = b.q_index_min = -lim;
+    b.q_pos_max = b.q_index_max = lim;
+    b.k_pos_min = b.k_index_min = -lim;
+    b.k_pos_max = b.k_index_max = lim;
+    index_range r[2];
+    const ropekit::sliding_window_mask w{ropekit::attention_position_limit};
+    CHECK(w.key_ranges(b, r) == 1);
+    CHECK(r[0].begin == 0);
+    CHECK(r[0].end == lim + 1);
+    CHECK(w.classify(b) == tile_visibility::partial);
+    CHECK(ropekit::sink_window_mask{4, ropekit::attention_position_limit}.classify(b) ==
+          tile_visibility::partial);
+}

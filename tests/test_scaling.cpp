@@ -873,7 +873,11 @@ TEST_CASE("ReRoPE and Leaky ReRoPE relative positions") {
     expect_error([] { rerope{0}.validate(); }, "window", "0");
     expect_error([] { rerope{-3}.validate(); }, "window", "-3");
     expect_error([] { leaky_rerope{0, 16}.validate(); }, "window", "0");
-    expect_error([] { leaky_rerope{512, 1.0}.validate(); }, "k", "1");
+    // k = 1 is plain RoPE (an engine need not special-case the training length); below 1 the
+    // relative position would grow faster than the distance.
+    CHECK_NOTHROW(leaky_rerope{512, 1.0}.validate());
+    CHECK(leaky_rerope{512, 1.0}.relative_position(100000) == 100000.0);
+    expect_error([] { leaky_rerope{512, 0.5}.validate(); }, "k", "0.5");
     expect_error([] { leaky_rerope{512, std::nan("")}.validate(); }, "k", "nan");
 }
 

@@ -13,11 +13,19 @@
 /// mask makes visible. A row that sees no key (and has no sink) returns zeros and LSE = -inf.
 ///
 /// Entry points:
-/// - attention() / rerope_attention(): validate, then run the whole problem on this thread;
-/// - attention_blocked() / rerope_attention_blocked(): the hot-path kernels, on a range of query
-///   heads, a range of query tokens and a range of keys, with a caller-owned workspace, so an
-///   engine can spread (heads x query blocks) or (key ranges) over its threads;
+/// - attention() / rerope_attention(): validate everything (views, mask, positions, sinks) and
+///   throw ropekit::error naming the field, then run the whole problem on this thread, in a
+///   workspace of the caller's or a freshly allocated one;
+/// - attention_blocked() / rerope_attention_blocked(): the hot-path kernels, on a head_range, a
+///   query_range and a key_range (always in that order; distinct types, so a swap does not
+///   compile), with a caller-owned workspace, so an engine can spread (heads x query blocks) or
+///   (key ranges) over its threads;
 /// - merge_attention(): combine two partial results over disjoint key sets (split-KV decode).
+///
+/// The hot entry points never throw or allocate: they check their preconditions with
+/// ROPEKIT_ASSERT and, with the asserts compiled out, write nothing when one fails, rather than
+/// read or write out of bounds. The softmax scale comes from attention_params::for_model(freqs).
+/// K and V may be views of const or non-const elements.
 #pragma once
 
 #include <algorithm>
@@ -25,57 +33,130 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <type_traits>
 
 #include "arch.hpp"
 #include "detail/attention_kernel.hpp"
 #include "error.hpp"
 #include "mask.hpp"
 #include "rerope.hpp"
+#include "rope.hpp"
 #include "storage.hpp"
 #include "table.hpp"
 
 ROPEKIT_BEGIN_NAMESPACE
 
-// Cold-path checks and front doors are compiled per instruction-set namespace (abi.hpp).
 namespace detail::attn {
+
+/// The K/V storage type of views `head_view<KT>` / `head_view<VT>`, const or not.
+template <class KT, class VT>
+struct kv_element {
+    using type = std::remove_const_t<KT>;  ///< float, bfloat16 or half
+    static_assert(std::is_same_v<type, std::remove_const_t<VT>>,
+                  "K and V must have the same element type");
+    static_assert(is_storage_type_v<type>, "K/V storage is float, bfloat16 or half");
+};
+template <class KT, class VT>
+using kv_element_t = typename kv_element<KT, VT>::type;
+
+/// Whether Mask has a validate() member (every ropekit mask does; a user policy may not).
+template <class Mask, class = void>
+struct has_validate : std::false_type {};
+template <class Mask>
+struct has_validate<Mask, std::void_t<decltype(std::declval<const Mask&>().validate())>>
+    : std::true_type {};
+
+/// Throws ropekit::error unless `pos` is usable for `n` tokens: not table_rows(), ids not null,
+/// every |position| < attention_position_limit.
+// Cold-path validators: their code depends on the compile flags (abi.hpp).
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
-template <class KV>
-void validate_shapes(const head_view<const float>& q, const head_view<const KV>& k,
-                     const head_view<const KV>& v, const head_view<float>& o,
-                     const attention_params& p) {
+inline void validate_attention_positions(const positions& pos, std::int64_t n, const char* field) {
+    require(pos.which() != positions::kind::table_rows, field,
+            "must be positions by value (contiguous, ids or constant), not table_rows()",
+            "table_rows()");
+    if (n <= 0) return;
+    const bool ids = pos.which() == positions::kind::ids32 || pos.which() == positions::kind::ids64;
+    require(!ids || pos.id_data() != nullptr, field, "ids must not be null with tokens", n);
+    constexpr std::int64_t hi = attention_position_limit - 1;
+    for_each_position(pos, 0, n, -hi, hi, [&](std::int64_t t, std::int64_t p) {
+        fail(field, "must satisfy |position| < 2^62",
+             "token " + format_value(t) + " at " + format_value(p));
+    });
+}
+
+/// Cold-path check of everything attention() / rerope_attention() need; throws ropekit::error
+/// naming the field.
+template <class KV, class Mask>
+void validate_attention(const head_view<const float>& q, const head_view<const KV>& k,
+                        const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
+                        const attention_params& p) {
     static_assert(is_storage_type_v<KV>, "K/V storage is float, bfloat16 or half");
     require(q.head_dim > 0 && q.head_dim <= max_head_dim, "head_dim", "must be in [1, 256]",
             q.head_dim);
     require(k.head_dim == q.head_dim && v.head_dim == q.head_dim && o.head_dim == q.head_dim,
             "head_dim", "must be the same for q, k, v and o", k.head_dim);
+    require(p.head_dim() == 0 || p.head_dim() == q.head_dim, "head_dim",
+            "must equal that of the frequencies attention_params were built from", q.head_dim);
     require(q.heads > 0, "n_heads", "must be > 0", q.heads);
     require(k.heads > 0 && q.heads % k.heads == 0, "n_kv_heads", "must be > 0 and divide n_heads",
             k.heads);
     require(v.heads == k.heads, "v.heads", "must equal k.heads", v.heads);
     require(o.heads == q.heads, "o.heads", "must equal q.heads", o.heads);
+    require(q.tokens >= 0 && k.tokens >= 0, "tokens", "must be >= 0", k.tokens);
     require(v.tokens == k.tokens, "v.tokens", "must equal k.tokens", v.tokens);
     require(o.tokens == q.tokens, "o.tokens", "must equal q.tokens", o.tokens);
-    require(q.tokens >= 0 && k.tokens >= 0, "tokens", "must be >= 0", k.tokens);
-    require(q.tokens == 0 || q.data != nullptr, "q", "must not be null", q.tokens);
-    require(k.tokens == 0 || (k.data != nullptr && v.data != nullptr), "k", "must not be null",
-            k.tokens);
-    require(std::isfinite(p.softmax_scale) && p.softmax_scale > 0.0f, "softmax_scale",
-            "must be finite and > 0", p.softmax_scale);
+    // The views' own checks: non-null data with rows, strides that keep rows apart.
+    q.validate();
+    k.validate();
+    v.validate();
+    o.validate();
+    if constexpr (has_validate<Mask>::value) mask.validate();
+    require(std::isfinite(p.softmax_scale()) && p.softmax_scale() > 0.0f, "softmax_scale",
+            "must be finite and > 0", p.softmax_scale());
+    require(q.tokens < attention_position_limit && k.tokens < attention_position_limit, "tokens",
+            "must be < 2^62", std::max(q.tokens, k.tokens));
+    if (p.q_positions) validate_attention_positions(*p.q_positions, q.tokens, "q_positions");
+    if (p.k_positions) validate_attention_positions(*p.k_positions, k.tokens, "k_positions");
+    require(p.query_index_offset < 0 || p.query_index_offset <= attention_position_limit - q.tokens,
+            "query_index_offset", "+ n_q must be <= 2^62", p.query_index_offset);
+    if (p.sink_logits) {
+        for (int h = 0; h < q.heads; ++h)
+            require(!std::isnan(p.sink_logits[h]) &&
+                        p.sink_logits[h] < std::numeric_limits<float>::infinity(),
+                    "sink_logits", "must not be NaN or +inf (-inf: no sink)", p.sink_logits[h]);
+    }
 }
 
 ROPEKIT_END_ISA_NAMESPACE
 
+// Hot-path checks, templated on Arch like every helper the kernels call (abi.hpp).
+
+/// Hot-path shape check shared by the kernels: consistent views and ranges inside them.
 template <class Arch, class KV>
 bool shapes_ok(const head_view<const float>& q, const head_view<const KV>& k,
-               const head_view<const KV>& v, const head_view<float>& o, index_range heads,
-               index_range queries, index_range keys) noexcept {
+               const head_view<const KV>& v, const head_view<float>& o, head_range heads,
+               query_range queries, key_range keys) noexcept {
     return q.head_dim > 0 && q.head_dim <= max_head_dim && k.head_dim == q.head_dim &&
            v.head_dim == q.head_dim && o.head_dim == q.head_dim && k.heads > 0 &&
-           q.heads % k.heads == 0 && v.heads == k.heads && o.heads == q.heads &&
-           v.tokens == k.tokens && o.tokens == q.tokens && heads.begin >= 0 &&
-           heads.end <= q.heads && queries.begin >= 0 && queries.end <= q.tokens &&
-           keys.begin >= 0 && keys.end <= k.tokens;
+           q.heads >= k.heads && q.heads % k.heads == 0 && v.heads == k.heads &&
+           o.heads == q.heads && v.tokens == k.tokens && o.tokens == q.tokens && heads.begin >= 0 &&
+           heads.begin <= heads.end && heads.end <= q.heads && queries.begin >= 0 &&
+           queries.begin <= queries.end && queries.end <= q.tokens && keys.begin >= 0 &&
+           keys.begin <= keys.end && keys.end <= k.tokens &&
+           (queries.size() == 0 || heads.size() == 0 || (q.data && o.data)) &&
+           (keys.size() == 0 || (k.data && v.data));
+}
+
+/// Hot-path check of the parameters: a positive scale and usable positions (null ids only
+/// with no token to read, as validate_attention allows).
+template <class Arch>
+bool params_ok(const attention_params& p, head_range heads, query_range queries,
+               key_range keys) noexcept {
+    (void)heads;  // the decode form reads query positions even for an empty head range
+    const bool rows = queries.size() > 0;
+    return p.softmax_scale() > 0.0f && (!p.q_positions || positions_usable(*p.q_positions, rows)) &&
+           (!p.k_positions || positions_usable(*p.k_positions, rows && keys.size() > 0));
 }
 
 }  // namespace detail::attn
@@ -86,62 +167,105 @@ bool shapes_ok(const head_view<const float>& q, const head_view<const KV>& k,
 /// Writes O (and params.lse) for exactly the rows (t, h) in `queries` x `heads`, so disjoint
 /// ranges may run concurrently on different threads with different workspaces. Restricting
 /// `keys` gives a partial result (normalised over those keys, with its LSE) for merge_attention.
+/// With ROPEKIT_ASSERT compiled out, inconsistent shapes or ranges write nothing. Positions,
+/// masks and sinks are not checked here: attention() validates them.
 /// \tparam Arch xsimd architecture tag or ropekit::scalar_arch.
 /// \tparam KV float, bfloat16 or half.
 /// \tparam Mask a mask policy from mask.hpp (or any type with the same three functions).
 template <class Arch, class KV, class Mask>
 void attention_blocked(Arch, head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
                        head_view<float> o, const Mask& mask, const attention_params& params,
-                       index_range heads, index_range queries, index_range keys,
+                       head_range heads, query_range queries, key_range keys,
                        attention_workspace& ws) {
     ROPEKIT_TRACE_KERNEL("attention_blocked", Arch::name());
     const bool shapes = detail::attn::shapes_ok<Arch, KV>(q, k, v, o, heads, queries, keys);
     ROPEKIT_ASSERT(shapes, "attention_blocked: inconsistent shapes or ranges");
-    const bool scale = params.softmax_scale > 0.0f;
-    ROPEKIT_ASSERT(scale, "attention_blocked: softmax_scale must be > 0");
+    const bool usable = detail::attn::params_ok<Arch>(params, heads, queries, keys);
+    ROPEKIT_ASSERT(usable, "attention_blocked: softmax_scale <= 0, or unusable positions");
     // With the asserts compiled out (NDEBUG) a broken precondition writes nothing rather than
     // reading out of bounds, as the rotary kernels do.
-    if (!shapes || !scale) return;
+    if (!shapes || !usable) return;
     const detail::attn::no_rotation none{};
     detail::attn::kernel<Arch, KV, Mask, detail::attn::no_rotation> kern(q, k, v, o, mask, params,
                                                                          none, ws);
-    kern.run(heads, queries, keys);
+    kern.run(heads.indices(), queries.indices(), keys.indices());
+}
+
+/// attention_blocked for K/V views of non-const elements (`head_view<bfloat16>`, ...): the
+/// same kernel, on read-only views of them.
+template <class Arch, class KT, class VT, class Mask,
+          std::enable_if_t<!(std::is_const_v<KT> && std::is_const_v<VT>), int> = 0>
+void attention_blocked(Arch arch, head_view<const float> q, head_view<KT> k, head_view<VT> v,
+                       head_view<float> o, const Mask& mask, const attention_params& params,
+                       head_range heads, query_range queries, key_range keys,
+                       attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    attention_blocked(arch, q, head_view<const KV>(k), head_view<const KV>(v), o, mask, params,
+                      heads, queries, keys, ws);
 }
 
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
-/// Attention over the whole problem on the calling thread (front door: validates and throws
-/// ropekit::error naming the field at fault; allocates one attention_workspace).
-template <class KV, class Mask>
-void attention(head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
-               head_view<float> o, const Mask& mask, const attention_params& params) {
-    detail::attn::validate_shapes(q, k, v, o, params);
+/// Attention over the whole problem on the calling thread, in the caller's workspace (front
+/// door: validates the views, the mask, the positions, query_index_offset and the sinks, and
+/// throws ropekit::error naming the field at fault).
+/// \tparam KT, VT K and V element types: float, bfloat16 or half, const or not (the same).
+template <class KT, class VT, class Mask>
+void attention(head_view<const float> q, head_view<KT> k, head_view<VT> v, head_view<float> o,
+               const Mask& mask, const attention_params& params, attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    const head_view<const KV> kc = k, vc = v;
+    detail::attn::validate_attention(q, kc, vc, o, mask, params);
+    attention_blocked(default_arch{}, q, kc, vc, o, mask, params, head_range{0, q.heads},
+                      query_range{0, q.tokens}, key_range{0, k.tokens}, ws);
+}
+
+/// attention() in a freshly allocated workspace (about 0.5 MB, one allocation per call); pass
+/// one to the overload above to reuse it.
+template <class KT, class VT, class Mask>
+void attention(head_view<const float> q, head_view<KT> k, head_view<VT> v, head_view<float> o,
+               const Mask& mask, const attention_params& params) {
     auto ws = std::make_unique<attention_workspace>();
-    attention_blocked(default_arch{}, q, k, v, o, mask, params, {0, q.heads}, {0, q.tokens},
-                      {0, k.tokens}, *ws);
+    attention(q, k, v, o, mask, params, *ws);
 }
 
 ROPEKIT_END_ISA_NAMESPACE
+
 namespace detail::attn {
+
+/// Whether attention_params carry the attention factor of `freqs` (built by for_model(freqs)).
+template <class Arch>
+bool logit_scale_matches(const attention_params& p, const rope_frequencies& f) noexcept {
+    return std::abs(p.logit_scale() - f.logit_scale()) <= 1e-6 * f.logit_scale();
+}
+
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
 template <class Rule>
 void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table,
-                     const head_view<const float>& q, const head_view<const float>& o,
-                     std::int64_t n_kv, const attention_params& p) {
+                     const head_view<const float>& q, std::int64_t n_kv,
+                     const attention_params& p) {
     rule.validate();
     freqs.validate();
     require(freqs.head_dim == q.head_dim, "head_dim", "must equal rope_frequencies::head_dim",
             q.head_dim);
+    require(logit_scale_matches<isa_tag>(p, freqs), "logit_scale",
+            "of attention_params must be the frequencies' logit_scale(): build them with "
+            "attention_params::for_model(freqs)",
+            p.logit_scale());
     require(table.is_range() && table.pairs() == freqs.pairs() && table.layout() == freqs.layout,
             "table", "must be a range table built from the same frequencies", table.pairs());
-    (void)o;
-    auto check = [&](std::int64_t pos) {
-        require(table.contains(pos), "position", "is outside the cos/sin table", pos);
+    const positions qp = resolved_q_positions(p, q.tokens, n_kv);
+    const positions kp = resolved_k_positions(p);
+    auto check = [&](const positions& pos, std::int64_t n) {
+        if (n <= 0) return;
+        std::int64_t lo, hi;
+        position_bounds<void>(pos, 0, n, lo, hi);
+        require(table.contains(lo), "position", "is outside the cos/sin table", lo);
+        require(table.contains(hi), "position", "is outside the cos/sin table", hi);
     };
-    const std::int64_t n_q = q.tokens;
-    for (std::int64_t t = 0; t < n_q; ++t) check(p.q_positions ? p.q_positions[t] : n_kv - n_q + t);
-    for (std::int64_t j = 0; j < n_kv; ++j) check(p.k_positions ? p.k_positions[j] : j);
+    check(qp, q.tokens);
+    check(kp, n_kv);
 }
 
 ROPEKIT_END_ISA_NAMESPACE
@@ -155,6 +279,8 @@ ROPEKIT_END_ISA_NAMESPACE
 /// `(R_{(i + w(k-1))/k} q).(R_{j/k} k)` (Leaky). Per key tile the kernel computes only the
 /// scores it needs: ordinary for tiles entirely inside the window, capped for tiles entirely
 /// beyond it, both (selected per element) on the band around the window edge.
+/// `params` must carry the frequencies' attention factor (attention_params::for_model(freqs)).
+/// With ROPEKIT_ASSERT compiled out, a failed precondition writes nothing.
 /// \param table range cos/sin table of `freqs` covering every query and key position (engines
 ///        keep one per model); non-integer Leaky angles are computed with accurate_cos_sin.
 template <class Arch, class KV, class Mask, class Rule>
@@ -162,47 +288,88 @@ void rerope_attention_blocked(Arch, head_view<const float> q, head_view<const KV
                               head_view<const KV> v, head_view<float> o, const Mask& mask,
                               const attention_params& params, const Rule& rule,
                               const rope_frequencies& freqs, const cos_sin_table& table,
-                              index_range heads, index_range queries, index_range keys,
+                              head_range heads, query_range queries, key_range keys,
                               attention_workspace& ws) {
     static_assert(std::is_same_v<Rule, rerope> || std::is_same_v<Rule, leaky_rerope>,
                   "Rule is ropekit::rerope or ropekit::leaky_rerope");
     ROPEKIT_TRACE_KERNEL("rerope_attention_blocked", Arch::name());
     const bool shapes = detail::attn::shapes_ok<Arch, KV>(q, k, v, o, heads, queries, keys);
     ROPEKIT_ASSERT(shapes, "rerope_attention_blocked: inconsistent shapes or ranges");
-    const bool tables_match =
-        freqs.head_dim == q.head_dim && table.pairs() == freqs.pairs() && table.is_range();
+    const bool usable = detail::attn::params_ok<Arch>(params, heads, queries, keys) &&
+                        detail::attn::logit_scale_matches<Arch>(params, freqs);
+    ROPEKIT_ASSERT(usable,
+                   "rerope_attention_blocked: params without the frequencies' attention factor, "
+                   "or unusable positions");
+    const bool tables_match = freqs.head_dim == q.head_dim && freqs.rotary_dim > 0 &&
+                              freqs.rotary_dim <= q.head_dim &&
+                              freqs.inv_freq.size() == std::size_t(freqs.pairs()) &&
+                              table.pairs() == freqs.pairs() && table.is_range();
     ROPEKIT_ASSERT(tables_match,
                    "rerope_attention_blocked: frequencies / table do not match head_dim");
-    if (!shapes || !tables_match) return;  // NDEBUG: write nothing rather than read out of bounds
-    // Every position the kernel will look up must have a table row (cheap: O(n_q + n_kv)).
+    if (!shapes || !usable || !tables_match) return;  // NDEBUG: write nothing
+    // Every position the kernel will look up must have a table row (cheap: O(1) for contiguous
+    // positions, O(n_q + n_kv) for ids); the table is one interval, so the bounds suffice.
     bool covered = true;
-    for (std::int64_t t = queries.begin; t < queries.end; ++t)
-        covered = covered && table.contains(params.q_positions ? params.q_positions[t]
-                                                               : k.tokens - q.tokens + t);
-    for (std::int64_t j = keys.begin; j < keys.end; ++j)
-        covered = covered && table.contains(params.k_positions ? params.k_positions[j] : j);
+    std::int64_t lo = 0, hi = 0;
+    if (queries.size() > 0 && heads.size() > 0) {
+        detail::attn::position_bounds<Arch>(
+            detail::attn::resolved_q_positions(params, q.tokens, k.tokens), queries.begin,
+            queries.end, lo, hi);
+        covered = table.contains(lo) && table.contains(hi);
+        if (keys.size() > 0) {
+            detail::attn::position_bounds<Arch>(detail::attn::resolved_k_positions(params),
+                                                keys.begin, keys.end, lo, hi);
+            covered = covered && table.contains(lo) && table.contains(hi);
+        }
+    }
     ROPEKIT_ASSERT(covered, "rerope_attention_blocked: a position is outside the cos/sin table");
     if (!covered) return;
     const detail::attn::rerope_rotation<Rule> rot{rule, &freqs, &table};
     detail::attn::kernel<Arch, KV, Mask, detail::attn::rerope_rotation<Rule>> kern(q, k, v, o, mask,
                                                                                    params, rot, ws);
-    kern.run(heads, queries, keys);
+    kern.run(heads.indices(), queries.indices(), keys.indices());
+}
+
+/// rerope_attention_blocked for K/V views of non-const elements.
+template <class Arch, class KT, class VT, class Mask, class Rule,
+          std::enable_if_t<!(std::is_const_v<KT> && std::is_const_v<VT>), int> = 0>
+void rerope_attention_blocked(Arch arch, head_view<const float> q, head_view<KT> k, head_view<VT> v,
+                              head_view<float> o, const Mask& mask, const attention_params& params,
+                              const Rule& rule, const rope_frequencies& freqs,
+                              const cos_sin_table& table, head_range heads, query_range queries,
+                              key_range keys, attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    rerope_attention_blocked(arch, q, head_view<const KV>(k), head_view<const KV>(v), o, mask,
+                             params, rule, freqs, table, heads, queries, keys, ws);
 }
 
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
-/// ReRoPE / Leaky ReRoPE attention over the whole problem (front door: validates, including
-/// that `table` covers every position, and allocates one workspace). See
+/// ReRoPE / Leaky ReRoPE attention over the whole problem in the caller's workspace (front
+/// door: validates as attention() does, plus the rule, the frequencies, that `params` carry
+/// their attention factor, and that `table` covers every position). See
 /// rerope_attention_blocked.
-template <class KV, class Mask, class Rule>
-void rerope_attention(head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
+template <class KT, class VT, class Mask, class Rule>
+void rerope_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
+                      head_view<float> o, const Mask& mask, const attention_params& params,
+                      const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table,
+                      attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    const head_view<const KV> kc = k, vc = v;
+    detail::attn::validate_attention(q, kc, vc, o, mask, params);
+    detail::attn::validate_rerope(rule, freqs, table, q, k.tokens, params);
+    rerope_attention_blocked(default_arch{}, q, kc, vc, o, mask, params, rule, freqs, table,
+                             head_range{0, q.heads}, query_range{0, q.tokens},
+                             key_range{0, k.tokens}, ws);
+}
+
+/// rerope_attention() in a freshly allocated workspace.
+template <class KT, class VT, class Mask, class Rule>
+void rerope_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
                       head_view<float> o, const Mask& mask, const attention_params& params,
                       const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table) {
-    detail::attn::validate_shapes(q, k, v, o, params);
-    detail::attn::validate_rerope(rule, freqs, table, q, o, k.tokens, params);
     auto ws = std::make_unique<attention_workspace>();
-    rerope_attention_blocked(default_arch{}, q, k, v, o, mask, params, rule, freqs, table,
-                             {0, q.heads}, {0, q.tokens}, {0, k.tokens}, *ws);
+    rerope_attention(q, k, v, o, mask, params, rule, freqs, table, *ws);
 }
 
 /// Merges one row's partial result `(o_b, lse_b)` into `(o_a, lse_a)`: both normalised over
@@ -225,51 +392,72 @@ inline void merge_attention_row(float* o_a, float& lse_a, const float* o_b, floa
     lse_a = float(mx + std::log(total));
 }
 
-/// Merges partial result b into a for query tokens `queries` and heads `heads` (LSE arrays laid
-/// out `[n_q][n_heads]` as attention_params::lse). `sink_logits` (per query head, or null) are
-/// added by this call: for split keys, pass the sinks here exactly once and never to the partial
-/// attention calls.
+ROPEKIT_END_ISA_NAMESPACE
+namespace detail::attn {
+ROPEKIT_BEGIN_ISA_NAMESPACE
+/// Hot-path check of merge_attention: same head count and head_dim, ranges inside both
+/// partials, non-null data for a non-empty range.
+inline bool merge_shapes_ok(const head_view<float>& o_a, const float* lse_a,
+                            const head_view<const float>& o_b, const float* lse_b, head_range heads,
+                            query_range queries) noexcept {
+    const bool empty = heads.size() == 0 || queries.size() == 0;
+    return o_a.head_dim > 0 && o_b.head_dim == o_a.head_dim && o_b.heads == o_a.heads &&
+           heads.begin >= 0 && heads.begin <= heads.end && heads.end <= o_a.heads &&
+           queries.begin >= 0 && queries.begin <= queries.end && queries.end <= o_a.tokens &&
+           queries.end <= o_b.tokens &&
+           (empty || (o_a.data && o_b.data && lse_a != nullptr && lse_b != nullptr));
+}
+ROPEKIT_END_ISA_NAMESPACE
+}  // namespace detail::attn
+ROPEKIT_BEGIN_ISA_NAMESPACE
+
+/// Merges partial result b into a for query heads `heads` and query tokens `queries` (the same
+/// order and range types as attention_blocked; LSE arrays laid out `[n_q][n_heads]` as
+/// attention_params::lse). `sink_logits` (per query head, or null; not NaN or +inf) are added by
+/// this call: for split keys, pass the sinks here exactly once and never to the partial
+/// attention calls. Hot path: inconsistent shapes are a ROPEKIT_ASSERT and, with asserts
+/// compiled out, write nothing.
 inline void merge_attention(head_view<float> o_a, float* lse_a, head_view<const float> o_b,
-                            const float* lse_b, index_range queries, index_range heads,
+                            const float* lse_b, head_range heads, query_range queries,
                             const float* sink_logits = nullptr) {
-    ROPEKIT_ASSERT(o_a.heads == o_b.heads && o_a.head_dim == o_b.head_dim &&
-                       queries.end <= o_a.tokens && queries.end <= o_b.tokens &&
-                       heads.end <= o_a.heads,
-                   "merge_attention: inconsistent shapes");
+    const bool ok = detail::attn::merge_shapes_ok(o_a, lse_a, o_b, lse_b, heads, queries);
+    ROPEKIT_ASSERT(ok, "merge_attention: inconsistent shapes or ranges");
+    if (!ok) return;  // NDEBUG: write nothing rather than read out of bounds
     for (std::int64_t t = queries.begin; t < queries.end; ++t)
         for (std::int64_t h = heads.begin; h < heads.end; ++h) {
             const std::int64_t i = t * o_a.heads + h;
-            merge_attention_row(o_a.at(t, h), lse_a[i], o_b.at(t, h), lse_b[i], o_a.head_dim,
-                                sink_logits ? sink_logits + h : nullptr);
+            merge_attention_row(o_a.at(t, int(h)), lse_a[i], o_b.at(t, int(h)), lse_b[i],
+                                o_a.head_dim, sink_logits ? sink_logits + h : nullptr);
         }
 }
 
 /// Part `part` of `parts` near-equal key ranges of [0, n_kv), aligned to the 64-key tile, for
-/// splitting one (decode) problem over threads.
-inline index_range split_keys(std::int64_t n_kv, int parts, int part) noexcept {
+/// splitting one (decode) problem over threads. Empty unless 0 <= part < parts and n_kv >= 0.
+inline key_range split_keys(std::int64_t n_kv, int parts, int part) noexcept {
+    if (parts <= 0 || part < 0 || part >= parts || n_kv <= 0) return key_range{};
     const std::int64_t tiles = (n_kv + detail::attn::tile_keys - 1) / detail::attn::tile_keys;
     const std::int64_t b = tiles * part / parts * detail::attn::tile_keys;
     const std::int64_t e = tiles * (part + 1) / parts * detail::attn::tile_keys;
-    return {std::min(b, n_kv), std::min(e, n_kv)};
+    return key_range{std::min(b, n_kv), std::min(e, n_kv)};
 }
 
 ROPEKIT_END_ISA_NAMESPACE
 ROPEKIT_END_NAMESPACE
 
 /// \cond INTERNAL
-#define ROPEKIT_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK)                                  \
-    PREFIX template void ropekit::attention_blocked<ARCH, KV, MASK>(                        \
-        ARCH, ::ropekit::head_view<const float>, ::ropekit::head_view<const KV>,            \
-        ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,           \
-        const ::ropekit::attention_params&, ::ropekit::index_range, ::ropekit::index_range, \
-        ::ropekit::index_range, ::ropekit::attention_workspace&);
+#define ROPEKIT_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK)                                 \
+    PREFIX template void ropekit::attention_blocked<ARCH, KV, MASK>(                       \
+        ARCH, ::ropekit::head_view<const float>, ::ropekit::head_view<const KV>,           \
+        ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,          \
+        const ::ropekit::attention_params&, ::ropekit::head_range, ::ropekit::query_range, \
+        ::ropekit::key_range, ::ropekit::attention_workspace&);
 #define ROPEKIT_REROPE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE)                      \
     PREFIX template void ropekit::rerope_attention_blocked<ARCH, KV, MASK, RULE>(            \
         ARCH, ::ropekit::head_view<const float>, ::ropekit::head_view<const KV>,             \
         ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,            \
         const ::ropekit::attention_params&, const RULE&, const ::ropekit::rope_frequencies&, \
-        const ::ropekit::cos_sin_table&, ::ropekit::index_range, ::ropekit::index_range,     \
-        ::ropekit::index_range, ::ropekit::attention_workspace&);
+        const ::ropekit::cos_sin_table&, ::ropekit::head_range, ::ropekit::query_range,      \
+        ::ropekit::key_range, ::ropekit::attention_workspace&);
 /// \endcond
 
 /// Declares (extern template) attention_blocked of architecture ARCH for K/V storage KV and mask

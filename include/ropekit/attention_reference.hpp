@@ -79,15 +79,17 @@ void run(const head_view<const float>& q, const head_view<const KV>& k,
     const std::int64_t group = H / k.heads;
     const int D = q.head_dim;
     const std::int64_t qoff = p.query_index_offset >= 0 ? p.query_index_offset : n_kv - n_q;
+    const positions qpos = detail::attn::resolved_q_positions(p, n_q, n_kv);
+    const positions kpos = detail::attn::resolved_k_positions(p);
     o.assign(std::size_t(n_q * H * D), 0.0);
     lse.assign(std::size_t(n_q * H), 0.0);
     std::vector<double> s(static_cast<std::size_t>(n_kv));
     for (std::int64_t h = 0; h < H; ++h) {
         // Full score matrix, one row at a time per head (n_q x n_kv doubles overall).
         for (std::int64_t t = 0; t < n_q; ++t) {
-            const std::int64_t qp = p.q_positions ? p.q_positions[t] : n_kv - n_q + t;
+            const std::int64_t qp = qpos.at(t);
             for (std::int64_t j = 0; j < n_kv; ++j) {
-                const std::int64_t kp = p.k_positions ? p.k_positions[j] : j;
+                const std::int64_t kp = kpos.at(j);
                 s[j] = mask.visible(qp, qoff + t, kp, j) ? score(t, h, j, qp, kp)
                                                          : -std::numeric_limits<double>::infinity();
             }
@@ -101,12 +103,16 @@ void run(const head_view<const float>& q, const head_view<const KV>& k,
 
 /// softmax(scale * Q K^T + mask) V in double with the full score matrix. Outputs o as
 /// `[n_q][n_heads][head_dim]` and lse as `[n_q][n_heads]` (double). Same semantics as
-/// ropekit::attention (sinks, positions, empty rows -> zeros and LSE -inf).
-template <class KV, class Mask>
-void attention_reference(head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
+/// ropekit::attention (sinks, positions, empty rows -> zeros and LSE -inf). No validation: give
+/// it what attention() accepts.
+/// \tparam KT, VT K and V element types (float, bfloat16 or half, const or not).
+template <class KT, class VT, class Mask>
+void attention_reference(head_view<const float> q, head_view<KT> k_view, head_view<VT> v_view,
                          const Mask& mask, const attention_params& p, std::vector<double>& o,
                          std::vector<double>& lse) {
     using namespace detail::attn_ref;
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    const head_view<const KV> k = k_view, v = v_view;
     const std::int64_t group = q.heads / k.heads;
     std::vector<std::vector<double>> qs, ks;
     for (std::int64_t t = 0; t < q.tokens; ++t)
@@ -115,7 +121,7 @@ void attention_reference(head_view<const float> q, head_view<const KV> k, head_v
         for (std::int64_t h = 0; h < k.heads; ++h) ks.push_back(head(k, j, h));
     run(q, k, v, o, lse, mask, p,
         [&](std::int64_t t, std::int64_t h, std::int64_t j, std::int64_t, std::int64_t) {
-            return double(p.softmax_scale) *
+            return double(p.softmax_scale()) *
                    dot(qs[std::size_t(t * q.heads + h)], ks[std::size_t(j * k.heads + h / group)]);
         });
 }
@@ -124,12 +130,16 @@ void attention_reference(head_view<const float> q, head_view<const KV> k, head_v
 /// s1 = (R_i q).(R_j k) (ordinary RoPE), s2 = (R_w q).k (ReRoPE) or
 /// (R_{(i + w(k-1))/k} q).(R_{j/k} k) (Leaky), score = where(i - j < w, s1, s2); angles in
 /// double. Q and K are unrotated.
-template <class KV, class Mask, class Rule>
-void rerope_attention_reference(head_view<const float> q, head_view<const KV> k,
-                                head_view<const KV> v, const Mask& mask, const attention_params& p,
+template <class KT, class VT, class Mask, class Rule>
+void rerope_attention_reference(head_view<const float> q, head_view<KT> k_view,
+                                head_view<VT> v_view, const Mask& mask, const attention_params& p,
                                 const Rule& rule, const rope_frequencies& freqs,
                                 std::vector<double>& o, std::vector<double>& lse) {
     using namespace detail::attn_ref;
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    const head_view<const KV> k = k_view, v = v_view;
+    const positions qpos = detail::attn::resolved_q_positions(p, q.tokens, k.tokens);
+    const positions kpos = detail::attn::resolved_k_positions(p);
     const std::int64_t group = q.heads / k.heads;
     const double w = double(rule.window);
     constexpr bool leaky = std::is_same_v<Rule, leaky_rerope>;
@@ -140,7 +150,7 @@ void rerope_attention_reference(head_view<const float> q, head_view<const KV> k,
     // (Leaky), k unrotated (ReRoPE) or at j/k (Leaky).
     std::vector<std::vector<double>> q1, q2, k1, k2;
     for (std::int64_t t = 0; t < n_q; ++t) {
-        const double qp = double(p.q_positions ? p.q_positions[t] : n_kv - n_q + t);
+        const double qp = double(qpos.at(t));
         for (std::int64_t h = 0; h < q.heads; ++h) {
             const std::vector<double> x = head(q, t, h);
             q1.push_back(rotate(x, qp, freqs));
@@ -149,7 +159,7 @@ void rerope_attention_reference(head_view<const float> q, head_view<const KV> k,
         }
     }
     for (std::int64_t j = 0; j < n_kv; ++j) {
-        const double kp = double(p.k_positions ? p.k_positions[j] : j);
+        const double kp = double(kpos.at(j));
         for (std::int64_t h = 0; h < k.heads; ++h) {
             const std::vector<double> x = head(k, j, h);
             k1.push_back(rotate(x, kp, freqs));
@@ -162,7 +172,7 @@ void rerope_attention_reference(head_view<const float> q, head_view<const KV> k,
             const std::size_t ki = std::size_t(j * k.heads + h / group);
             const double s1 = dot(q1[qi], k1[ki]);
             const double s2 = dot(q2[qi], k2[ki]);
-            return double(p.softmax_scale) * (double(qp - kp) < w ? s1 : s2);
+            return double(p.softmax_scale()) * (double(qp - kp) < w ? s1 : s2);
         });
 }
 

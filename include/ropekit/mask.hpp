@@ -32,9 +32,19 @@ ROPEKIT_BEGIN_NAMESPACE
 struct index_range {
     std::int64_t begin = 0;  ///< first index
     std::int64_t end = 0;    ///< one past the last index
-    /// Number of indices (0 when empty).
-    std::int64_t size() const noexcept { return end > begin ? end - begin : 0; }
+    /// Number of indices (0 when empty; at most INT64_MAX, without overflow for any bounds).
+    ROPEKIT_ALWAYS_INLINE std::int64_t size() const noexcept {
+        return end > begin ? std::int64_t(std::min<std::uint64_t>(
+                                 std::uint64_t(end) - std::uint64_t(begin), INT64_MAX))
+                           : 0;
+    }
 };
+
+/// Largest |position| attention accepts, and the largest query row (query_index_offset + n_q)
+/// and mask window: below 2^62 the difference of two positions, and a position minus a window,
+/// fit in int64, so no mask arithmetic overflows. attention() checks positions and offsets, and
+/// the masks' validate() their windows.
+inline constexpr std::int64_t attention_position_limit = std::int64_t(1) << 62;
 
 /// What a mask says about a whole tile of (query, key) pairs.
 enum class tile_visibility {
@@ -53,7 +63,8 @@ struct block_bounds {
 
 namespace detail {
 /// Classification of `0 <= q_pos - k_pos < window` (window may be "infinite": causal).
-inline tile_visibility classify_distance(const block_bounds& b, std::int64_t window) noexcept {
+ROPEKIT_ALWAYS_INLINE tile_visibility classify_distance(const block_bounds& b,
+                                                        std::int64_t window) noexcept {
     const std::int64_t dmin = b.q_pos_min - b.k_pos_max;
     const std::int64_t dmax = b.q_pos_max - b.k_pos_min;
     if (dmax < 0 || dmin >= window) return tile_visibility::none;
@@ -65,14 +76,19 @@ constexpr std::int64_t no_window = INT64_MAX;
 
 /// Every key is visible to every query (encoders, cross-attention).
 struct full_mask {
+    /// Nothing to check (every mask has validate(); attention() calls it).
+    ROPEKIT_ALWAYS_INLINE void validate() const noexcept {}
     /// Always true.
-    bool visible(std::int64_t, std::int64_t, std::int64_t, std::int64_t) const noexcept {
+    ROPEKIT_ALWAYS_INLINE bool visible(std::int64_t, std::int64_t, std::int64_t,
+                                       std::int64_t) const noexcept {
         return true;
     }
     /// Always `all`.
-    tile_visibility classify(const block_bounds&) const noexcept { return tile_visibility::all; }
+    ROPEKIT_ALWAYS_INLINE tile_visibility classify(const block_bounds&) const noexcept {
+        return tile_visibility::all;
+    }
     /// All keys.
-    int key_ranges(const block_bounds&, index_range out[2]) const noexcept {
+    ROPEKIT_ALWAYS_INLINE int key_ranges(const block_bounds&, index_range out[2]) const noexcept {
         out[0] = {0, INT64_MAX};
         return 1;
     }
@@ -80,17 +96,19 @@ struct full_mask {
 
 /// Causal: key j is visible to query i when `k_pos <= q_pos`.
 struct causal_mask {
+    /// Nothing to check (every mask has validate(); attention() calls it).
+    ROPEKIT_ALWAYS_INLINE void validate() const noexcept {}
     /// `k_pos <= q_pos`.
-    bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
-                 std::int64_t) const noexcept {
+    ROPEKIT_ALWAYS_INLINE bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
+                                       std::int64_t) const noexcept {
         return k_pos <= q_pos;
     }
     /// Exact for position bounds.
-    tile_visibility classify(const block_bounds& b) const noexcept {
+    ROPEKIT_ALWAYS_INLINE tile_visibility classify(const block_bounds& b) const noexcept {
         return detail::classify_distance(b, detail::no_window);
     }
     /// Keys [0, q_pos_max].
-    int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
+    ROPEKIT_ALWAYS_INLINE int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
         out[0] = {0, b.q_pos_max + 1};
         return 1;
     }
@@ -100,50 +118,61 @@ struct causal_mask {
 /// `0 <= q_pos - k_pos < window` (Mistral, gpt-oss `sliding_window`; window = 1 sees only
 /// itself). Pitfall 26: the window counts the diagonal.
 struct sliding_window_mask {
-    std::int64_t window = 4096;  ///< keys visible per query, >= 1
+    std::int64_t window = 4096;  ///< keys visible per query, in [1, 2^62]
 
-    /// Throws ropekit::error unless window >= 1.
-    void validate() const { detail::require(window >= 1, "window", "must be >= 1", window); }
+    /// Throws ropekit::error unless 1 <= window <= 2^62 (attention_position_limit).
+    ROPEKIT_ALWAYS_INLINE void validate() const {
+        detail::require(window >= 1 && window <= attention_position_limit, "window",
+                        "must be in [1, 2^62]", window);
+    }
     /// `0 <= q_pos - k_pos < window`.
-    bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
-                 std::int64_t) const noexcept {
+    ROPEKIT_ALWAYS_INLINE bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
+                                       std::int64_t) const noexcept {
         const std::int64_t d = q_pos - k_pos;
         return d >= 0 && d < window;
     }
     /// Exact for position bounds.
-    tile_visibility classify(const block_bounds& b) const noexcept {
+    ROPEKIT_ALWAYS_INLINE tile_visibility classify(const block_bounds& b) const noexcept {
         return detail::classify_distance(b, window);
     }
     /// Keys [q_pos_min - window + 1, q_pos_max].
-    int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
+    ROPEKIT_ALWAYS_INLINE int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
         out[0] = {std::max<std::int64_t>(0, b.q_pos_min - window + 1), b.q_pos_max + 1};
         return 1;
     }
 };
 
-/// StreamingLLM attention sinks (Xiao et al. 2023): the first `n_sink` keys of the cache plus a
-/// sliding window. Key j is visible to query i when `k_pos <= q_pos` and
-/// (`k_index < n_sink` or `q_pos - k_pos < window`). The sinks are selected by *index* (the
-/// first rows of the cache, whatever positions they carry), the window by position; sinks stay
-/// causal, so during prefill query 0 does not see sink key 3.
+/// The first `n_sink` rows of the key sequence plus a sliding window: key j is visible to
+/// query i when `k_pos <= q_pos` and (`k_index < n_sink` or `q_pos - k_pos < window`). The
+/// sinks are selected by *row* (whatever positions they carry), the window by position; sinks
+/// stay causal, so during prefill query 0 does not see sink key 3.
+///
+/// **This mask alone is not StreamingLLM** (Xiao et al. 2023). StreamingLLM also rotates q and
+/// k at their *cache-slot* positions (a query sees the sinks at positions 0..n_sink-1 and the
+/// window right after them), not at their positions in the original text. Used with the text
+/// positions, the sinks sit thousands of positions away from the query, far outside what the
+/// model was trained on: on a real model that gave NLL 2.8-3.4 where StreamingLLM gives 1.53.
+/// Use it only with cache-slot positions (keys at their cache row, the default) for both the
+/// rotation and the mask.
 struct sink_window_mask {
-    std::int64_t n_sink = 4;     ///< first cache rows always visible (>= 0)
-    std::int64_t window = 1020;  ///< recent keys visible, including the query itself (>= 1)
+    std::int64_t n_sink = 4;     ///< first key rows always visible (>= 0)
+    std::int64_t window = 1020;  ///< recent keys visible, including the query itself, [1, 2^62]
 
-    /// Throws ropekit::error unless n_sink >= 0 and window >= 1.
-    void validate() const {
+    /// Throws ropekit::error unless n_sink >= 0 and 1 <= window <= 2^62.
+    ROPEKIT_ALWAYS_INLINE void validate() const {
         detail::require(n_sink >= 0, "n_sink", "must be >= 0", n_sink);
-        detail::require(window >= 1, "window", "must be >= 1", window);
+        detail::require(window >= 1 && window <= attention_position_limit, "window",
+                        "must be in [1, 2^62]", window);
     }
     /// `k_pos <= q_pos && (k_index < n_sink || q_pos - k_pos < window)`.
-    bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
-                 std::int64_t k_index) const noexcept {
+    ROPEKIT_ALWAYS_INLINE bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
+                                       std::int64_t k_index) const noexcept {
         const std::int64_t d = q_pos - k_pos;
         return d >= 0 && (k_index < n_sink || d < window);
     }
     /// Causal classification for sink tiles, window classification beyond, `partial` (or the
     /// sure answer) for a tile that straddles the last sink.
-    tile_visibility classify(const block_bounds& b) const noexcept {
+    ROPEKIT_ALWAYS_INLINE tile_visibility classify(const block_bounds& b) const noexcept {
         const tile_visibility causal = detail::classify_distance(b, detail::no_window);
         const tile_visibility win = detail::classify_distance(b, window);
         if (b.k_index_max < n_sink) return causal;
@@ -154,7 +183,7 @@ struct sink_window_mask {
     }
     /// Sinks [0, n_sink) and the window [q_pos_min - window + 1, q_pos_max] (merged when they
     /// touch).
-    int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
+    ROPEKIT_ALWAYS_INLINE int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
         const index_range sinks{0, std::min(n_sink, b.q_pos_max + 1)};
         const index_range win{std::max<std::int64_t>(0, b.q_pos_min - window + 1), b.q_pos_max + 1};
         if (sinks.size() == 0) {
@@ -182,8 +211,9 @@ struct parallel_context_mask {
     const std::int64_t* window_ends = nullptr;  ///< n_windows increasing ends e0 < e1 < ...
     std::int64_t n_windows = 0;                 ///< number of context windows
 
-    /// Throws ropekit::error unless the ends are positive and strictly increasing.
-    void validate() const {
+    /// Throws ropekit::error unless n_windows >= 0, window_ends is not null with windows, and
+    /// the ends are positive and strictly increasing (no empty window).
+    ROPEKIT_ALWAYS_INLINE void validate() const {
         detail::require(n_windows >= 0, "n_windows", "must be >= 0", n_windows);
         detail::require(n_windows == 0 || window_ends != nullptr, "window_ends",
                         "must not be null with windows", n_windows);
@@ -195,13 +225,13 @@ struct parallel_context_mask {
         }
     }
     /// Index of the window containing `index`, or n_windows for a task token.
-    std::int64_t segment(std::int64_t index) const noexcept {
+    ROPEKIT_ALWAYS_INLINE std::int64_t segment(std::int64_t index) const noexcept {
         return std::int64_t(std::upper_bound(window_ends, window_ends + n_windows, index) -
                             window_ends);
     }
     /// `k_index <= q_index && (segment(k) == segment(q) || q is a task token)`.
-    bool visible(std::int64_t, std::int64_t q_index, std::int64_t,
-                 std::int64_t k_index) const noexcept {
+    ROPEKIT_ALWAYS_INLINE bool visible(std::int64_t, std::int64_t q_index, std::int64_t,
+                                       std::int64_t k_index) const noexcept {
         if (k_index > q_index) return false;
         const std::int64_t sq = segment(q_index);
         return sq == n_windows || segment(k_index) == sq;
@@ -209,7 +239,7 @@ struct parallel_context_mask {
     /// By index bounds: causal-by-index when all queries are task tokens or everything lies
     /// in one window, `none` when every key lies in earlier windows than every (context)
     /// query, else `partial`.
-    tile_visibility classify(const block_bounds& b) const noexcept {
+    ROPEKIT_ALWAYS_INLINE tile_visibility classify(const block_bounds& b) const noexcept {
         block_bounds by_index = b;
         by_index.q_pos_min = b.q_index_min;
         by_index.q_pos_max = b.q_index_max;
@@ -225,7 +255,7 @@ struct parallel_context_mask {
         return tile_visibility::partial;
     }
     /// Keys [0, q_index_max].
-    int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
+    ROPEKIT_ALWAYS_INLINE int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
         out[0] = {0, b.q_index_max + 1};
         return 1;
     }

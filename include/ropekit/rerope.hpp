@@ -23,28 +23,31 @@ struct rerope {
     std::int64_t window = 512;  ///< distances >= window are scored at exactly `window`
 
     /// Throws ropekit::error unless window > 0.
-    void validate() const { detail::require(window > 0, "window", "must be > 0", window); }
+    ROPEKIT_ALWAYS_INLINE void validate() const {
+        detail::require(window > 0, "window", "must be > 0", window);
+    }
 
     /// The relative position the score of a pair at `distance = i - j` (>= 0) uses.
-    double relative_position(std::int64_t distance) const noexcept {
+    ROPEKIT_ALWAYS_INLINE double relative_position(std::int64_t distance) const noexcept {
         return distance < window ? double(distance) : double(window);
     }
 };
 
 /// Leaky ReRoPE: relative position `i - j` inside the window, `window + (i - j - window) / k`
-/// beyond it (continuous at the window edge; k -> infinity gives ReRoPE).
+/// beyond it (continuous at the window edge; k -> infinity gives ReRoPE, k = 1 plain RoPE, so
+/// an engine need not special-case a context within the training length).
 struct leaky_rerope {
     std::int64_t window = 512;  ///< distances below this are ordinary RoPE
-    double k = 16.0;            ///< slope divisor beyond the window, > 1
+    double k = 16.0;            ///< slope divisor beyond the window, >= 1 (1: plain RoPE)
 
-    /// Throws ropekit::error unless window > 0 and k is finite and > 1.
-    void validate() const {
+    /// Throws ropekit::error unless window > 0 and k is finite and >= 1.
+    ROPEKIT_ALWAYS_INLINE void validate() const {
         detail::require(window > 0, "window", "must be > 0", window);
-        detail::require(std::isfinite(k) && k > 1.0, "k", "must be finite and > 1", k);
+        detail::require(std::isfinite(k) && k >= 1.0, "k", "must be finite and >= 1", k);
     }
 
     /// The relative position the score of a pair at `distance = i - j` (>= 0) uses.
-    double relative_position(std::int64_t distance) const noexcept {
+    ROPEKIT_ALWAYS_INLINE double relative_position(std::int64_t distance) const noexcept {
         return distance < window ? double(distance)
                                  : double(window) + double(distance - window) / k;
     }

@@ -21,12 +21,15 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <type_traits>
 
 #include "../config.hpp"
+#include "../error.hpp"
 #include "../layout.hpp"
 #include "../mask.hpp"
 #include "../rerope.hpp"
+#include "../rope.hpp"
 #include "../storage.hpp"
 #include "../table.hpp"
 #include "../view.hpp"
@@ -45,28 +48,149 @@
 
 ROPEKIT_BEGIN_NAMESPACE
 
+namespace detail {
+/// The common part of head_range, query_range and key_range: [begin, end).
+struct range_base {
+    std::int64_t begin = 0;  ///< first index
+    std::int64_t end = 0;    ///< one past the last index
+    /// Number of indices (0 when empty; at most INT64_MAX). Computed in unsigned arithmetic:
+    /// the hot entry points ask it of ranges they have not checked yet, and `end - begin`
+    /// overflows for extreme ones.
+    constexpr std::int64_t size() const noexcept {
+        return end > begin ? std::int64_t(std::min<std::uint64_t>(
+                                 std::uint64_t(end) - std::uint64_t(begin), INT64_MAX))
+                           : 0;
+    }
+    /// The same range as a plain index_range (what mask policies use).
+    constexpr index_range indices() const noexcept { return {begin, end}; }
+};
+}  // namespace detail
+
+/// Query heads [begin, end) of an attention call. The three range types are distinct and
+/// their constructors explicit, so passing queries where heads are expected (or `{0, n}` for
+/// any of them) does not compile: the kernels' argument order cannot be swapped silently.
+struct head_range : detail::range_base {
+    /// Empty range.
+    constexpr head_range() noexcept = default;
+    /// Heads [begin, end).
+    constexpr explicit head_range(std::int64_t begin, std::int64_t end) noexcept
+        : range_base{begin, end} {}
+};
+
+/// Query tokens [begin, end) of an attention call (rows of Q and O). See head_range.
+struct query_range : detail::range_base {
+    /// Empty range.
+    constexpr query_range() noexcept = default;
+    /// Query tokens [begin, end).
+    constexpr explicit query_range(std::int64_t begin, std::int64_t end) noexcept
+        : range_base{begin, end} {}
+};
+
+/// Keys [begin, end) of an attention call (rows of K and V). See head_range.
+struct key_range : detail::range_base {
+    /// Empty range.
+    constexpr key_range() noexcept = default;
+    /// Keys [begin, end).
+    constexpr explicit key_range(std::int64_t begin, std::int64_t end) noexcept
+        : range_base{begin, end} {}
+};
+
 /// Everything besides the tensors and the mask.
-struct attention_params {
-    /// Multiplies q.k before the softmax (usually 1/sqrt(head_dim), times
-    /// rope_frequencies::logit_scale() for YaRN / LongRoPE). Finite and > 0.
-    float softmax_scale = 0.0f;
-    /// Position of each query token (n_q entries). Null: `n_kv - n_q + t` (the causal suffix).
-    const std::int64_t* q_positions = nullptr;
-    /// Position of each key token (n_kv entries). Null: the key index j. Key-range skipping
-    /// (constant cost for sinks + window) is only available with null key positions.
-    const std::int64_t* k_positions = nullptr;
+///
+/// The softmax scale comes from the model's frequencies: for_model(freqs) (or the constructor
+/// from rope_frequencies) sets `1/sqrt(head_dim) * freqs.logit_scale()`, so YaRN / LongRoPE's
+/// attention factor cannot be forgotten (forgetting it moved a real model's NLL by up to 0.03
+/// nats and looked plausible). with_scaling() replaces the `1/sqrt(head_dim)` part (Gemma's
+/// query_pre_attn_scalar) and keeps the factor; with_softmax_scale() sets the whole scale for a
+/// model without RoPE. There is no default constructor: a zero scale cannot be built.
+class attention_params {
+  public:
+    /// Deleted: build the parameters from the model's frequencies,
+    /// `attention_params::for_model(freqs)`, or set the whole scale explicitly,
+    /// `attention_params::with_softmax_scale(s)` (models without RoPE).
+    attention_params() = delete;
+
+    /// Same as for_model(freqs).
+    ROPEKIT_ALWAYS_INLINE explicit attention_params(const rope_frequencies& freqs)
+        : attention_params(for_model(freqs)) {}
+
+    /// Softmax scale `logit_scale() / sqrt(head_dim)` of the model whose frequencies are
+    /// `freqs` (HF's `scaling = head_dim ** -0.5`, times attention_factor^2 for the cos/sin
+    /// scaling of q and k). Throws ropekit::error unless `freqs.validate()` passes.
+    ROPEKIT_ALWAYS_INLINE static attention_params for_model(const rope_frequencies& freqs) {
+        freqs.validate();
+        return attention_params(1.0 / std::sqrt(double(freqs.head_dim)), freqs.logit_scale(),
+                                freqs.head_dim);
+    }
+
+    /// The whole softmax scale, explicitly: for a model without RoPE, or whose q already carries
+    /// the attention factor. logit_scale() is then 1, so rerope_attention (which knows the
+    /// frequencies) rejects it for frequencies with an attention factor. Throws ropekit::error
+    /// unless `softmax_scale` is finite and > 0.
+    ROPEKIT_ALWAYS_INLINE static attention_params with_softmax_scale(double softmax_scale) {
+        detail::require_finite_positive(softmax_scale, "softmax_scale");
+        return attention_params(softmax_scale, 1.0, 0);
+    }
+
+    /// A copy whose `1/sqrt(head_dim)` part is `scaling` (HF's `self.scaling`, e.g. Gemma's
+    /// `query_pre_attn_scalar ** -0.5`); the attention factor (logit_scale()) is kept. Throws
+    /// ropekit::error unless the resulting scale is finite and > 0.
+    ROPEKIT_ALWAYS_INLINE attention_params with_scaling(double scaling) const {
+        detail::require_finite_positive(scaling, "scaling");
+        attention_params p = *this;
+        p.set(scaling, logit_scale_);
+        return p;
+    }
+
+    /// What multiplies q.k before the softmax: scaling() * logit_scale(), finite and > 0.
+    ROPEKIT_ALWAYS_INLINE float softmax_scale() const noexcept { return softmax_scale_; }
+    /// The `1/sqrt(head_dim)` part of the scale (or the whole explicit scale).
+    ROPEKIT_ALWAYS_INLINE double scaling() const noexcept { return scaling_; }
+    /// The frequencies' attention factor squared (1 for with_softmax_scale()).
+    ROPEKIT_ALWAYS_INLINE double logit_scale() const noexcept { return logit_scale_; }
+    /// head_dim of the frequencies the parameters were built from (0 for with_softmax_scale()):
+    /// the front doors check it against the views.
+    ROPEKIT_ALWAYS_INLINE int head_dim() const noexcept { return head_dim_; }
+
+    /// Position of each query token (the same type the rotary kernels take: contiguous, int32
+    /// or int64 ids, constant; not table_rows()). Unset: `n_kv - n_q + t`, the causal suffix.
+    std::optional<positions> q_positions{};
+    /// Position of each key token. Unset: the key index j. Key-range skipping (constant cost
+    /// for sinks + window) is available when key positions equal the key indices (unset or
+    /// contiguous(0)).
+    std::optional<positions> k_positions{};
     /// Row of query token 0 in the key sequence, for index-based masks (sinks, parallel context
     /// windows): query t is row `query_index_offset + t`. Negative: `n_kv - n_q`.
     std::int64_t query_index_offset = -1;
     /// gpt-oss learned sink logits, one per *query* head (indexed by the query head, which is
     /// `kv_head * group + g`), in the units of the scaled scores. Null: no sink. The kernel adds
     /// them once per row at finalisation: they join the maximum and the denominator, never the
-    /// numerator. With split keys pass them to merge_attention, not to the partial calls.
+    /// numerator. A sink of -inf is no sink (a row that sees no key then returns zeros). With
+    /// split keys pass them to merge_attention, not to the partial calls.
     const float* sink_logits = nullptr;
     /// Optional output: log-sum-exp of each row's scaled scores (including the sink when one is
     /// given), laid out `[n_q][n_heads]` contiguous. -inf for a row that sees no key and has no
     /// sink.
     float* lse = nullptr;
+
+  private:
+    ROPEKIT_ALWAYS_INLINE attention_params(double scaling, double logit_scale, int head_dim) {
+        head_dim_ = head_dim;
+        set(scaling, logit_scale);
+    }
+    ROPEKIT_ALWAYS_INLINE void set(double scaling, double logit_scale) {
+        const float s = float(scaling * logit_scale);
+        detail::require(std::isfinite(s) && s > 0.0f, "softmax_scale",
+                        "(scaling * logit_scale) must be finite and > 0 in float",
+                        scaling * logit_scale);
+        scaling_ = scaling;
+        logit_scale_ = logit_scale;
+        softmax_scale_ = s;
+    }
+    double scaling_ = 0.0;
+    double logit_scale_ = 1.0;
+    float softmax_scale_ = 0.0f;
+    int head_dim_ = 0;
 };
 
 namespace detail::attn {
@@ -174,6 +298,83 @@ ROPEKIT_ALWAYS_INLINE void convert_row(const T* ROPEKIT_RESTRICT src, float* ROP
     }
 #endif
     for (int d = 0; d < n; ++d) dst[d] = to_float(src[d]);
+}
+
+/// The query positions a call uses: attention_params::q_positions, or the causal suffix
+/// `n_kv - n_q + t`.
+inline positions resolved_q_positions(const attention_params& p, std::int64_t n_q,
+                                      std::int64_t n_kv) noexcept {
+    return p.q_positions ? *p.q_positions : positions::contiguous(n_kv - n_q);
+}
+/// The key positions a call uses: attention_params::k_positions, or the key index.
+inline positions resolved_k_positions(const attention_params& p) noexcept {
+    return p.k_positions ? *p.k_positions : positions::contiguous(0);
+}
+/// Whether the kernels can use `pos` (hot-path check): not table_rows(), ids not null when
+/// `read` (the call reads positions: its range of tokens is not empty), as attention() checks.
+inline bool positions_usable(const positions& pos, bool read) noexcept {
+    switch (pos.which()) {
+        case positions::kind::ids32:
+        case positions::kind::ids64:
+            return !read || pos.id_data() != nullptr;
+        case positions::kind::table_rows:
+            return false;
+        default:
+            return true;
+    }
+}
+
+/// Positions of tokens [t0, t0 + n) into `out` as int64: one switch on the kind per call (per
+/// tile or query block), then a branch-free loop, so the inner loops never look at the kind.
+template <class Arch>
+inline void fill_positions(const positions& pos, std::int64_t t0, int n,
+                           std::int64_t* ROPEKIT_RESTRICT out) noexcept {
+    switch (pos.which()) {
+        case positions::kind::ids32: {
+            const std::int32_t* ids = static_cast<const std::int32_t*>(pos.id_data()) + t0;
+            for (int i = 0; i < n; ++i) out[i] = ids[i];
+            return;
+        }
+        case positions::kind::ids64: {
+            const std::int64_t* ids = static_cast<const std::int64_t*>(pos.id_data()) + t0;
+            for (int i = 0; i < n; ++i) out[i] = ids[i];
+            return;
+        }
+        case positions::kind::constant: {
+            const std::int64_t v = pos.at(0);
+            for (int i = 0; i < n; ++i) out[i] = v;
+            return;
+        }
+        default: {  // contiguous (table_rows is rejected at entry; it would be the same)
+            const std::int64_t first = pos.at(t0);
+            for (int i = 0; i < n; ++i) out[i] = first + i;
+            return;
+        }
+    }
+}
+
+/// Smallest and largest position of tokens [t0, t1), t0 < t1 (O(1) unless ids).
+template <class Arch>
+inline void position_bounds(const positions& pos, std::int64_t t0, std::int64_t t1,
+                            std::int64_t& lo, std::int64_t& hi) noexcept {
+    switch (pos.which()) {
+        case positions::kind::ids32:
+        case positions::kind::ids64:
+            lo = hi = pos.at(t0);
+            for (std::int64_t t = t0 + 1; t < t1; ++t) {
+                const std::int64_t x = pos.at(t);
+                lo = std::min(lo, x);
+                hi = std::max(hi, x);
+            }
+            return;
+        case positions::kind::constant:
+            lo = hi = pos.at(0);
+            return;
+        default:
+            lo = pos.at(t0);
+            hi = pos.at(t1 - 1);
+            return;
+    }
 }
 
 /// No rotation inside the kernel (Q and K arrive rotated, or the model has no RoPE).
@@ -671,12 +872,22 @@ class kernel {
     kernel(const head_view<const float>& q, const head_view<const KV>& k,
            const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
            const attention_params& p, const Pos& pos, attention_workspace& ws) noexcept
-        : q_(q), k_(k), v_(v), o_(o), mask_(mask), p_(p), pos_(pos), ws_(ws) {
+        : q_(q),
+          k_(k),
+          v_(v),
+          o_(o),
+          mask_(mask),
+          p_(p),
+          pos_(pos),
+          ws_(ws),
+          q_src_(resolved_q_positions(p, q.tokens, k.tokens)),
+          k_src_(resolved_k_positions(p)) {
         D_ = q.head_dim;
         group_ = q.heads / k.heads;
         n_q_ = q.tokens;
         n_kv_ = k.tokens;
         q_index_offset_ = p.query_index_offset >= 0 ? p.query_index_offset : n_kv_ - n_q_;
+        k_is_index_ = k_src_.which() == positions::kind::contiguous && k_src_.at(0) == 0;
     }
 
     void run(index_range heads, index_range queries, index_range keys) noexcept {
@@ -713,13 +924,6 @@ class kernel {
     }
 
   private:
-    std::int64_t q_pos(std::int64_t t) const noexcept {
-        return p_.q_positions ? p_.q_positions[t] : n_kv_ - n_q_ + t;
-    }
-    std::int64_t k_pos(std::int64_t j) const noexcept {
-        return p_.k_positions ? p_.k_positions[j] : j;
-    }
-
     void prepare_rotation() noexcept {
         if constexpr (rotating) {
             const rope_frequencies& f = *pos_.freqs;
@@ -742,12 +946,12 @@ class kernel {
 
     /// Loads the block's Q^T (scaled; rotated for ReRoPE) and zero-pads rows to full vectors.
     void load_q(std::int64_t h0, int nh, std::int64_t t0, int nt, int nrv) noexcept {
-        const float scale = p_.softmax_scale;
+        const float scale = p_.softmax_scale();
         const int rows = nh * nt;
         const float* src[R];
+        fill_positions<Arch>(q_src_, t0, nt, ws_.tok_pos);
         for (int tl = 0; tl < nt; ++tl) {
             const std::int64_t t = t0 + tl;
-            ws_.tok_pos[tl] = q_pos(t);
             ws_.tok_idx[tl] = q_index_offset_ + t;
             for (int hh = 0; hh < nh; ++hh) src[tl * nh + hh] = q_.at(t, h0 + hh);
         }
@@ -844,12 +1048,12 @@ class kernel {
     }
 
     /// The key index ranges (at most 2) the mask lets this query block see within `keys`. With
-    /// explicit key positions the mask cannot map positions to indices: all of `keys`, and the
+    /// other key positions the mask cannot map positions to indices: all of `keys`, and the
     /// per-tile classification does the skipping.
     int visible_key_ranges(const block_bounds& qb, index_range keys,
                            index_range (&ranges)[2]) const noexcept {
         ranges[0] = keys;
-        return p_.k_positions ? 1 : mask_.key_ranges(qb, ranges);
+        return k_is_index_ ? mask_.key_ranges(qb, ranges) : 1;
     }
 
     void block(std::int64_t kvh, std::int64_t h0, int nh, std::int64_t t0, int nt,
@@ -1051,11 +1255,9 @@ class kernel {
             rows += decode_padded_rows(seg_rows[nseg]);
             ++nseg;
         }
-        const float scale = p_.softmax_scale;
-        for (int tl = 0; tl < nt; ++tl) {
-            ws_.tok_pos[tl] = q_pos(t0 + tl);
-            ws_.tok_idx[tl] = q_index_offset_ + t0 + tl;
-        }
+        const float scale = p_.softmax_scale();
+        fill_positions<Arch>(q_src_, t0, nt, ws_.tok_pos);
+        for (int tl = 0; tl < nt; ++tl) ws_.tok_idx[tl] = q_index_offset_ + t0 + tl;
         // Only channels [0, D) of a row are ever read; padding rows stay zero queries.
         for (int r = 0; r < rows; ++r) {
             zero_floats(ws_.kc + r * max_head_dim, D_);
@@ -1132,10 +1334,10 @@ class kernel {
         b = qb;
         b.k_index_min = c0;
         b.k_index_max = c0 + nc - 1;
-        if (p_.k_positions) {
-            b.k_pos_min = b.k_pos_max = p_.k_positions[c0];
+        if (!k_is_index_) {
+            fill_positions<Arch>(k_src_, c0, nc, ws_.kpos);
+            b.k_pos_min = b.k_pos_max = ws_.kpos[0];
             for (int c = 0; c < nc; ++c) {
-                ws_.kpos[c] = p_.k_positions[c0 + c];
                 b.k_pos_min = std::min(b.k_pos_min, ws_.kpos[c]);
                 b.k_pos_max = std::max(b.k_pos_max, ws_.kpos[c]);
             }
@@ -1186,8 +1388,10 @@ class kernel {
         double m = ws_.m[r];
         double l = ws_.l[r];
         double o_scale = 0.0;
-        if (p_.sink_logits) {
-            // gpt-oss sink: joins the max and the denominator, never the numerator.
+        // gpt-oss sink: joins the max and the denominator, never the numerator. A -inf sink on
+        // a row that saw no key adds nothing (exp(-inf - -inf) would be NaN): zeros, LSE -inf.
+        if (p_.sink_logits &&
+            (l > 0.0 || p_.sink_logits[h] > -std::numeric_limits<float>::infinity())) {
             const double s = p_.sink_logits[h];
             const double mm = std::max(m, s);
             const double keep = l > 0.0 ? std::exp(m - mm) : 0.0;
@@ -1241,6 +1445,8 @@ class kernel {
     const attention_params& p_;
     const Pos& pos_;
     attention_workspace& ws_;
+    positions q_src_, k_src_;  // resolved query / key positions
+    bool k_is_index_ = true;   // key position == key index: the mask's key ranges apply
     int D_ = 0;
     std::int64_t group_ = 1, n_q_ = 0, n_kv_ = 0, q_index_offset_ = 0;
     bool pairs_ = false;
