@@ -1,13 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // The kernel sets this program carries, declared (extern template) so that main.cpp, built
-// without AVX flags, never instantiates them itself; each rope_<isa>.cpp instantiates one set.
+// without AVX flags, never instantiates them itself; each kernels_<isa>.cpp instantiates one
+// set: the rope kernels, and causal attention over bfloat16 K/V.
 #pragma once
 
+#include <ropekit/attention.hpp>
 #include <ropekit/rope.hpp>
 
 ROPEKIT_DECLARE_ROPE_KERNELS(xsimd::sse2)
 ROPEKIT_DECLARE_ROPE_KERNELS(xsimd::fma3<xsimd::avx2>)
 ROPEKIT_DECLARE_ROPE_KERNELS(xsimd::avx512bw)
+ROPEKIT_DECLARE_ATTENTION_KERNELS(xsimd::sse2, ::ropekit::bfloat16, ::ropekit::causal_mask)
+ROPEKIT_DECLARE_ATTENTION_KERNELS(xsimd::fma3<xsimd::avx2>, ::ropekit::bfloat16,
+                                  ::ropekit::causal_mask)
+ROPEKIT_DECLARE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16, ::ropekit::causal_mask)
 
 namespace dispatch {
 

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+// Every C++ snippet of README.md, verbatim between its markers, with the declarations it
+// assumes around it: this file is compiled and run by ctest (example_readme_snippets), and
+// tests/readme_snippets.py checks that the README's code blocks are exactly these lines. So the
+// README cannot show code that does not compile or no longer does what it says.
+#include <ropekit/ropekit.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+namespace {
+
+ropekit::rope_frequencies scaling_snippet() {
+    // clang-format off
+    // README snippet 1
+    ropekit::rope_params p{/*base*/ 1e6, /*head_dim*/ 128, /*rotary_dim*/ 128};
+    ropekit::rope_scaling s = ropekit::yarn_scaling{/*factor*/ 4, /*original_max_position*/ 32768};
+    ropekit::rope_frequencies freqs = ropekit::make_frequencies(p, s, /*seq_len*/ 40000);
+    auto table = ropekit::cos_sin_table::for_range(freqs, 0, 40000);   // what the kernels read
+    auto params = ropekit::attention_params::for_model(freqs);  // softmax scale, attention factor included
+    // end README snippet 1
+    // clang-format on
+    std::printf("snippet 1: %lld table rows, softmax scale %.6f\n", (long long)table.rows(),
+                double(params.softmax_scale()));
+    return freqs;
+}
+
+void rope_snippet(const ropekit::rope_frequencies& freqs) {
+    const std::int64_t max_positions = 4096, tokens = 8, start = 100;
+    std::vector<ropekit::bfloat16> buffer(std::size_t(tokens) * 48 * 128, ropekit::bfloat16(1.0f));
+    ropekit::bfloat16* qkv = buffer.data();
+    const std::size_t qkv_elements = buffer.size();
+    // clang-format off
+    // README snippet 2
+    const auto table = ropekit::cos_sin_table::for_range(freqs, 0, max_positions);  // |position| < 2^29
+    // packed QKV in bf16: [tokens][32 q heads | 8 k heads | 8 v heads][128]; no stride written by hand
+    const ropekit::qkv_layout layout{/*q_heads*/ 32, /*kv_heads*/ 8, /*head_dim*/ 128};
+    const auto q = layout.q(qkv, tokens), k = layout.k(qkv, tokens);
+    const auto pos = ropekit::positions::contiguous(start);
+    layout.validate(tokens, qkv_elements);                      // cold path: the views fit the buffer,
+    ropekit::validate_rope_call(table, q, k, pos, 0, tokens);  // and everything the call needs
+    ropekit::apply_rope_qk(table, q, k, pos, 0, tokens);
+    // context shift: rotate cached keys back by 100; no table needed
+    ropekit::rerotate_keys(freqs, k, ropekit::positions::constant(-100), 0, tokens);
+    // end README snippet 2
+    // clang-format on
+    std::printf("snippet 2: k[0][0][0] = %g\n", double(float(k.at(0, 0)[0])));
+}
+
+void attention_snippet(const ropekit::rope_frequencies& freqs) {
+    const std::int64_t n_q = 3, n_kv = 40;
+    const int n_heads = 8, n_kv_heads = 2;
+    std::vector<float> qb(std::size_t(n_q) * n_heads * 128, 0.5f), ob(qb.size());
+    std::vector<ropekit::bfloat16> kb(std::size_t(n_kv) * n_kv_heads * 128,
+                                      ropekit::bfloat16(0.25f));
+    std::vector<ropekit::bfloat16> vb(kb.size(), ropekit::bfloat16(1.0f));
+    std::vector<float> sink_values(std::size_t(n_heads), 0.0f),
+        lse_values(std::size_t(n_q * n_heads));
+    const std::int32_t q_pos[n_q] = {37, 38, 39};
+    const float* q = qb.data();
+    float* o = ob.data();
+    ropekit::bfloat16* k = kb.data();
+    const ropekit::bfloat16* v = vb.data();
+    const float* sinks = sink_values.data();
+    float* lse = lse_values.data();
+    auto workspace_owner = std::make_unique<ropekit::attention_workspace>();
+    ropekit::attention_workspace& workspace = *workspace_owner;
+    // clang-format off
+    // README snippet 3
+    // k, v: ropekit::bfloat16 [n_kv][n_kv_heads][128] (const or not); q, o: float [n_q][n_heads][128]
+    auto p = ropekit::attention_params::for_model(freqs);  // 1/sqrt(128) x YaRN/LongRoPE factor^2
+    p.q_positions = ropekit::positions::ids(q_pos);         // optional: int32 or int64 ids, as for rope
+    p.sink_logits = sinks;   // optional: gpt-oss learned sink logits, one per query head
+    p.lse = lse;             // optional: [n_q][n_heads] log-sum-exp, for merging partial results
+    ropekit::attention(ropekit::packed_view(q, n_q, n_heads, 128), ropekit::packed_view(k, n_kv, n_kv_heads, 128),
+                       ropekit::packed_view(v, n_kv, n_kv_heads, 128), ropekit::packed_view(o, n_q, n_heads, 128),
+                       ropekit::sliding_window_mask{/*window*/ 4096}, p, workspace);
+    // end README snippet 3
+    // clang-format on
+    // Every value of V is 1 and the sink only joins the denominator: each output is below 1.
+    std::printf("snippet 3: o[0][0][0] = %.6f, lse[0] = %.6f\n", double(o[0]), double(lse[0]));
+}
+
+}  // namespace
+
+int main() {
+    try {
+        const ropekit::rope_frequencies freqs = scaling_snippet();
+        rope_snippet(freqs);
+        attention_snippet(freqs);
+    } catch (const ropekit::error& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 2;
+    }
+    return 0;
+}
