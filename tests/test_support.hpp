@@ -11,6 +11,18 @@ namespace ropekit_test {
 struct assert_failure : std::logic_error {
     using std::logic_error::logic_error;
 };
+
+/// The field() of the ropekit::error that `call()` throws, or "no error". (A template so that
+/// this header needs no ropekit header: the tests include it first.)
+template <class Error, class Call>
+std::string thrown_field(Call&& call) {
+    try {
+        call();
+    } catch (const Error& e) {
+        return std::string(e.field());
+    }
+    return "no error";
+}
 }  // namespace ropekit_test
 
 #define ROPEKIT_ASSERT(cond, msg) \

@@ -184,13 +184,8 @@ TEST_CASE("tables reject bad input: invalid frequencies, negative counts, missin
 
 TEST_CASE("table sizes and positions are bounded before anything is allocated", "[table]") {
     const auto f = default_freqs(128, 128, 10000.0);  // 64 pairs: 128 floats per row
-    const auto field_of = [](auto&& call) -> std::string {
-        try {
-            call();
-        } catch (const ropekit::error& e) {
-            return std::string(e.field());
-        }
-        return "no error";
+    const auto field_of = [](auto&& call) {
+        return ropekit_test::thrown_field<ropekit::error>(call);
     };
     using table = ropekit::cos_sin_table;
     // 2^57 + 1 rows of 128 floats wrapped to 128 floats (then a heap-buffer-overflow); 2^62

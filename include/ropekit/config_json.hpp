@@ -480,16 +480,10 @@ std::optional<T> read_value(const json& d, const std::string& key, const std::st
 template <class M>
 bool top_original_wins() {
     bool wins = false;
-    std::apply(
-        [&](const auto&... k) {
-            auto one = [&](const auto& key) {
-                if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
-                    wins = wins || key.rule == key_rule::original_context ||
-                           key.rule == key_rule::original_context_required;
-            };
-            (one(k), ...);
-        },
-        M::config_keys());
+    for_each_key_of<M>([&](const auto& key) {
+        wins = wins || key.rule == key_rule::original_context ||
+               key.rule == key_rule::original_context_required;
+    });
     return wins;
 }
 
@@ -654,16 +648,10 @@ M read_method(const method_source& m, model_rope_config& out, value_sources& src
     out.original_max_position_embeddings =
         resolve_original(m, top_original_wins<M>(), orig_path, out.warnings);
     M method{};
-    std::apply(
-        [&](const auto&... k) {
-            auto one = [&](const auto& key) {
-                if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
-                    read_key(key, m, out.original_max_position_embeddings, orig_path, method, src,
-                             out.warnings);
-            };
-            (one(k), ...);
-        },
-        M::config_keys());
+    for_each_key_of<M>([&](const auto& key) {
+        read_key(key, m, out.original_max_position_embeddings, orig_path, method, src,
+                 out.warnings);
+    });
     return method;
 }
 

@@ -801,6 +801,20 @@ constexpr void for_each_method(F&& f) {
     for_each_method_impl(f, std::make_index_sequence<std::variant_size_v<rope_scaling>>{});
 }
 
+/// Calls `f(key)` for every config_key of method M (not its ignored_keys), in the order
+/// M::config_keys() lists them: the one walk the config reader and rope-inspect share.
+template <class M, class F>
+constexpr void for_each_key_of(F&& f) {
+    std::apply(
+        [&](const auto&... k) {
+            auto one = [&](const auto& key) {
+                if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>) f(key);
+            };
+            (one(k), ...);
+        },
+        M::config_keys());
+}
+
 /// False when two alternatives share a rope_type: the lookup would silently take the first.
 template <std::size_t... I>
 constexpr bool rope_types_unique(std::index_sequence<I...>) {

@@ -1144,13 +1144,8 @@ TEST_CASE("validate_rope_call: what validate() + validate_positions() let throug
     std::vector<float> buf(4 * 2 * 64, 1.0f);
     const auto x = head_view<float>::packed(buf.data(), 4, 2, 64);
     const positions p0 = positions::contiguous(0);
-    const auto field_of = [](auto&& call) -> std::string {
-        try {
-            call();
-        } catch (const ropekit::error& e) {
-            return std::string(e.field());
-        }
-        return "no error";
+    const auto field_of = [](auto&& call) {
+        return ropekit_test::thrown_field<ropekit::error>(call);
     };
     CHECK_NOTHROW(ropekit::validate_rope_call(table, x, p0, 0, 4));
     CHECK_NOTHROW(ropekit::validate_rope_call(freqs, x, p0, 1, 3));

@@ -40,14 +40,7 @@ template <class F>
 void for_each_config_key(F&& f) {
     for_each_method([&](auto tag) {
         using M = typename decltype(tag)::type;
-        std::apply(
-            [&](const auto&... k) {
-                auto one = [&](const auto& key) {
-                    if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>) f(key);
-                };
-                (one(k), ...);
-            },
-            M::config_keys());
+        for_each_key_of<M>([&](const auto& key) { f(key); });
     });
 }
 
@@ -351,15 +344,9 @@ inline nlohmann::json method_parameters(const rope_scaling& s,
     std::visit(
         [&](const auto& m) {
             using M = std::decay_t<decltype(m)>;
-            std::apply(
-                [&](const auto&... k) {
-                    auto one = [&](const auto& key) {
-                        if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
-                            j[std::string(key.member_name())] = to_json_value(m.*key.member);
-                    };
-                    (one(k), ...);
-                },
-                M::config_keys());
+            for_each_key_of<M>([&](const auto& key) {
+                j[std::string(key.member_name())] = to_json_value(m.*key.member);
+            });
             if constexpr (has_derived_values<M>::value)
                 std::apply(
                     [&](const auto&... v) {
@@ -378,21 +365,15 @@ inline std::optional<std::int64_t> original_context(const rope_scaling& s) {
     std::visit(
         [&](const auto& m) {
             using M = std::decay_t<decltype(m)>;
-            std::apply(
-                [&](const auto&... k) {
-                    auto one = [&](const auto& key) {
-                        if constexpr (!std::is_same_v<std::decay_t<decltype(key)>, ignored_key>)
-                            if (key.rule == key_rule::original_context ||
-                                key.rule == key_rule::original_context_required ||
-                                key.rule == key_rule::max_position) {
-                                if constexpr (std::is_same_v<std::decay_t<decltype(m.*key.member)>,
-                                                             std::int64_t>)
-                                    out = m.*key.member;
-                            }
-                    };
-                    (one(k), ...);
-                },
-                M::config_keys());
+            for_each_key_of<M>([&](const auto& key) {
+                if (key.rule == key_rule::original_context ||
+                    key.rule == key_rule::original_context_required ||
+                    key.rule == key_rule::max_position) {
+                    if constexpr (std::is_same_v<std::decay_t<decltype(m.*key.member)>,
+                                                 std::int64_t>)
+                        out = m.*key.member;
+                }
+            });
         },
         s);
     return out;
