@@ -33,7 +33,7 @@ struct index_range {
     std::int64_t begin = 0;  ///< first index
     std::int64_t end = 0;    ///< one past the last index
     /// Number of indices (0 when empty; at most INT64_MAX, without overflow for any bounds).
-    ROPEKIT_ALWAYS_INLINE std::int64_t size() const noexcept {
+    ROPEKIT_ALWAYS_INLINE constexpr std::int64_t size() const noexcept {
         return end > begin ? std::int64_t(std::min<std::uint64_t>(
                                  std::uint64_t(end) - std::uint64_t(begin), INT64_MAX))
                            : 0;

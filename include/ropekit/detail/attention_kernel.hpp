@@ -53,14 +53,9 @@ namespace detail {
 struct range_base {
     std::int64_t begin = 0;  ///< first index
     std::int64_t end = 0;    ///< one past the last index
-    /// Number of indices (0 when empty; at most INT64_MAX). Computed in unsigned arithmetic:
-    /// the hot entry points ask it of ranges they have not checked yet, and `end - begin`
-    /// overflows for extreme ones.
-    constexpr std::int64_t size() const noexcept {
-        return end > begin ? std::int64_t(std::min<std::uint64_t>(
-                                 std::uint64_t(end) - std::uint64_t(begin), INT64_MAX))
-                           : 0;
-    }
+    /// Number of indices (0 when empty; at most INT64_MAX), computed without overflow: the hot
+    /// entry points ask it of ranges they have not checked yet (see index_range::size).
+    constexpr std::int64_t size() const noexcept { return indices().size(); }
     /// The same range as a plain index_range (what mask policies use).
     constexpr index_range indices() const noexcept { return {begin, end}; }
 };
