@@ -13,7 +13,8 @@
 ///
 /// - `ropekit::ROPEKIT_ABI_NAMESPACE` (e.g. `ropekit::v0_2`) holds everything. Its name carries
 ///   the major and minor version, so two versions never share a symbol.
-/// - `ropekit::ROPEKIT_ABI_NAMESPACE::ROPEKIT_ISA_NAMESPACE` (e.g. `...::isa_avx_avx2_fma_f16c`)
+/// - `ropekit::ROPEKIT_ABI_NAMESPACE::ROPEKIT_ISA_NAMESPACE` (e.g.
+/// `...::isa_sse41_avx_avx2_fma_f16c`)
 ///   holds every function whose machine code depends on the compile flags but whose name does
 ///   not say so: the front doors that use ropekit::default_arch, the cold-path validators and
 ///   builders. Its name lists the instruction-set extensions the compiler may use (the
@@ -137,8 +138,8 @@
 #ifndef ROPEKIT_ISA_NAMESPACE
 /// Name of the instruction-set namespace: `isa` (or `isa_scalar` with ROPEKIT_NO_SIMD / without
 /// xsimd) followed by the extensions the compile flags enable, e.g. `isa` for plain x86-64,
-/// `isa_avx_avx2_fma_f16c` for -march=haswell, `isa_sse41_avx_avx2_fma_f16c_avx512f_bw_dq_vl` for
-/// -march=skylake-avx512. An engine may define it (before any ropekit header, identically in
+/// `isa_sse41_avx_avx2_fma_f16c` for -march=haswell, `isa_sse41_avx_avx2_fma_f16c_avx512f_bw_dq_vl`
+/// for -march=skylake-avx512. An engine may define it (before any ropekit header, identically in
 /// every TU it wants to share code) when it knows better.
 #define ROPEKIT_ISA_NAMESPACE                                                                   \
     ROPEKIT_PP_CAT16(                                                                           \
@@ -164,9 +165,9 @@
 /// Closes ROPEKIT_BEGIN_ISA_NAMESPACE.
 #define ROPEKIT_END_ISA_NAMESPACE }
 
-/// The string form of a token, for ropekit::abi_namespace() and friends.
-#define ROPEKIT_PP_STR_(x) #x
 /// \cond INTERNAL
+// The string form of a token (after expansion), for abi_namespace() and isa_namespace().
+#define ROPEKIT_PP_STR_(x) #x
 #define ROPEKIT_PP_STR(x) ROPEKIT_PP_STR_(x)
 /// \endcond
 
@@ -180,7 +181,8 @@ ROPEKIT_BEGIN_ISA_NAMESPACE
 constexpr const char* abi_namespace() noexcept {
     return ROPEKIT_PP_STR(ROPEKIT_ABI_NAMESPACE);
 }
-/// Name of the instruction-set namespace this translation unit uses (e.g. "isa_avx_avx2_fma_f16c").
+/// Name of the instruction-set namespace this translation unit uses (e.g.
+/// "isa_sse41_avx_avx2_fma_f16c").
 constexpr const char* isa_namespace() noexcept {
     return ROPEKIT_PP_STR(ROPEKIT_ISA_NAMESPACE);
 }
