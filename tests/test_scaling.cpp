@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Scaling methods: torch-made golden values, an independent long-double transcription of HF's
 // formulas, the analytic properties of each method, worked numbers from the papers/configs, and
-// one test per validation error. Also ReRoPE / Leaky ReRoPE (include/ropekit/rerope.hpp).
+// one test per validation error. Also ReRoPE / Leaky ReRoPE (include/ropekit/position_rules.hpp).
 #include "test_support.hpp"
 
-#include <ropekit/rerope.hpp>
+#include <ropekit/position_rules.hpp>
 #include <ropekit/scaling.hpp>
 #include <ropekit/table.hpp>
 

@@ -39,7 +39,7 @@
 #include "detail/attention_kernel.hpp"
 #include "error.hpp"
 #include "mask.hpp"
-#include "rerope.hpp"
+#include "position_rules.hpp"
 #include "rope.hpp"
 #include "storage.hpp"
 #include "table.hpp"

@@ -11,7 +11,7 @@
 #include "error.hpp"
 #include "layout.hpp"
 #include "mask.hpp"
-#include "rerope.hpp"
+#include "position_rules.hpp"
 #include "rope.hpp"
 #include "rope_reference.hpp"
 #include "scaling.hpp"

@@ -28,7 +28,7 @@
 #include "../error.hpp"
 #include "../layout.hpp"
 #include "../mask.hpp"
-#include "../rerope.hpp"
+#include "../position_rules.hpp"
 #include "../rope.hpp"
 #include "../storage.hpp"
 #include "../table.hpp"
