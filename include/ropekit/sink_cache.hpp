@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// A per-layer StreamingLLM KV cache (Xiao et al. 2023, "Efficient Streaming Language Models
+/// with Attention Sinks", arXiv:2309.17453): `n_sink` attention sinks (the first tokens of the
+/// stream) plus the `window` most recent tokens, in constant memory, and one decode step over
+/// it with today's kernels (attention_blocked, merged by log-sum-exp).
+///
+/// Semantics (the `streaming_llm` rule of position_rules.hpp): StreamingLLM rotates by the
+/// position *in the cache*. After the token at stream position i is appended, with
+/// `c = n_sink + window - 1`, a query at i sees
+///   - window key j (i - window < j <= i) at distance `i - j`, and
+///   - sink s (s < n_sink) at distance `min(i, c) - s`.
+///
+/// Slot layout: slots [0, n_sink) hold the sinks (stream positions 0 .. n_sink - 1), slots
+/// [n_sink, n_sink + window) are a ring buffer for the window: stream position j >= n_sink
+/// lives in slot `n_sink + (j - n_sink) % window`. Evicting the oldest window token is
+/// overwriting its slot; nothing moves, nothing is allocated after construction.
+///
+/// Three ways to keep the keys (key_storage), all implemented, tested against the same
+/// from-scratch definition and measured by bench/bench_streaming.cpp (shape n_sink 4,
+/// window 1020, 32 q / 8 kv heads, head_dim 128, f32, 4 layers, one thread, Xeon AVX-512 VM,
+/// preliminary medians of time per token and layer; see docs/streaming.md):
+///   - `unrotated`: keys stored raw and rotated at their cache positions when read, i.e. every
+///     decode step copies and rotates the whole cache's keys (a table of the n_sink + window
+///     cache positions suffices). ~2.2x the default's cost.
+///   - `rotated_at_slot`: keys rotated at their cache position; every eviction moves every
+///     window key one position down, so the whole window is re-rotated by -1 each step
+///     (llama.cpp's K-shift, ropekit::rerotate_keys). ~2.3x the default's cost, and with 16-bit
+///     storage each key is re-rounded up to `window` times (pitfall 20).
+///   - `rotated_once` (**the default**, the fastest): keys rotated once at their stream
+///     position when appended and never touched again, except for an exact re-base every
+///     `rebase_interval` tokens. The query is rotated twice: at i for the window keys and at
+///     min(i, c) for the sinks (the streaming_llm rule), two attention partials merged by LSE.
+///     Per step it reads K and V once and writes one key, the minimum possible.
+///
+/// Re-base (rotated_once): the table-free rotation is accurate for |position| < 2^29, and a
+/// stream may be longer. So the window keys are kept at `j - offset`, where
+/// `offset(i) = 0` for i <= c, else `floor((i - c) / rebase_interval) * rebase_interval`:
+/// whenever the newest position crosses a multiple of rebase_interval past c, every window key
+/// is rotated by `-(offset_new - offset_old)` (ropekit::rerotate_keys, the angle computed exactly
+/// in double), which lands the window back at positions n_sink .. c. Stored positions stay in
+/// [n_sink, c + rebase_interval) forever. The re-base is a pure rotation (norms preserved) and
+/// its cost, one window rotation per rebase_interval tokens, is negligible.
+///
+/// Threads: the decode step splits over keys (sink_attention_part, an index `part` of `parts`,
+/// caller-owned sink_workspace and sink_partial per part, no thread creation, no allocation, no
+/// throw) and sink_attention_merge combines the parts. sink_attention / sink_decode_step are
+/// the validating front doors on the calling thread.
+///
+/// A prefill longer than the cache in one call is position_rule_attention with streaming_llm
+/// (attention.hpp); this header is the decode side.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "arch.hpp"
+#include "attention.hpp"
+#include "error.hpp"
+#include "mask.hpp"
+#include "rope.hpp"
+#include "storage.hpp"
+#include "table.hpp"
+#include "view.hpp"
+
+ROPEKIT_BEGIN_NAMESPACE
+
+/// How a sink_cache keeps its keys (see the file comment for the measured costs).
+enum class key_storage {
+    unrotated,        ///< raw keys, rotated at their cache positions on every read
+    rotated_at_slot,  ///< rotated at the cache position, window re-rotated on every eviction
+    rotated_once      ///< rotated at the stream position once; periodic exact re-base (default)
+};
+
+/// Construction parameters of a sink_cache.
+struct sink_cache_options {
+    int n_kv_heads = 0;                                    ///< key / value heads, > 0
+    int head_dim = 0;                                      ///< channels per head, in [1, 256]
+    std::int64_t n_sink = 4;                               ///< attention sinks kept, >= 0
+    std::int64_t window = 1020;                            ///< recent tokens kept (query included)
+    key_storage keys = key_storage::rotated_once;          ///< key storage strategy
+    std::int64_t rebase_interval = std::int64_t(1) << 20;  ///< rotated_once: tokens per re-base
+};
+
+/// A per-layer StreamingLLM cache of `n_sink + window` slots of K and V, each
+/// `n_kv_heads x head_dim` elements of KV (float, bfloat16 or half). See the file comment.
+///
+/// Not thread-safe for writes: append from one thread, then run the decode parts (which only
+/// read the cache) on as many threads as wanted.
+/// \tparam KV storage type of K and V: float, bfloat16 or half
+template <class KV>
+class sink_cache {
+    static_assert(is_storage_type_v<KV>, "sink_cache storage is float, bfloat16 or half");
+
+  public:
+    /// Validates and allocates everything the cache will ever use. Throws ropekit::error naming
+    /// the field: `n_kv_heads` (<= 0), `head_dim` (not in [1, 256]), `n_sink` (< 0), `window`
+    /// (< 1, or n_sink + window >= 2^28), `rebase_interval` (< 1 or c + rebase_interval >= 2^29),
+    /// or the frequencies' own fields (rope_frequencies::validate), `head_dim` when
+    /// freqs.head_dim differs from options.head_dim.
+    /// \param freqs the model's frequencies (any scaling method; copied)
+    /// \param opt shape and strategy
+    ROPEKIT_ALWAYS_INLINE sink_cache(const rope_frequencies& freqs, const sink_cache_options& opt)
+        : opt_(opt), freqs_(freqs) {
+        detail::require(opt.n_kv_heads > 0, "n_kv_heads", "must be > 0", opt.n_kv_heads);
+        detail::require(opt.head_dim > 0 && opt.head_dim <= detail::attn::max_head_dim, "head_dim",
+                        "must be in [1, 256]", opt.head_dim);
+        detail::require(opt.n_sink >= 0 && opt.n_sink < max_slots, "n_sink", "must be in [0, 2^28)",
+                        opt.n_sink);
+        detail::require(opt.window >= 1 && opt.window < max_slots - opt.n_sink, "window",
+                        "must be >= 1 with n_sink + window < 2^28", opt.window);
+        freqs.validate();
+        detail::require(freqs.head_dim == opt.head_dim, "head_dim",
+                        "of the frequencies must equal the cache's head_dim", freqs.head_dim);
+        const std::int64_t c = opt.n_sink + opt.window - 1;
+        detail::require(
+            opt.rebase_interval >= 1 && opt.rebase_interval < table_free_position_limit - c,
+            "rebase_interval", "must be >= 1 with n_sink + window + rebase_interval <= 2^29",
+            opt.rebase_interval);
+        const std::int64_t hi = detail::max_accurate_position(freqs.inv_freq);
+        detail::require(c + opt.rebase_interval <= hi, "rebase_interval",
+                        "keeps positions beyond the frequencies' accurate range", hi);
+        row_ = std::size_t(opt.n_kv_heads) * std::size_t(opt.head_dim);
+        const std::size_t n = std::size_t(slots()) * row_;
+        k_.assign(n, KV{});
+        v_.assign(n, KV{});
+        slot_pos_.assign(std::size_t(slots()), -1);
+        tmp_.assign(row_, 0.0f);
+        if (opt.keys == key_storage::unrotated)
+            table_ = cos_sin_table::for_range(freqs, 0, slots());
+    }
+
+    /// The options the cache was built with.
+    ROPEKIT_ALWAYS_INLINE const sink_cache_options& options() const noexcept { return opt_; }
+    /// The frequencies (a copy of the constructor's).
+    ROPEKIT_ALWAYS_INLINE const rope_frequencies& frequencies() const noexcept { return freqs_; }
+    /// For key_storage::unrotated: the cos/sin table of cache positions [0, slots()).
+    ROPEKIT_ALWAYS_INLINE const cos_sin_table& cache_table() const noexcept { return table_; }
+    /// n_sink + window.
+    ROPEKIT_ALWAYS_INLINE std::int64_t slots() const noexcept { return opt_.n_sink + opt_.window; }
+    /// Stream position of the next token to append (= tokens appended so far).
+    ROPEKIT_ALWAYS_INLINE std::int64_t next_position() const noexcept { return next_; }
+    /// Sink slots filled: min(next_position(), n_sink). They are slots [0, sink_count()).
+    ROPEKIT_ALWAYS_INLINE std::int64_t sink_count() const noexcept {
+        return std::min(next_, opt_.n_sink);
+    }
+    /// Window slots filled: min(window, max(0, next_position() - n_sink)); they are slots
+    /// [n_sink, n_sink + window_count()), in ring order.
+    ROPEKIT_ALWAYS_INLINE std::int64_t window_count() const noexcept {
+        return std::min(opt_.window, std::max<std::int64_t>(0, next_ - opt_.n_sink));
+    }
+    /// All slots' keys, `slots() x n_kv_heads x head_dim` (only the filled ones are meaningful),
+    /// stored as key_storage says.
+    ROPEKIT_ALWAYS_INLINE head_view<const KV> keys() const noexcept {
+        return head_view<const KV>::packed(k_.data(), slots(), opt_.n_kv_heads, opt_.head_dim);
+    }
+    /// All slots' values, `slots() x n_kv_heads x head_dim`.
+    ROPEKIT_ALWAYS_INLINE head_view<const KV> values() const noexcept {
+        return head_view<const KV>::packed(v_.data(), slots(), opt_.n_kv_heads, opt_.head_dim);
+    }
+    /// Stream position of the token in `slot`, or -1 for an empty slot.
+    ROPEKIT_ALWAYS_INLINE std::int64_t stream_position(std::int64_t slot) const noexcept {
+        return slot_pos_[std::size_t(slot)];
+    }
+    /// The per-slot stream positions (slots() entries, -1 for an empty slot).
+    ROPEKIT_ALWAYS_INLINE const std::int64_t* stream_positions() const noexcept {
+        return slot_pos_.data();
+    }
+    /// Last appended stream position, next_position() - 1 (-1 when empty).
+    ROPEKIT_ALWAYS_INLINE std::int64_t last_position() const noexcept { return next_ - 1; }
+    /// StreamingLLM position in the cache of the filled slot `slot` (what the rule rotates it
+    /// at): s for a sink, `j - max(0, i - c)` for window token j, i = last_position().
+    ROPEKIT_ALWAYS_INLINE std::int64_t cache_position(std::int64_t slot) const noexcept {
+        const std::int64_t j = slot_pos_[std::size_t(slot)];
+        return j < opt_.n_sink ? j : j - shift(last_position());
+    }
+    /// Cache position of the last appended token (the query's): min(i, c).
+    ROPEKIT_ALWAYS_INLINE std::int64_t query_cache_position() const noexcept {
+        return last_position() - shift(last_position());
+    }
+    /// rotated_once: what window positions are offset by (see the file comment); 0 otherwise.
+    ROPEKIT_ALWAYS_INLINE std::int64_t rotation_offset() const noexcept {
+        return opt_.keys == key_storage::rotated_once ? offset(last_position()) : 0;
+    }
+    /// Position the stored key of filled slot `slot` is rotated at: cache_position(slot) for
+    /// rotated_at_slot, `stream_position - rotation_offset()` (sinks: their position) for
+    /// rotated_once, and for unrotated the position a reader must rotate it at,
+    /// cache_position(slot) (the stored key itself is raw).
+    ROPEKIT_ALWAYS_INLINE std::int64_t key_position(std::int64_t slot) const noexcept {
+        const std::int64_t j = slot_pos_[std::size_t(slot)];
+        return rot_pos(j, last_position());
+    }
+    /// Position the query of the last token must be rotated at for the window keys (all keys
+    /// for unrotated and rotated_at_slot): key_position of its own slot.
+    ROPEKIT_ALWAYS_INLINE std::int64_t query_position() const noexcept {
+        return rot_pos(last_position(), last_position());
+    }
+    /// Position the query must be rotated at for the sink keys: min(i, c) (the rule's far q).
+    ROPEKIT_ALWAYS_INLINE std::int64_t sink_query_position() const noexcept {
+        return query_cache_position();
+    }
+
+    /// Appends a chunk of tokens (raw, unrotated k projections and v, as float views of
+    /// `tokens x n_kv_heads x head_dim`) at stream positions next_position() onwards, evicting
+    /// the oldest window tokens. Only the tokens that survive the chunk are converted and
+    /// stored, so a chunk longer than the cache costs what its surviving part costs. No
+    /// allocation. Throws ropekit::error naming the field (`k`/`v` shapes, `tokens`) before
+    /// changing anything.
+    /// \tparam Arch architecture of the rotation kernels (default: the caller's flags)
+    template <class Arch = default_arch>
+    ROPEKIT_ALWAYS_INLINE void append(head_view<const float> k, head_view<const float> v) {
+        check_chunk(k, v, k.tokens);
+        detail::require(next_ <= std::numeric_limits<std::int64_t>::max() / 2 - k.tokens, "tokens",
+                        "stream position overflows", next_);
+        append_unchecked<Arch>(k, v);
+    }
+
+    /// Hot-path append (preconditions ROPEKIT_ASSERTed, no throw, no allocation): as append().
+    /// Not `noexcept`, like every ropekit kernel, so that an engine's (or the tests')
+    /// ROPEKIT_ASSERT may throw.
+    template <class Arch = default_arch>
+    ROPEKIT_ALWAYS_INLINE void append_unchecked(head_view<const float> k,
+                                                head_view<const float> v) {
+        const bool ok = k.tokens == v.tokens && k.heads == opt_.n_kv_heads &&
+                        v.heads == opt_.n_kv_heads && k.head_dim == opt_.head_dim &&
+                        v.head_dim == opt_.head_dim && (k.tokens == 0 || (k.data && v.data));
+        ROPEKIT_ASSERT(ok, "sink_cache::append: k/v shapes do not match the cache");
+        if (!ok || k.tokens == 0) return;
+        const std::int64_t first = next_, m = k.tokens;
+        const std::int64_t i_old = next_ - 1, i_new = next_ + m - 1;
+        // 1. Move the surviving window keys from the state at i_old to the state at i_new:
+        // rotated_at_slot shifts them down by the evictions, rotated_once re-bases when the
+        // offset changes. (Slots about to be overwritten are rotated too: harmless, and one
+        // contiguous call.)
+        std::int64_t delta = 0;
+        if (opt_.keys == key_storage::rotated_at_slot) delta = shift(i_old) - shift(i_new);
+        if (opt_.keys == key_storage::rotated_once) delta = offset(i_old) - offset(i_new);
+        const std::int64_t wc = window_count();
+        if (delta != 0 && wc > 0)
+            rerotate_keys<Arch, KV>(freqs_, window_keys(), positions::constant(delta), 0, wc);
+        // 2. Store the chunk tokens that survive at i_new: the sinks, and the last `window`.
+        next_ = i_new + 1;
+        const std::int64_t keep_from = std::max(first, i_new - opt_.window + 1);
+        for (std::int64_t j = first; j <= i_new; ++j) {
+            if (j >= opt_.n_sink && j < keep_from) continue;  // evicted within the chunk
+            store<Arch>(slot_of(j), j, k.tokens_slice(j - first, j - first + 1).data, k,
+                        v.tokens_slice(j - first, j - first + 1).data, v, rot_pos(j, i_new));
+        }
+    }
+
+    /// One decode step's append: the new token's raw k and v (1 token each).
+    template <class Arch = default_arch>
+    ROPEKIT_ALWAYS_INLINE void append_token(head_view<const float> k, head_view<const float> v) {
+        detail::require(k.tokens == 1, "k.tokens", "must be 1 for append_token", k.tokens);
+        append<Arch>(k, v);
+    }
+
+    /// Empties the cache (the stream restarts at position 0). No allocation.
+    ROPEKIT_ALWAYS_INLINE void clear() noexcept {
+        next_ = 0;
+        std::fill(slot_pos_.begin(), slot_pos_.end(), std::int64_t(-1));
+    }
+
+    /// Rebuilds the cache of a stream whose next position is `next_position`, from the raw k/v
+    /// of the tokens it holds: `sink_k/sink_v` the first min(next_position, n_sink) tokens of
+    /// the stream, `window_k/window_v` the last min(window, max(0, next_position - n_sink))
+    /// tokens, oldest first. The result is the same state (offset and re-base schedule
+    /// included) as appending the whole stream would give: restoring a session from raw
+    /// snapshots, or starting a benchmark at stream position 10^6 without streaming 10^6
+    /// tokens. Throws ropekit::error naming the field.
+    template <class Arch = default_arch>
+    ROPEKIT_ALWAYS_INLINE void restore(head_view<const float> sink_k, head_view<const float> sink_v,
+                                       head_view<const float> window_k,
+                                       head_view<const float> window_v,
+                                       std::int64_t next_position) {
+        detail::require(
+            next_position >= 0 && next_position <= std::numeric_limits<std::int64_t>::max() / 2,
+            "next_position", "must be in [0, 2^62]", next_position);
+        const std::int64_t ns = std::min(next_position, opt_.n_sink);
+        const std::int64_t nw =
+            std::min(opt_.window, std::max<std::int64_t>(0, next_position - opt_.n_sink));
+        check_chunk(sink_k, sink_v, ns);
+        check_chunk(window_k, window_v, nw);
+        clear();
+        next_ = next_position;
+        const std::int64_t i = next_position - 1;
+        for (std::int64_t s = 0; s < ns; ++s)
+            store<Arch>(slot_of(s), s, sink_k.at(s, 0), sink_k, sink_v.at(s, 0), sink_v,
+                        rot_pos(s, i));
+        for (std::int64_t t = 0; t < nw; ++t) {
+            const std::int64_t j = next_position - nw + t;
+            store<Arch>(slot_of(j), j, window_k.at(t, 0), window_k, window_v.at(t, 0), window_v,
+                        rot_pos(j, i));
+        }
+    }
+
+  private:
+    static constexpr std::int64_t max_slots = std::int64_t(1) << 28;
+
+    ROPEKIT_ALWAYS_INLINE void check_chunk(const head_view<const float>& k,
+                                           const head_view<const float>& v,
+                                           std::int64_t tokens) const {
+        detail::require(k.tokens == tokens, "k.tokens", "must be the expected token count",
+                        k.tokens);
+        detail::require(v.tokens == k.tokens, "v.tokens", "must equal k.tokens", v.tokens);
+        detail::require(k.heads == opt_.n_kv_heads, "k.heads", "must equal n_kv_heads", k.heads);
+        detail::require(v.heads == opt_.n_kv_heads, "v.heads", "must equal n_kv_heads", v.heads);
+        detail::require(k.head_dim == opt_.head_dim, "k.head_dim", "must equal head_dim",
+                        k.head_dim);
+        detail::require(v.head_dim == opt_.head_dim, "v.head_dim", "must equal head_dim",
+                        v.head_dim);
+        k.validate();
+        v.validate();
+    }
+
+    /// Evictions so far at last position i: the cache position of window token j is j - shift.
+    ROPEKIT_ALWAYS_INLINE std::int64_t shift(std::int64_t i) const noexcept {
+        return std::max<std::int64_t>(0, i - (slots() - 1));
+    }
+    /// rotated_once: the window's position offset at last position i (the re-base schedule).
+    ROPEKIT_ALWAYS_INLINE std::int64_t offset(std::int64_t i) const noexcept {
+        const std::int64_t c = slots() - 1;
+        return i <= c ? 0 : (i - c) / opt_.rebase_interval * opt_.rebase_interval;
+    }
+    /// Position the key of stream token j is (to be) rotated at when i is the last token.
+    ROPEKIT_ALWAYS_INLINE std::int64_t rot_pos(std::int64_t j, std::int64_t i) const noexcept {
+        if (j < opt_.n_sink) return j;
+        return opt_.keys == key_storage::rotated_once ? j - offset(i) : j - shift(i);
+    }
+    ROPEKIT_ALWAYS_INLINE std::int64_t slot_of(std::int64_t j) const noexcept {
+        return j < opt_.n_sink ? j : opt_.n_sink + (j - opt_.n_sink) % opt_.window;
+    }
+    ROPEKIT_ALWAYS_INLINE head_view<KV> window_keys() noexcept {
+        return head_view<KV>::packed(k_.data() + std::size_t(opt_.n_sink) * row_, opt_.window,
+                                     opt_.n_kv_heads, opt_.head_dim);
+    }
+    /// Converts and stores one token (row pointers into views kv/vv with their head strides),
+    /// rotating the key at `position` first unless the keys are kept raw.
+    template <class Arch>
+    ROPEKIT_ALWAYS_INLINE void store(std::int64_t slot, std::int64_t j, const float* krow,
+                                     const head_view<const float>& kv, const float* vrow,
+                                     const head_view<const float>& vv, std::int64_t position) {
+        const int H = opt_.n_kv_heads, D = opt_.head_dim;
+        KV* kd = k_.data() + std::size_t(slot) * row_;
+        KV* vd = v_.data() + std::size_t(slot) * row_;
+        for (int h = 0; h < H; ++h) {
+            const float* ks = krow + std::ptrdiff_t(h) * kv.head_stride;
+            const float* vs = vrow + std::ptrdiff_t(h) * vv.head_stride;
+            std::memcpy(tmp_.data() + std::size_t(h) * std::size_t(D), ks,
+                        std::size_t(D) * sizeof(float));
+            for (int d = 0; d < D; ++d)
+                vd[std::size_t(h) * std::size_t(D) + std::size_t(d)] = from_float<KV>(vs[d]);
+        }
+        // Rotate in float before the (16-bit) rounding: one rounding per stored key.
+        if (opt_.keys != key_storage::unrotated)
+            apply_rope<Arch, float>(freqs_, head_view<float>::packed(tmp_.data(), 1, H, D),
+                                    positions::constant(position), 0, 1);
+        for (std::size_t e = 0; e < row_; ++e) kd[e] = from_float<KV>(tmp_[e]);
+        slot_pos_[std::size_t(slot)] = j;
+    }
+
+    sink_cache_options opt_;
+    rope_frequencies freqs_;
+    cos_sin_table table_;
+    std::size_t row_ = 0;
+    std::int64_t next_ = 0;
+    std::vector<KV> k_, v_;
+    std::vector<std::int64_t> slot_pos_;
+    std::vector<float> tmp_;
+};
+
+/// One part's partial attention result (one query token): `o` is `n_heads x head_dim`, `lse`
+/// `n_heads`, normalised over that part's keys. Caller-owned, one per part; allocated once.
+struct sink_partial {
+    int n_heads = 0;         ///< query heads
+    int head_dim = 0;        ///< channels per head
+    std::vector<float> o;    ///< partial output, [n_heads][head_dim]
+    std::vector<float> lse;  ///< log-sum-exp of each head's scaled scores (-inf: no key)
+    /// Allocates for `n_heads x head_dim` (throws ropekit::error for non-positive sizes).
+    ROPEKIT_ALWAYS_INLINE sink_partial(int n_heads_, int head_dim_)
+        : n_heads(n_heads_), head_dim(head_dim_) {
+        detail::require(n_heads_ > 0, "n_heads", "must be > 0", n_heads_);
+        detail::require(head_dim_ > 0, "head_dim", "must be > 0", head_dim_);
+        o.assign(std::size_t(n_heads_) * std::size_t(head_dim_), 0.0f);
+        lse.assign(std::size_t(n_heads_), -std::numeric_limits<float>::infinity());
+    }
+    /// The output as a one-token view.
+    ROPEKIT_ALWAYS_INLINE head_view<float> view() noexcept {
+        return head_view<float>::packed(o.data(), 1, n_heads, head_dim);
+    }
+};
+
+/// Scratch of one decode part on one thread for caches of one shape: the attention tile
+/// workspace, the rotated queries, the sink partial (rotated_once) and, for unrotated keys, the
+/// keys rotated at their cache positions. Allocate one per worker thread, reuse it for every
+/// layer and step.
+/// \tparam KV the cache's storage type
+template <class KV>
+struct sink_workspace {
+    int n_heads = 0;                            ///< query heads it was sized for
+    int head_dim = 0;                           ///< channels per head
+    std::int64_t slots = 0;                     ///< cache slots it was sized for
+    std::unique_ptr<attention_workspace> attn;  ///< attention tiles (~0.5 MB)
+    std::vector<float> q_window, q_sink;        ///< q rotated for the window / for the sinks
+    sink_partial sinks;                         ///< rotated_once: the sink keys' partial
+    std::vector<KV> k_rotated;                  ///< unrotated: keys rotated for this step
+    std::vector<std::int64_t> k_positions;      ///< unrotated: per-slot rotation positions
+    /// Sized for `cache`'s shape and `n_heads` query heads (a multiple of n_kv_heads).
+    ROPEKIT_ALWAYS_INLINE sink_workspace(const sink_cache<KV>& cache, int n_heads_)
+        : n_heads(n_heads_),
+          head_dim(cache.options().head_dim),
+          slots(cache.slots()),
+          attn(std::make_unique<attention_workspace>()),
+          sinks(n_heads_, cache.options().head_dim) {
+        detail::require(n_heads_ > 0 && n_heads_ % cache.options().n_kv_heads == 0, "n_heads",
+                        "must be a positive multiple of n_kv_heads", n_heads_);
+        const std::size_t qn = std::size_t(n_heads_) * std::size_t(head_dim);
+        q_window.assign(qn, 0.0f);
+        q_sink.assign(qn, 0.0f);
+        if (cache.options().keys == key_storage::unrotated) {
+            k_rotated.assign(std::size_t(slots) * std::size_t(cache.options().n_kv_heads) *
+                                 std::size_t(head_dim),
+                             KV{});
+            k_positions.assign(std::size_t(slots), 0);
+        }
+    }
+};
+
+namespace detail::sink {
+
+/// Merges row partial b into a (both normalised over disjoint keys), in double like
+/// merge_attention_row; empty partials (LSE -inf) are neutral.
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE void merge_row(float* o_a, float& lse_a, const float* o_b, float lse_b,
+                                     int head_dim) noexcept {
+    constexpr double ninf = -std::numeric_limits<double>::infinity();
+    const double la = lse_a, lb = lse_b, mx = std::max(la, lb);
+    if (mx == ninf) {
+        for (int d = 0; d < head_dim; ++d) o_a[d] = 0.0f;
+        lse_a = -std::numeric_limits<float>::infinity();
+        return;
+    }
+    const double wa = std::exp(la - mx), wb = std::exp(lb - mx), total = wa + wb;
+    const float fa = float(wa / total), fb = float(wb / total);
+    for (int d = 0; d < head_dim; ++d) o_a[d] = fa * o_a[d] + fb * o_b[d];
+    lse_a = float(mx + std::log(total));
+}
+
+/// Hot-path shape check of a decode part.
+template <class Arch, class KV>
+bool part_ok(const sink_cache<KV>& cache, const head_view<const float>& q,
+             const attention_params& p, int part, int parts, const sink_workspace<KV>& ws,
+             const sink_partial& out) noexcept {
+    const sink_cache_options& o = cache.options();
+    return q.tokens == 1 && q.data != nullptr && q.head_dim == o.head_dim && q.heads > 0 &&
+           q.heads % o.n_kv_heads == 0 && parts >= 1 && part >= 0 && part < parts &&
+           ws.n_heads == q.heads && ws.head_dim == o.head_dim && ws.slots == cache.slots() &&
+           ws.attn != nullptr &&
+           (o.keys != key_storage::unrotated ||
+            ws.k_rotated.size() ==
+                std::size_t(cache.slots()) * std::size_t(o.n_kv_heads) * std::size_t(o.head_dim)) &&
+           out.n_heads == q.heads && out.head_dim == o.head_dim && p.softmax_scale() > 0.0f &&
+           p.sink_logits == nullptr && cache.next_position() > 0;
+}
+
+}  // namespace detail::sink
+
+/// Part `part` of `parts` of one decode step's attention over `cache` (hot path: no thread
+/// creation, no allocation, no throw; preconditions are ROPEKIT_ASSERTs and, with them compiled
+/// out, a failed one writes an empty partial). The token at cache.last_position() must already
+/// be appended. `q` is that token's raw (unrotated) query, `1 x n_heads x head_dim`; it is
+/// rotated here (table-free) at the positions the strategy needs. The window keys are split by
+/// split_keys over the parts; part 0 also takes the sinks. Writes `out` (partial output and
+/// LSE over this part's keys); combine the parts with sink_attention_merge. Parts may run
+/// concurrently, each with its own `ws` and `out`.
+/// \param params softmax scale (attention_params::for_model(cache.frequencies()), or
+///        with_scaling); positions and lse in it are ignored, learned sink_logits must be null
+template <class Arch, class KV>
+void sink_attention_part(Arch, const sink_cache<KV>& cache, head_view<const float> q,
+                         const attention_params& params, int part, int parts,
+                         sink_workspace<KV>& ws, sink_partial& out) {
+    ROPEKIT_TRACE_KERNEL("sink_attention_part", Arch::name());
+    const bool ok = detail::sink::part_ok<Arch, KV>(cache, q, params, part, parts, ws, out);
+    ROPEKIT_ASSERT(ok, "sink_attention_part: inconsistent shapes, part, or empty cache");
+    std::fill(out.o.begin(), out.o.end(), 0.0f);
+    std::fill(out.lse.begin(), out.lse.end(), -std::numeric_limits<float>::infinity());
+    if (!ok) return;
+    const sink_cache_options& opt = cache.options();
+    const rope_frequencies& freqs = cache.frequencies();
+    const int H = q.heads, D = opt.head_dim, KVH = opt.n_kv_heads;
+    const std::int64_t ns = cache.sink_count(), wc = cache.window_count();
+    // This part's window keys (slots n_sink + r) and, for part 0, the sinks.
+    const key_range wr = split_keys(wc, parts, part);
+    const std::int64_t w0 = opt.n_sink + wr.begin, w1 = opt.n_sink + wr.end;
+    const std::int64_t s1 = part == 0 ? ns : 0;
+    // Queries: one (or, rotated_once with evictions, two) table-free rotations of q.
+    auto rotate_q = [&](std::vector<float>& dst, std::int64_t position) {
+        for (int h = 0; h < H; ++h)
+            std::memcpy(dst.data() + std::size_t(h) * std::size_t(D), q.at(0, h),
+                        std::size_t(D) * sizeof(float));
+        apply_rope<Arch, float>(freqs, head_view<float>::packed(dst.data(), 1, H, D),
+                                positions::constant(position), 0, 1);
+    };
+    const std::int64_t qpos = cache.query_position(), qsink = cache.sink_query_position();
+    const bool two_queries = s1 > 0 && qpos != qsink;  // rotated_once after evictions
+    if (w1 > w0 || !two_queries) rotate_q(ws.q_window, qpos);
+    if (two_queries) rotate_q(ws.q_sink, qsink);
+
+    head_view<const KV> k = cache.keys();
+    if (opt.keys == key_storage::unrotated) {
+        // Rotated when read: this part's slots copied and rotated at their cache positions.
+        const std::size_t row = std::size_t(KVH) * std::size_t(D);
+        auto rotate_slots = [&](std::int64_t b, std::int64_t e) {
+            if (e <= b) return;
+            std::memcpy(ws.k_rotated.data() + std::size_t(b) * row,
+                        cache.keys().data + std::size_t(b) * row,
+                        std::size_t(e - b) * row * sizeof(KV));
+            for (std::int64_t s = b; s < e; ++s)
+                ws.k_positions[std::size_t(s)] = cache.key_position(s);
+        };
+        rotate_slots(0, s1);
+        rotate_slots(w0, w1);
+        const head_view<KV> kr = head_view<KV>::packed(ws.k_rotated.data(), cache.slots(), KVH, D);
+        const positions kp = positions::ids(ws.k_positions.data());
+        if (s1 > 0) apply_rope<Arch, KV>(cache.cache_table(), kr, kp, 0, s1);
+        if (w1 > w0) apply_rope<Arch, KV>(cache.cache_table(), kr, kp, w0, w1);
+        k = kr;
+    }
+    const head_view<const KV> v = cache.values();
+    attention_params p = params;
+    p.q_positions.reset();
+    p.k_positions.reset();
+    p.query_index_offset = -1;
+    const full_mask all{};  // every cached key is visible; order does not matter
+    const head_range heads{0, H};
+    const query_range qr{0, 1};
+    auto attend = [&](const std::vector<float>& qbuf, sink_partial& dst, std::int64_t b,
+                      std::int64_t e) {
+        p.lse = dst.lse.data();
+        attention_blocked(Arch{}, head_view<const float>::packed(qbuf.data(), 1, H, D), k, v,
+                          dst.view(), all, p, heads, qr, key_range{b, e}, *ws.attn);
+    };
+    if (!two_queries) {
+        // One query rotation for every key: sinks and window together when they touch.
+        if (s1 > 0 && w1 <= w0) {
+            attend(ws.q_window, out, 0, s1);  // sinks only (the stream is shorter than n_sink)
+        } else if (s1 > 0 && w0 == s1) {
+            attend(ws.q_window, out, 0, w1);
+        } else {
+            if (w1 > w0) attend(ws.q_window, out, w0, w1);
+            if (s1 > 0) {
+                attend(ws.q_window, ws.sinks, 0, s1);
+                for (int h = 0; h < H; ++h)
+                    detail::sink::merge_row<Arch>(
+                        out.o.data() + std::size_t(h) * std::size_t(D), out.lse[std::size_t(h)],
+                        ws.sinks.o.data() + std::size_t(h) * std::size_t(D),
+                        ws.sinks.lse[std::size_t(h)], D);
+            }
+        }
+        return;
+    }
+    // rotated_once after evictions: window keys with q at i - offset, sinks with q at min(i, c),
+    // two partials merged by LSE (the streaming_llm rule).
+    if (w1 > w0) attend(ws.q_window, out, w0, w1);
+    attend(ws.q_sink, ws.sinks, 0, s1);
+    for (int h = 0; h < H; ++h)
+        detail::sink::merge_row<Arch>(
+            out.o.data() + std::size_t(h) * std::size_t(D), out.lse[std::size_t(h)],
+            ws.sinks.o.data() + std::size_t(h) * std::size_t(D), ws.sinks.lse[std::size_t(h)], D);
+}
+
+/// Combines the `n_parts` partials of one decode step (in part order) into `o`
+/// (`1 x n_heads x head_dim`) and, when `lse` is not null, the rows' LSE (n_heads floats).
+/// Hot path: no allocation, no throw; inconsistent shapes are a ROPEKIT_ASSERT and, with it
+/// compiled out, write nothing.
+template <class Arch>
+void sink_attention_merge(Arch, const sink_partial* partials, int n_parts, head_view<float> o,
+                          float* lse = nullptr) {
+    bool ok = partials != nullptr && n_parts >= 1 && o.tokens == 1 && o.data != nullptr;
+    for (int p = 0; ok && p < n_parts; ++p)
+        ok = partials[p].n_heads == o.heads && partials[p].head_dim == o.head_dim;
+    ROPEKIT_ASSERT(ok, "sink_attention_merge: inconsistent shapes");
+    if (!ok) return;
+    const int D = o.head_dim;
+    for (int h = 0; h < o.heads; ++h) {
+        float* row = o.at(0, h);
+        std::memcpy(row, partials[0].o.data() + std::size_t(h) * std::size_t(D),
+                    std::size_t(D) * sizeof(float));
+        float l = partials[0].lse[std::size_t(h)];
+        for (int p = 1; p < n_parts; ++p)
+            detail::sink::merge_row<Arch>(row, l,
+                                          partials[p].o.data() + std::size_t(h) * std::size_t(D),
+                                          partials[p].lse[std::size_t(h)], D);
+        if (lse) lse[h] = l;
+    }
+}
+
+ROPEKIT_BEGIN_ISA_NAMESPACE
+
+/// Front door: validates (ropekit::error naming the field) and runs the decode step's
+/// attention over `cache` on the calling thread (sink_attention_part with one part, then
+/// sink_attention_merge). `q` is the raw query of the last appended token.
+/// \param partial scratch partial (n_heads x head_dim)
+template <class KV>
+void sink_attention(const sink_cache<KV>& cache, head_view<const float> q, head_view<float> o,
+                    const attention_params& params, sink_workspace<KV>& ws, sink_partial& partial) {
+    const sink_cache_options& opt = cache.options();
+    q.validate();
+    o.validate();
+    detail::require(q.tokens == 1, "q.tokens", "must be 1 (one decode step)", q.tokens);
+    detail::require(o.tokens == 1, "o.tokens", "must be 1 (one decode step)", o.tokens);
+    detail::require(q.head_dim == opt.head_dim, "head_dim", "of q must equal the cache's",
+                    q.head_dim);
+    detail::require(o.head_dim == opt.head_dim, "head_dim", "of o must equal the cache's",
+                    o.head_dim);
+    detail::require(q.heads > 0 && q.heads % opt.n_kv_heads == 0, "n_heads",
+                    "must be a positive multiple of n_kv_heads", q.heads);
+    detail::require(o.heads == q.heads, "o.heads", "must equal q.heads", o.heads);
+    detail::require(params.head_dim() == 0 || params.head_dim() == opt.head_dim, "head_dim",
+                    "must equal that of the frequencies attention_params were built from",
+                    params.head_dim());
+    detail::require(detail::attn::logit_scale_matches<detail::isa_tag>(params, cache.frequencies()),
+                    "logit_scale",
+                    "of attention_params must be the frequencies' logit_scale(): build them "
+                    "with attention_params::for_model(freqs)",
+                    params.logit_scale());
+    detail::require(params.sink_logits == nullptr, "sink_logits",
+                    "must be null (StreamingLLM sinks are tokens of the cache)", "non-null");
+    detail::require(
+        ws.n_heads == q.heads && ws.slots == cache.slots() && ws.head_dim == opt.head_dim,
+        "workspace", "must be built for this cache and n_heads", ws.n_heads);
+    detail::require(partial.n_heads == q.heads && partial.head_dim == opt.head_dim, "partial",
+                    "must be built for n_heads x head_dim", partial.n_heads);
+    detail::require(cache.next_position() > 0, "cache", "is empty: append the token first",
+                    cache.next_position());
+    sink_attention_part(default_arch{}, cache, q, params, 0, 1, ws, partial);
+    sink_attention_merge(default_arch{}, &partial, 1, o, params.lse);
+}
+
+/// Front door of one decode step for a layer: appends the new token's raw k and v
+/// (`1 x n_kv_heads x head_dim` each) to `cache`, then sink_attention with its raw query.
+template <class KV>
+void sink_decode_step(sink_cache<KV>& cache, head_view<const float> q, head_view<const float> k,
+                      head_view<const float> v, head_view<float> o, const attention_params& params,
+                      sink_workspace<KV>& ws, sink_partial& partial) {
+    cache.template append_token<default_arch>(k, v);
+    sink_attention(cache, q, o, params, ws, partial);
+}
+
+ROPEKIT_END_ISA_NAMESPACE
+
+ROPEKIT_END_NAMESPACE
