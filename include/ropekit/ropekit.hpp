@@ -15,6 +15,7 @@
 #include "rope.hpp"
 #include "rope_reference.hpp"
 #include "scaling.hpp"
+#include "sink_cache.hpp"
 #include "storage.hpp"
 #include "table.hpp"
 #include "version.hpp"
