@@ -17,21 +17,24 @@
 /// overwriting its slot; nothing moves, nothing is allocated after construction.
 ///
 /// Three ways to keep the keys (key_storage), all implemented, tested against the same
-/// from-scratch definition and measured by bench/bench_streaming.cpp (shape n_sink 4,
-/// window 1020, 32 q / 8 kv heads, head_dim 128, f32, 4 layers, one thread, Xeon AVX-512 VM,
-/// preliminary medians of time per token and layer; see docs/streaming.md):
+/// from-scratch definition and measured by bench/bench_streaming.cpp (n_sink 4, window 1020,
+/// 32 q / 8 kv heads, head_dim 128, f32, 4 layers, one thread, AMD EPYC VM with AVX-512, g++ 12
+/// -O3 -march=native; preliminary medians of 5, time per token for all 4 layers at stream
+/// position 10^6; docs/streaming.md has the full table):
 ///   - `unrotated`: keys stored raw and rotated at their cache positions when read, i.e. every
 ///     decode step copies and rotates the whole cache's keys (a table of the n_sink + window
-///     cache positions suffices). ~2.2x the default's cost.
+///     cache positions suffices): 1768 us, 1.42x the default.
 ///   - `rotated_at_slot`: keys rotated at their cache position; every eviction moves every
 ///     window key one position down, so the whole window is re-rotated by -1 each step
-///     (llama.cpp's K-shift, ropekit::rerotate_keys). ~2.3x the default's cost, and with 16-bit
-///     storage each key is re-rounded up to `window` times (pitfall 20).
-///   - `rotated_once` (**the default**, the fastest): keys rotated once at their stream
-///     position when appended and never touched again, except for an exact re-base every
-///     `rebase_interval` tokens. The query is rotated twice: at i for the window keys and at
-///     min(i, c) for the sinks (the streaming_llm rule), two attention partials merged by LSE.
-///     Per step it reads K and V once and writes one key, the minimum possible.
+///     (llama.cpp's K-shift, ropekit::rerotate_keys): 1990 us, 1.60x the default (1.21x when
+///     the three strategies alternate and every step reads K/V from DRAM); with 16-bit storage
+///     each key is also re-rounded up to `window` times (pitfall 20).
+///   - `rotated_once` (**the default**, because it is the fastest): keys rotated once at their
+///     stream position when appended and never touched again, except for an exact re-base
+///     every `rebase_interval` tokens: 1245 us (803 tokens/s), the same at position 10^4 (1.03x).
+///     The query is rotated twice: at i for the window keys and at min(i, c) for the sinks (the
+///     streaming_llm rule), two attention partials merged by LSE. Per step it reads K and V
+///     once and writes one key, the least a decode step can do; the others add a pass over K.
 ///
 /// Re-base (rotated_once): the table-free rotation is accurate for |position| < 2^29, and a
 /// stream may be longer. So the window keys are kept at `j - offset`, where
@@ -154,13 +157,16 @@ class sink_cache {
         return std::min(opt_.window, std::max<std::int64_t>(0, next_ - opt_.n_sink));
     }
     /// All slots' keys, `slots() x n_kv_heads x head_dim` (only the filled ones are meaningful),
-    /// stored as key_storage says.
+    /// stored as key_storage says. Memory is head-major, `[n_kv_heads][slots][head_dim]`: the
+    /// keys of one head are contiguous, so the attention's walk over them stays on few pages
+    /// (with `[slot][head][dim]` each row of a head sat on its own 4 KB page; head-major cut the
+    /// benchmark's time per token by 7% for rotated_once, 14% and 17% for the other two).
     ROPEKIT_ALWAYS_INLINE head_view<const KV> keys() const noexcept {
-        return head_view<const KV>::packed(k_.data(), slots(), opt_.n_kv_heads, opt_.head_dim);
+        return head_view<const KV>::head_major(k_.data(), opt_.n_kv_heads, slots(), opt_.head_dim);
     }
-    /// All slots' values, `slots() x n_kv_heads x head_dim`.
+    /// All slots' values, `slots() x n_kv_heads x head_dim`, head-major like keys().
     ROPEKIT_ALWAYS_INLINE head_view<const KV> values() const noexcept {
-        return head_view<const KV>::packed(v_.data(), slots(), opt_.n_kv_heads, opt_.head_dim);
+        return head_view<const KV>::head_major(v_.data(), opt_.n_kv_heads, slots(), opt_.head_dim);
     }
     /// Stream position of the token in `slot`, or -1 for an empty slot.
     ROPEKIT_ALWAYS_INLINE std::int64_t stream_position(std::int64_t slot) const noexcept {
@@ -335,8 +341,8 @@ class sink_cache {
         return j < opt_.n_sink ? j : opt_.n_sink + (j - opt_.n_sink) % opt_.window;
     }
     ROPEKIT_ALWAYS_INLINE head_view<KV> window_keys() noexcept {
-        return head_view<KV>::packed(k_.data() + std::size_t(opt_.n_sink) * row_, opt_.window,
-                                     opt_.n_kv_heads, opt_.head_dim);
+        return head_view<KV>::head_major(k_.data(), opt_.n_kv_heads, slots(), opt_.head_dim)
+            .tokens_slice(opt_.n_sink, slots());
     }
     /// Converts and stores one token (row pointers into views kv/vv with their head strides),
     /// rotating the key at `position` first unless the keys are kept raw.
@@ -345,21 +351,25 @@ class sink_cache {
                                      const head_view<const float>& kv, const float* vrow,
                                      const head_view<const float>& vv, std::int64_t position) {
         const int H = opt_.n_kv_heads, D = opt_.head_dim;
-        KV* kd = k_.data() + std::size_t(slot) * row_;
-        KV* vd = v_.data() + std::size_t(slot) * row_;
         for (int h = 0; h < H; ++h) {
             const float* ks = krow + std::ptrdiff_t(h) * kv.head_stride;
             const float* vs = vrow + std::ptrdiff_t(h) * vv.head_stride;
             std::memcpy(tmp_.data() + std::size_t(h) * std::size_t(D), ks,
                         std::size_t(D) * sizeof(float));
-            for (int d = 0; d < D; ++d)
-                vd[std::size_t(h) * std::size_t(D) + std::size_t(d)] = from_float<KV>(vs[d]);
+            KV* vd = v_.data() +
+                     (std::size_t(h) * std::size_t(slots()) + std::size_t(slot)) * std::size_t(D);
+            for (int d = 0; d < D; ++d) vd[d] = from_float<KV>(vs[d]);
         }
         // Rotate in float before the (16-bit) rounding: one rounding per stored key.
         if (opt_.keys != key_storage::unrotated)
             apply_rope<Arch, float>(freqs_, head_view<float>::packed(tmp_.data(), 1, H, D),
                                     positions::constant(position), 0, 1);
-        for (std::size_t e = 0; e < row_; ++e) kd[e] = from_float<KV>(tmp_[e]);
+        for (int h = 0; h < H; ++h) {
+            KV* kd = k_.data() +
+                     (std::size_t(h) * std::size_t(slots()) + std::size_t(slot)) * std::size_t(D);
+            const float* src = tmp_.data() + std::size_t(h) * std::size_t(D);
+            for (int d = 0; d < D; ++d) kd[d] = from_float<KV>(src[d]);
+        }
         slot_pos_[std::size_t(slot)] = j;
     }
 
@@ -513,18 +523,20 @@ void sink_attention_part(Arch, const sink_cache<KV>& cache, head_view<const floa
     head_view<const KV> k = cache.keys();
     if (opt.keys == key_storage::unrotated) {
         // Rotated when read: this part's slots copied and rotated at their cache positions.
-        const std::size_t row = std::size_t(KVH) * std::size_t(D);
+        const std::size_t per_head = std::size_t(cache.slots()) * std::size_t(D);
         auto rotate_slots = [&](std::int64_t b, std::int64_t e) {
             if (e <= b) return;
-            std::memcpy(ws.k_rotated.data() + std::size_t(b) * row,
-                        cache.keys().data + std::size_t(b) * row,
-                        std::size_t(e - b) * row * sizeof(KV));
+            for (int h = 0; h < KVH; ++h)
+                std::memcpy(ws.k_rotated.data() + std::size_t(h) * per_head + std::size_t(b) * D,
+                            cache.keys().data + std::size_t(h) * per_head + std::size_t(b) * D,
+                            std::size_t(e - b) * std::size_t(D) * sizeof(KV));
             for (std::int64_t s = b; s < e; ++s)
                 ws.k_positions[std::size_t(s)] = cache.key_position(s);
         };
         rotate_slots(0, s1);
         rotate_slots(w0, w1);
-        const head_view<KV> kr = head_view<KV>::packed(ws.k_rotated.data(), cache.slots(), KVH, D);
+        const head_view<KV> kr =
+            head_view<KV>::head_major(ws.k_rotated.data(), KVH, cache.slots(), D);
         const positions kp = positions::ids(ws.k_positions.data());
         if (s1 > 0) apply_rope<Arch, KV>(cache.cache_table(), kr, kp, 0, s1);
         if (w1 > w0) apply_rope<Arch, KV>(cache.cache_table(), kr, kp, w0, w1);
