@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
@@ -28,16 +29,65 @@
 #endif
 namespace {
 std::atomic<long> g_news{0};
-}
-void* operator new(std::size_t n) {
+void* counted_alloc(std::size_t n, std::size_t align) {
     g_news.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(n ? n : 1)) return p;
+    if (align <= alignof(std::max_align_t)) return std::malloc(n ? n : 1);
+    // aligned_alloc wants a size that is a multiple of the alignment.
+    return std::aligned_alloc(align, (n + align - 1) / align * align);
+}
+void* counted_or_throw(std::size_t n, std::size_t align) {
+    if (void* p = counted_alloc(n, align)) return p;
     throw std::bad_alloc();
+}
+}  // namespace
+// Every replaceable form, so that all of them pair malloc with free (ASan checks the pairing)
+// and every allocation is counted, aligned ones (the attention workspace) included.
+void* operator new(std::size_t n) {
+    return counted_or_throw(n, 0);
+}
+void* operator new[](std::size_t n) {
+    return counted_or_throw(n, 0);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+    return counted_or_throw(n, std::size_t(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+    return counted_or_throw(n, std::size_t(a));
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    return counted_alloc(n, 0);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+    return counted_alloc(n, 0);
 }
 void operator delete(void* p) noexcept {
     std::free(p);
 }
+void operator delete[](void* p) noexcept {
+    std::free(p);
+}
 void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
     std::free(p);
 }
 
@@ -463,6 +513,9 @@ TEST_CASE("sink_cache: no allocation after construction", "[sink_cache]") {
         }
         cache.append(view_of(k, s.kvh, s.D), view_of(v, s.kvh, s.D));  // a long chunk
         CHECK(g_news.load() == before);
+        // The counter does count: building a partial allocates.
+        { const ropekit::sink_partial probe(s.H, s.D); }
+        CHECK(g_news.load() > before);
     }
 }
 
