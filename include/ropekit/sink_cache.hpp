@@ -31,10 +31,11 @@
 ///     each key is also re-rounded up to `window` times (pitfall 20).
 ///   - `rotated_once` (**the default**, because it is the fastest): keys rotated once at their
 ///     stream position when appended and never touched again, except for an exact re-base
-///     every `rebase_interval` tokens: 1245 us (803 tokens/s), the same at position 10^4 (1.03x).
-///     The query is rotated twice: at i for the window keys and at min(i, c) for the sinks (the
-///     streaming_llm rule), two attention partials merged by LSE. Per step it reads K and V
-///     once and writes one key, the least a decode step can do; the others add a pass over K.
+///     every `rebase_interval` tokens: 1245 us (803 tokens/s); over position 10^4, 1.03x in the
+///     same run (over_pos10k). The query is rotated twice: at i for the window keys and at min(i,
+///     c) for the sinks (the streaming_llm rule), two attention partials merged by LSE. Per step it
+///     reads K and V once and writes one key, the least a decode step can do; the others add a pass
+///     over K.
 ///
 /// Re-base (rotated_once): the table-free rotation is accurate for |position| < 2^29, and a
 /// stream may be longer. So the window keys are kept at `j - offset`, where
