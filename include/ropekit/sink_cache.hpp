@@ -667,3 +667,24 @@ void sink_decode_step(sink_cache<KV>& cache, head_view<const float> q, head_view
 ROPEKIT_END_ISA_NAMESPACE
 
 ROPEKIT_END_NAMESPACE
+
+/// \cond INTERNAL
+#define ROPEKIT_SINK_KERNELS_(PREFIX, ARCH, KV)                                       \
+    PREFIX template void ropekit::sink_attention_part<ARCH, KV>(                      \
+        ARCH, const ::ropekit::sink_cache<KV>&, ::ropekit::head_view<const float>,    \
+        const ::ropekit::attention_params&, int, int, ::ropekit::sink_workspace<KV>&, \
+        ::ropekit::sink_partial&);                                                    \
+    PREFIX template void ropekit::sink_attention_merge<ARCH>(                         \
+        ARCH, const ::ropekit::sink_partial*, int, ::ropekit::head_view<float>, float*);
+/// \endcond
+
+/// Declares (extern template) the decode-step kernels (sink_attention_part for storage KV,
+/// sink_attention_merge) of architecture ARCH, so a translation unit built without ARCH's flags
+/// can call them while the code lives in a TU built with those flags, which uses
+/// ROPEKIT_INSTANTIATE_SINK_KERNELS(ARCH, KV). The attention kernels they call are instantiated
+/// there too. (sink_cache::append_unchecked<ARCH> is always inlined: call it from the ARCH TU.)
+#define ROPEKIT_DECLARE_SINK_KERNELS(ARCH, KV) ROPEKIT_SINK_KERNELS_(extern, ARCH, KV)
+
+/// Explicitly instantiates the decode-step kernels of ARCH for KV (see
+/// ROPEKIT_DECLARE_SINK_KERNELS). Put it in a translation unit compiled with ARCH's flags.
+#define ROPEKIT_INSTANTIATE_SINK_KERNELS(ARCH, KV) ROPEKIT_SINK_KERNELS_(, ARCH, KV)

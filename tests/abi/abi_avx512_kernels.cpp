@@ -9,3 +9,4 @@ ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(xsimd::avx512bw, float, ::ropekit::causal_
 ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16, ::ropekit::causal_mask)
 ROPEKIT_INSTANTIATE_REROPE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16,
                                              ::ropekit::causal_mask, ::ropekit::leaky_rerope)
+ROPEKIT_INSTANTIATE_SINK_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16)
