@@ -1158,8 +1158,9 @@ class kernel {
             const std::int64_t w = pos_.rule.window;
             const std::int64_t dmin = b.q_pos_min - b.k_pos_max;
             const std::int64_t dmax = b.q_pos_max - b.k_pos_min;
-            const bool need_ord = dmin < w;
-            const bool need_cap = dmax >= w;
+            const bool need_cap = dmax >= w && !far_pairs_hidden<Arch>(pos_.rule, mask_, b);
+            // A tile needs one product at least (all far and hidden: the mask hides them all).
+            const bool need_ord = dmin < w || !need_cap;
             if (need_cap && !far_q_ready_) load_far_q();
             alignas(64) float raw[max_head_dim];
             const float* kraw_base = nullptr;

@@ -26,6 +26,7 @@
 #include <type_traits>
 
 #include "../config.hpp"
+#include "../mask.hpp"
 #include "../position_rules.hpp"
 #include "../table.hpp"
 #include "rope_kernels.hpp"
@@ -142,6 +143,29 @@ template <class Arch>
 ROPEKIT_ALWAYS_INLINE const float* far_k_row(const rule_rotation<self_extend>& rot, std::int64_t j,
                                              float* tmp) noexcept {
     return row_or_accurate<Arch>(*rot.table, *rot.freqs, rot.rule.far_k_index(j), tmp);
+}
+
+/// Whether the mask hides every far pair of a tile (then the kernel skips the far product on
+/// it: its far pairs get -inf from the per-element mask, which such a tile always applies,
+/// because a mask never calls a tile with hidden pairs `all`). False unless known:
+template <class Arch, class Rule, class Mask>
+ROPEKIT_ALWAYS_INLINE bool far_pairs_hidden(const Rule&, const Mask&,
+                                            const block_bounds&) noexcept {
+    return false;
+}
+/// a sliding window no wider than the rule's window hides every far pair (i - j >= window);
+template <class Arch, class Rule>
+ROPEKIT_ALWAYS_INLINE bool far_pairs_hidden(const Rule& r, const sliding_window_mask& m,
+                                            const block_bounds&) noexcept {
+    return m.window <= r.window;
+}
+/// sinks + a window no wider than the rule's: far pairs are visible only for the sink rows, so
+/// a tile past them has none. This is what keeps StreamingLLM at the plain kernel's cost: the
+/// band tiles at the window edge compute one product, and only sink tiles the far one.
+template <class Arch, class Rule>
+ROPEKIT_ALWAYS_INLINE bool far_pairs_hidden(const Rule& r, const sink_window_mask& m,
+                                            const block_bounds& b) noexcept {
+    return m.window <= r.window && b.k_index_min >= m.n_sink;
 }
 
 }  // namespace detail::attn
