@@ -14,13 +14,14 @@
 /// mask makes visible. A row that sees no key (and has no sink) returns zeros and LSE = -inf.
 ///
 /// Entry points:
-/// - attention() / rerope_attention(): validate everything (views, mask, positions, sinks) and
-///   throw ropekit::error naming the field, then run the whole problem on this thread, in a
-///   workspace of the caller's or a freshly allocated one;
-/// - attention_blocked() / rerope_attention_blocked(): the hot-path kernels, on a head_range, a
-///   query_range and a key_range (always in that order; distinct types, so a swap does not
-///   compile), with a caller-owned workspace, so an engine can spread (heads x query blocks) or
-///   (key ranges) over its threads;
+/// - attention() / position_rule_attention(): validate everything (views, mask, positions,
+///   sinks; the rule and its table) and throw ropekit::error naming the field, then run the whole
+///   problem on this thread, in a workspace of the caller's or a freshly allocated one;
+/// - attention_blocked() / position_rule_attention_blocked(): the hot-path kernels, on a
+///   head_range, a query_range and a key_range (always in that order; distinct types, so a swap
+///   does not compile), with a caller-owned workspace, so an engine can spread (heads x query
+///   blocks) or (key ranges) over its threads;
+/// - rerope_attention() / rerope_attention_blocked(): the 0.2 names, kept, forwarding;
 /// - merge_attention(): combine two partial results over disjoint key sets (split-KV decode).
 ///
 /// The hot entry points never throw or allocate: they check their preconditions with
@@ -86,8 +87,8 @@ inline void validate_attention_positions(const positions& pos, std::int64_t n, c
     });
 }
 
-/// Cold-path check of everything attention() / rerope_attention() need; throws ropekit::error
-/// naming the field.
+/// Cold-path check of everything attention() / position_rule_attention() need; throws
+/// ropekit::error naming the field.
 template <class KV, class Mask>
 void validate_attention(const head_view<const float>& q, const head_view<const KV>& k,
                         const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
