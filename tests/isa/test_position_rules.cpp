@@ -294,7 +294,10 @@ TEST_CASE("every position rule in one pass equals its two-matrix definition",
         {3, 4, 40, mk::sink_window, 1, st::f32, 64, 150, 150, true},
         {3, 3, 40, mk::sink_window, 4, st::bf16, 128, 200, 200, false},
         {3, 4, 40, mk::sink_window, 8, st::f16, 80, 70, 201, false},
-        {3, 4, 40, mk::sink_window, 8, st::f32, 128, 1, 300, true},  // decode
+        {3, 4, 40, mk::sink_window, 8, st::f32, 128, 1, 300, true},   // decode
+        {3, 4, 40, mk::sink_window, 4, st::bf16, 128, 1, 300, true},  // decode, bf16 pairs
+        {3, 4, 40, mk::causal, 4, st::f32, 64, 2, 200, true},         // decode: band chunks select
+        {3, 2, 33, mk::full, 1, st::f16, 80, 1, 150, false},
         {3, 0, 25, mk::sink_window, 4, st::f32, 64, 3, 133, false},  // no sinks
         {3, 4, 30, mk::causal, 1, st::f32, 80, 133, 133, false},
         {3, 2, 20, mk::full, 4, st::bf16, 64, 37, 133, false},

@@ -848,6 +848,9 @@ class kernel {
     using traits = pos_traits<Pos>;
     /// A rule is fused (the name predates rules whose inputs arrive rotated).
     static constexpr bool rotating = traits::rule;
+    /// Few rows use the decode form: without a rule, or with a rule whose inputs arrive rotated
+    /// (StreamingLLM: the far q is a second set of q rows, K is read as given).
+    static constexpr bool decode_form = !rotating || !traits::rotate_inputs;
 
     kernel(const head_view<const float>& q, const head_view<const KV>& k,
            const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
@@ -875,9 +878,9 @@ class kernel {
         const std::int64_t kv0 = heads.begin / group_;
         const std::int64_t kv1 = (heads.end + group_ - 1) / group_;
         const std::int64_t nq = queries.size();
-        // The decode form exists only without in-kernel rotation and with vectors (a constexpr
-        // guard: ReRoPE and scalar kernels never instantiate it).
-        if constexpr (!rotating && W > 1) {
+        // The decode form exists only without in-kernel rotation of K and with vectors (a
+        // constexpr guard: rules with unrotated inputs and scalar kernels never instantiate it).
+        if constexpr (decode_form && W > 1) {
             if (D_ % W == 0 && nq > 0 && group_ * nq <= 8) {
                 // Decode: one block spans several K/V heads (up to 64 padded rows), so the
                 // per-call setup and the chunk loop are shared by them.
@@ -1056,7 +1059,7 @@ class kernel {
     void block(std::int64_t kvh, std::int64_t h0, int nh, std::int64_t t0, int nt,
                index_range keys) noexcept {
         const int rows = nh * nt;
-        if constexpr (!rotating && W > 1) {
+        if constexpr (decode_form && W > 1) {
             if (D_ % W == 0 && rows <= 8) {
                 // Few rows (a narrow head range with several queries): the decode form
                 // vectorises over head channels instead of rows, so a vector is not mostly
@@ -1301,6 +1304,34 @@ class kernel {
             ws_.m[r] = -std::numeric_limits<float>::infinity();
             ws_.l[r] = 0.0f;
         }
+        // A rule's far q rows (StreamingLLM's q re-rotated to its cache slot), in the same
+        // layout as the near ones in ws_.kc, built on the first chunk that has far pairs.
+        bool far_ready = false;
+        auto load_far_rows = [&] {
+            far_ready = true;
+            if constexpr (rotating) {
+                const rope_frequencies& f = *pos_.freqs;
+                alignas(64) float tmp[max_head_dim], rot[max_head_dim];
+                for (int r = 0; r < rows; ++r) zero_floats(ws_.qcap + r * max_head_dim, D_);
+                for (int tl = 0; tl < nt; ++tl) {
+                    const float* cs =
+                        far_q_row<Arch>(pos_, ws_.tok_pos[tl], ws_.cs_cap, ws_.cs_tmp);
+                    for (int sg = 0; sg < nseg; ++sg)
+                        for (int hh = 0; hh < seg_nh[sg]; ++hh) {
+                            const int r = seg_r0[sg] + tl * seg_nh[sg] + hh;
+                            const float* src = q_.at(t0 + tl, seg_h0[sg] + hh);
+                            for (int d = 0; d < D_; ++d) tmp[d] = src[d] * scale;
+                            const float* x = tmp;
+                            if (cs) {
+                                rotate_head<Arch>(tmp, rot, cs, f.pairs(), D_, f.layout);
+                                x = rot;
+                            }
+                            float* dst = ws_.qcap + r * max_head_dim;
+                            for (int d = 0; d < D_; ++d) dst[pairs_ ? pair_slot(d) : d] = x[d];
+                        }
+                }
+            }
+        };
 
         index_range ranges[2];
         const block_bounds qb = query_block_bounds(nt);
@@ -1318,10 +1349,22 @@ class kernel {
                 block_bounds bb;
                 const tile_visibility vis = classify_tile(qb, c0, nc, bb);
                 if (vis == tile_visibility::none) continue;
+                // With a rule: which of the near and far products the chunk needs (as
+                // rule_scores decides per tile).
+                bool need_ord = true, need_cap = false;
+                std::int64_t w = 0;
+                if constexpr (rotating) {
+                    w = pos_.rule.window;
+                    need_cap = bb.q_pos_max - bb.k_pos_min >= w &&
+                               !far_pairs_hidden<Arch>(pos_.rule, mask_, bb);
+                    need_ord = bb.q_pos_min - bb.k_pos_max < w || !need_cap;
+                    if (need_cap && !far_ready) load_far_rows();
+                }
                 for (int sg = 0; sg < nseg; ++sg) {
                     const int nr = seg_rows[sg];
                     float* sd = ws_.st + seg_r0[sg] * decode_chunk;
-                    const float* q = ws_.kc + seg_r0[sg] * max_head_dim;
+                    const float* q = (need_ord ? ws_.kc : ws_.qcap) + seg_r0[sg] * max_head_dim;
+                    const float* qfar = ws_.qcap + seg_r0[sg] * max_head_dim;
                     const int r0 = seg_r0[sg];
                     const int nh = seg_nh[sg];
                     with_pairs([&](auto pc) {
@@ -1332,6 +1375,20 @@ class kernel {
                                 v_.token_stride, nc, D_, nr, q, sd, ws_.m + r0, ws_.l + r0,
                                 ws_.alpha + r0, ws_.ot + r0 * max_head_dim, kpf, vpf,
                                 [&](float* s) {
+                                    if (need_ord && need_cap) {
+                                        // Band chunk: far scores with the far q rows, selected
+                                        // per element.
+                                        alignas(64) float s2[decode_chunk * NR];
+                                        decode_chunk_scores<Ops, NR, decltype(pc)::value>(
+                                            k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_, qfar, s2,
+                                            0);
+                                        for (int c = 0; c < nc; ++c)
+                                            for (int tl = 0; tl < nt; ++tl)
+                                                if (ws_.tok_pos[tl] - ws_.kpos[c] >= w)
+                                                    for (int hh = 0; hh < nh; ++hh)
+                                                        s[c * NR + tl * nh + hh] =
+                                                            s2[c * NR + tl * nh + hh];
+                                    }
                                     if (vis != tile_visibility::partial) return;
                                     for (int c = 0; c < nc; ++c)
                                         for (int tl = 0; tl < nt; ++tl)
