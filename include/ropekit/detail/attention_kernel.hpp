@@ -1363,7 +1363,10 @@ class kernel {
                 for (int sg = 0; sg < nseg; ++sg) {
                     const int nr = seg_rows[sg];
                     float* sd = ws_.st + seg_r0[sg] * decode_chunk;
-                    const float* q = (need_ord ? ws_.kc : ws_.qcap) + seg_r0[sg] * max_head_dim;
+                    const float* q = ws_.kc + seg_r0[sg] * max_head_dim;
+                    if constexpr (rotating) {
+                        if (!need_ord) q = ws_.qcap + seg_r0[sg] * max_head_dim;
+                    }
                     const float* qfar = ws_.qcap + seg_r0[sg] * max_head_dim;
                     const int r0 = seg_r0[sg];
                     const int nh = seg_nh[sg];
@@ -1375,19 +1378,21 @@ class kernel {
                                 v_.token_stride, nc, D_, nr, q, sd, ws_.m + r0, ws_.l + r0,
                                 ws_.alpha + r0, ws_.ot + r0 * max_head_dim, kpf, vpf,
                                 [&](float* s) {
-                                    if (need_ord && need_cap) {
-                                        // Band chunk: far scores with the far q rows, selected
-                                        // per element.
-                                        alignas(64) float s2[decode_chunk * NR];
-                                        decode_chunk_scores<Ops, NR, decltype(pc)::value>(
-                                            k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_, qfar, s2,
-                                            0);
-                                        for (int c = 0; c < nc; ++c)
-                                            for (int tl = 0; tl < nt; ++tl)
-                                                if (ws_.tok_pos[tl] - ws_.kpos[c] >= w)
-                                                    for (int hh = 0; hh < nh; ++hh)
-                                                        s[c * NR + tl * nh + hh] =
-                                                            s2[c * NR + tl * nh + hh];
+                                    if constexpr (rotating) {
+                                        if (need_ord && need_cap) {
+                                            // Band chunk: far scores with the far q rows, selected
+                                            // per element.
+                                            alignas(64) float s2[decode_chunk * NR];
+                                            decode_chunk_scores<Ops, NR, decltype(pc)::value>(
+                                                k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_, qfar,
+                                                s2, 0);
+                                            for (int c = 0; c < nc; ++c)
+                                                for (int tl = 0; tl < nt; ++tl)
+                                                    if (ws_.tok_pos[tl] - ws_.kpos[c] >= w)
+                                                        for (int hh = 0; hh < nh; ++hh)
+                                                            s[c * NR + tl * nh + hh] =
+                                                                s2[c * NR + tl * nh + hh];
+                                        }
                                     }
                                     if (vis != tile_visibility::partial) return;
                                     for (int c = 0; c < nc; ++c)
