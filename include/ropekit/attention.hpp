@@ -265,16 +265,22 @@ void validate_position_rule(const Rule& rule, const rope_frequencies& freqs,
             p.logit_scale());
     require(table.is_range() && table.pairs() == freqs.pairs() && table.layout() == freqs.layout,
             "table", "must be a range table built from the same frequencies", table.pairs());
-    if (q.tokens <= 0 || n_kv <= 0) return;
-    std::int64_t qlo, qhi, klo, khi;
-    position_bounds<void>(resolved_q_positions(p, q.tokens, n_kv), 0, q.tokens, qlo, qhi);
-    position_bounds<void>(resolved_k_positions(p), 0, n_kv, klo, khi);
+    // The query positions are rotated even with no key (as the hot path checks them).
+    std::int64_t qlo = 0, qhi = 0, klo = 0, khi = 0;
+    if (q.tokens > 0)
+        position_bounds<void>(resolved_q_positions(p, q.tokens, n_kv), 0, q.tokens, qlo, qhi);
+    if (n_kv > 0) position_bounds<void>(resolved_k_positions(p), 0, n_kv, klo, khi);
     if constexpr (Rule::inputs == rule_inputs::unrotated) {
-        require(table.contains(qlo), "position", "is outside the cos/sin table", qlo);
-        require(table.contains(qhi), "position", "is outside the cos/sin table", qhi);
-        require(table.contains(klo), "position", "is outside the cos/sin table", klo);
-        require(table.contains(khi), "position", "is outside the cos/sin table", khi);
+        if (q.tokens > 0) {
+            require(table.contains(qlo), "position", "is outside the cos/sin table", qlo);
+            require(table.contains(qhi), "position", "is outside the cos/sin table", qhi);
+        }
+        if (n_kv > 0) {
+            require(table.contains(klo), "position", "is outside the cos/sin table", klo);
+            require(table.contains(khi), "position", "is outside the cos/sin table", khi);
+        }
     }
+    if (q.tokens <= 0 || n_kv <= 0) return;
     if constexpr (std::is_same_v<Rule, self_extend>) {
         // Far pairs exist only for i - j >= w: queries i >= klo + w, keys j <= qhi - w. The
         // row maps are monotone, so the ends of those ranges bound the rows.
