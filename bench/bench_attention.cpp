@@ -382,6 +382,54 @@ void rerope_prefill(benchmark::State& st, Rule rule, std::int64_t n, std::int64_
     set_counters<KV>(st, secs, mask, n, n, H, D, threads, visible_pairs(mask, n, n));
 }
 
+/// A position rule's prefill (n queries, causal suffix positions) against the plain kernel on
+/// the same shape and the mask it is compared with, both timed in every iteration back to back
+/// (the host's clock drifts between runs): counter `ratio_name` = rule time / plain time.
+/// StreamingLLM gets q/k as an engine stores them (rotated; random data here either way), like
+/// the plain sinks + window prefill; Self-Extend rotates inside the kernel.
+template <class KV, class Rule, class Mask, class PlainMask>
+void rule_prefill(benchmark::State& st, Rule rule, Mask mask, PlainMask plain_mask, std::int64_t n,
+                  std::int64_t H, int threads, const char* ratio_name) {
+    const int D = 128;
+    data<KV> d(n, n, H, H, D);
+    ropekit::rope_frequencies f;
+    f.head_dim = D;
+    f.rotary_dim = D;
+    for (int i = 0; i < D / 2; ++i) f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / D)));
+    const auto table = ropekit::cos_sin_table::for_range(f, 0, n);
+    const attention_params p = attention_params::for_model(f);
+    const auto ws = workspaces(threads);
+    ropekit_bench::thread_team team(threads);
+    const std::function<void(int)> rule_job = [&](int ti) {
+        ropekit::position_rule_attention_blocked(
+            ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(), mask, p, rule, f, table,
+            head_range{H * ti / threads, H * (ti + 1) / threads}, query_range{0, n},
+            key_range{0, n}, *ws[ti]);
+    };
+    const std::function<void(int)> plain_job = [&](int ti) {
+        ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v), d.ov(),
+                                   plain_mask, p,
+                                   head_range{H * ti / threads, H * (ti + 1) / threads},
+                                   query_range{0, n}, key_range{0, n}, *ws[ti]);
+    };
+    double t_rule = 0, t_plain = 0;
+    for (auto _ : st) {
+        const auto a = ropekit_bench::clock::now();
+        team.run(rule_job);
+        benchmark::ClobberMemory();
+        const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+        st.SetIterationTime(t);
+        t_rule += t;
+        const auto b = ropekit_bench::clock::now();
+        team.run(plain_job);
+        benchmark::ClobberMemory();
+        t_plain += std::chrono::duration<double>(ropekit_bench::clock::now() - b).count();
+    }
+    st.counters[ratio_name] = t_rule / t_plain;
+    const double secs = t_rule / double(std::max<benchmark::IterationCount>(st.iterations(), 1));
+    set_counters<KV>(st, secs, mask, n, n, H, D, threads, visible_pairs(mask, n, n));
+}
+
 template <class KV>
 std::string name(const char* kind, const char* mask, const std::string& sizes, int threads) {
     return std::string("attention/") + kind + "/" + mask + "/" + ropekit::storage_name<KV>() + "/" +
@@ -445,6 +493,25 @@ void register_all() {
                                              rerope_prefill<KV>(st, ropekit::rerope{512}, 4096, 8,
                                                                 th);
                                          })
+                ->UseManualTime()
+                ->Unit(benchmark::kMillisecond);
+            // Goals (issue 10): StreamingLLM <= 1.1x the plain sinks + window prefill,
+            // Self-Extend (w 1024, G 8) <= 1.3x plain causal.
+            benchmark::RegisterBenchmark(name<KV>("prefill", "streaming", "n4096/h8", th).c_str(),
+                                         [=](benchmark::State& st) {
+                                             const ropekit::streaming_llm rule{4, 1020};
+                                             rule_prefill<KV>(st, rule, rule.mask(),
+                                                              ropekit::sink_window_mask{4, 1020},
+                                                              4096, 8, th, "over_mask");
+                                         })
+                ->UseManualTime()
+                ->Unit(benchmark::kMillisecond);
+            benchmark::RegisterBenchmark(
+                name<KV>("prefill", "self_extend", "n4096/h8", th).c_str(),
+                [=](benchmark::State& st) {
+                    rule_prefill<KV>(st, ropekit::self_extend{1024, 8}, ropekit::causal_mask{},
+                                     ropekit::causal_mask{}, 4096, 8, th, "over_causal");
+                })
                 ->UseManualTime()
                 ->Unit(benchmark::kMillisecond);
             benchmark::RegisterBenchmark(

@@ -40,7 +40,12 @@ int main() {
     const auto qv = ropekit::packed_view<const float>(q.data(), n, H, D);
     const auto kv = ropekit::packed_view<const ropekit::bfloat16>(k.data(), n, KVH, D);
     const auto vv = ropekit::packed_view<const ropekit::bfloat16>(v.data(), n, KVH, D);
-    const ropekit::sliding_window_mask mask{256};  // each query sees itself and 255 earlier keys
+    // Each query sees itself and 255 earlier keys. A sliding window is legitimately a plain
+    // mask over text positions (models trained with it: Mistral, gpt-oss's SWA layers). A
+    // StreamingLLM cache (sinks + window) is not: it also changes positions, so it is
+    // position_rule_attention with ropekit::streaming_llm and its mask() (docs/attention.md,
+    // "Position rules").
+    const ropekit::sliding_window_mask mask{256};
     // No RoPE in this example (random q and k), so the scale is set explicitly; a model with
     // RoPE uses attention_params::for_model(freqs), which includes its attention factor.
     const auto p = ropekit::attention_params::with_softmax_scale(1.0 / std::sqrt(double(D)));

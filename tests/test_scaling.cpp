@@ -881,6 +881,56 @@ TEST_CASE("ReRoPE and Leaky ReRoPE relative positions") {
     expect_error([] { leaky_rerope{512, std::nan("")}.validate(); }, "k", "nan");
 }
 
+TEST_CASE("Self-Extend and StreamingLLM far positions; floor_div of negatives") {
+    using ropekit::detail::floor_div;
+    // C++ division truncates toward zero; the rules need floor (positions may be negative).
+    CHECK(floor_div(7, 2) == 3);
+    CHECK(floor_div(-7, 2) == -4);
+    CHECK(floor_div(-8, 2) == -4);
+    CHECK(floor_div(-1, 8) == -1);
+    CHECK(floor_div(0, 8) == 0);
+    CHECK(floor_div(-9, 1) == -9);
+    const ropekit::self_extend se{1024, 8};
+    // q at floor(i/G) + w - floor(w/G), k at floor(j/G).
+    CHECK(se.far_q_index(4095) == 511 + 1024 - 128);
+    CHECK(se.far_k_index(4095) == 511);
+    CHECK(se.far_k_index(-1) == -1);
+    CHECK(se.far_q_position(1024) == 1024.0);  // continuous at the window edge: i = w, j = 0
+    CHECK(se.far_k_position(7) == 0.0);
+    CHECK(rule_relative_position(se, 3000, 1000) == double(375 - 125 + 896));  // far
+    CHECK(rule_relative_position(se, 2000, 977) == 1023.0);  // near: the distance itself
+    // G = 1 is plain RoPE.
+    const ropekit::self_extend one{64, 1};
+    for (std::int64_t d = 0; d < 300; d += 7) CHECK(rule_relative_position(one, 300, 300 - d) == d);
+    // The relative position never exceeds the distance (for i - j >= w, 0 <= j).
+    for (std::int64_t i = 1024; i < 9000; i += 331)
+        for (std::int64_t j = 0; j + 1024 <= i; j += 97)
+            CHECK(rule_relative_position(se, i, j) <= double(i - j));
+    CHECK_NOTHROW(se.validate());
+    expect_error([] { ropekit::self_extend{0, 8}.validate(); }, "window", "0");
+    expect_error([] { ropekit::self_extend{1024, 0}.validate(); }, "group", "0");
+    expect_error([] { ropekit::self_extend{1024, -4}.validate(); }, "group", "-4");
+
+    const ropekit::streaming_llm sl{4, 1020};
+    CHECK(sl.cache_size() == 1024);
+    CHECK(sl.far_q_position(100) == 100.0);                 // inside the cache: the stream position
+    CHECK(sl.far_q_position(5000) == 1023.0);               // the query sits at the last cache slot
+    CHECK(sl.far_k_position(3) == 3.0);                     // sinks keep their slots
+    CHECK(rule_relative_position(sl, 5000, 2) == 1021.0);   // sink 2 from slot 1023
+    CHECK(rule_relative_position(sl, 5000, 4990) == 10.0);  // window keys: the distance
+    CHECK(sl.mask().n_sink == 4);
+    CHECK(sl.mask().window == 1020);
+    CHECK_NOTHROW(sl.validate());
+    CHECK_NOTHROW(ropekit::streaming_llm{0, 1}.validate());
+    expect_error([] { ropekit::streaming_llm{-1, 16}.validate(); }, "n_sink", "-1");
+    expect_error([] { ropekit::streaming_llm{4, 0}.validate(); }, "window", "0");
+    expect_error(
+        [] {
+            ropekit::streaming_llm{4, ropekit::attention_position_limit}.validate();
+        },
+        "window", "");
+}
+
 TEST_CASE("parameters that overflow float32 are named errors, never inv_freq 0 or inf") {
     const auto p = geometry(64, 64, 1e4);
     // Each of these passed validation in double and gave pairs with inv_freq 0 (never rotating).

@@ -2,7 +2,8 @@
 /// \file
 /// Blocked (flash-style) CPU attention with online softmax: masks as policies (mask.hpp),
 /// GQA/MQA, float or 16-bit K/V, gpt-oss learned sinks, split-key partials merged by
-/// log-sum-exp, and ReRoPE / Leaky ReRoPE fused into the same single pass.
+/// log-sum-exp, and the relative-position rules of position_rules.hpp (ReRoPE, Leaky ReRoPE,
+/// Self-Extend, StreamingLLM cache positions) fused into the same single pass.
 ///
 /// Shapes: Q is n_q x n_heads x head_dim (float), K and V are n_kv x n_kv_heads x head_dim
 /// (float, bfloat16 or half), O is n_q x n_heads x head_dim (float); n_heads is a multiple of
@@ -13,13 +14,14 @@
 /// mask makes visible. A row that sees no key (and has no sink) returns zeros and LSE = -inf.
 ///
 /// Entry points:
-/// - attention() / rerope_attention(): validate everything (views, mask, positions, sinks) and
-///   throw ropekit::error naming the field, then run the whole problem on this thread, in a
-///   workspace of the caller's or a freshly allocated one;
-/// - attention_blocked() / rerope_attention_blocked(): the hot-path kernels, on a head_range, a
-///   query_range and a key_range (always in that order; distinct types, so a swap does not
-///   compile), with a caller-owned workspace, so an engine can spread (heads x query blocks) or
-///   (key ranges) over its threads;
+/// - attention() / position_rule_attention(): validate everything (views, mask, positions,
+///   sinks; the rule and its table) and throw ropekit::error naming the field, then run the whole
+///   problem on this thread, in a workspace of the caller's or a freshly allocated one;
+/// - attention_blocked() / position_rule_attention_blocked(): the hot-path kernels, on a
+///   head_range, a query_range and a key_range (always in that order; distinct types, so a swap
+///   does not compile), with a caller-owned workspace, so an engine can spread (heads x query
+///   blocks) or (key ranges) over its threads;
+/// - rerope_attention() / rerope_attention_blocked(): the 0.2 names, kept, forwarding;
 /// - merge_attention(): combine two partial results over disjoint key sets (split-KV decode).
 ///
 /// The hot entry points never throw or allocate: they check their preconditions with
@@ -85,8 +87,8 @@ inline void validate_attention_positions(const positions& pos, std::int64_t n, c
     });
 }
 
-/// Cold-path check of everything attention() / rerope_attention() need; throws ropekit::error
-/// naming the field.
+/// Cold-path check of everything attention() / position_rule_attention() need; throws
+/// ropekit::error naming the field.
 template <class KV, class Mask>
 void validate_attention(const head_view<const float>& q, const head_view<const KV>& k,
                         const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
@@ -241,10 +243,18 @@ bool logit_scale_matches(const attention_params& p, const rope_frequencies& f) n
 
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
+/// Cold-path check of a position rule call (beyond validate_attention): the rule's fields, the
+/// frequencies, the attention factor in `p`, and that `table` is a range table of `freqs`
+/// holding every row the kernel looks up: the query and key positions for rules with
+/// unrotated inputs, and Self-Extend's far rows (q at floor(i/G) + w - floor(w/G), k at
+/// floor(j/G)) for the pairs that are far. StreamingLLM's far q rows (the conjugates of rows
+/// 1 .. i - c) need not be in it: the kernel computes missing ones accurately.
 template <class Rule>
-void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table,
-                     const head_view<const float>& q, std::int64_t n_kv,
-                     const attention_params& p) {
+void validate_position_rule(const Rule& rule, const rope_frequencies& freqs,
+                            const cos_sin_table& table, const head_view<const float>& q,
+                            std::int64_t n_kv, const attention_params& p) {
+    static_assert(is_position_rule_v<Rule>,
+                  "Rule is ropekit::rerope, leaky_rerope, self_extend or streaming_llm");
     rule.validate();
     freqs.validate();
     require(freqs.head_dim == q.head_dim, "head_dim", "must equal rope_frequencies::head_dim",
@@ -255,89 +265,149 @@ void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_
             p.logit_scale());
     require(table.is_range() && table.pairs() == freqs.pairs() && table.layout() == freqs.layout,
             "table", "must be a range table built from the same frequencies", table.pairs());
-    const positions qp = resolved_q_positions(p, q.tokens, n_kv);
-    const positions kp = resolved_k_positions(p);
-    auto check = [&](const positions& pos, std::int64_t n) {
-        if (n <= 0) return;
-        std::int64_t lo, hi;
-        position_bounds<void>(pos, 0, n, lo, hi);
-        require(table.contains(lo), "position", "is outside the cos/sin table", lo);
-        require(table.contains(hi), "position", "is outside the cos/sin table", hi);
-    };
-    check(qp, q.tokens);
-    check(kp, n_kv);
+    // The query positions are rotated even with no key (as the hot path checks them).
+    std::int64_t qlo = 0, qhi = 0, klo = 0, khi = 0;
+    if (q.tokens > 0)
+        position_bounds<void>(resolved_q_positions(p, q.tokens, n_kv), 0, q.tokens, qlo, qhi);
+    if (n_kv > 0) position_bounds<void>(resolved_k_positions(p), 0, n_kv, klo, khi);
+    if constexpr (Rule::inputs == rule_inputs::unrotated) {
+        if (q.tokens > 0) {
+            require(table.contains(qlo), "position", "is outside the cos/sin table", qlo);
+            require(table.contains(qhi), "position", "is outside the cos/sin table", qhi);
+        }
+        if (n_kv > 0) {
+            require(table.contains(klo), "position", "is outside the cos/sin table", klo);
+            require(table.contains(khi), "position", "is outside the cos/sin table", khi);
+        }
+    }
+    if (q.tokens <= 0 || n_kv <= 0) return;
+    if constexpr (std::is_same_v<Rule, self_extend>) {
+        // Far pairs exist only for i - j >= w: queries i >= klo + w, keys j <= qhi - w. The
+        // row maps are monotone, so the ends of those ranges bound the rows.
+        if (qhi - klo >= rule.window) {
+            const std::int64_t i0 = std::max(qlo, klo + rule.window);
+            const std::int64_t j1 = std::min(khi, qhi - rule.window);
+            for (std::int64_t row : {rule.far_q_index(i0), rule.far_q_index(qhi)})
+                require(table.contains(row), "table",
+                        "must cover Self-Extend's far query rows floor(i/G) + w - floor(w/G)", row);
+            for (std::int64_t row : {rule.far_k_index(klo), rule.far_k_index(j1)})
+                require(table.contains(row), "table",
+                        "must cover Self-Extend's far key rows floor(j/G)", row);
+        }
+    }
+}
+
+/// The 0.2 name of validate_position_rule (ReRoPE and Leaky ReRoPE).
+template <class Rule>
+void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table,
+                     const head_view<const float>& q, std::int64_t n_kv,
+                     const attention_params& p) {
+    validate_position_rule(rule, freqs, table, q, n_kv, p);
 }
 
 ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail::attn
 
-/// Blocked ReRoPE / Leaky ReRoPE attention (Su 2023), in one pass with O(tile) memory.
+/// Blocked attention under a relative-position rule (position_rules.hpp: rerope,
+/// leaky_rerope, self_extend, streaming_llm) in one pass with O(tile) memory: the hot-path
+/// kernel (no allocation, no throw; preconditions are ROPEKIT_ASSERTs and, with them compiled
+/// out, a failed one writes nothing). See position_rule_attention for the semantics and which
+/// inputs arrive rotated; ranges, workspace and partial results are as in attention_blocked.
 ///
-/// **Q and K arrive unrotated** (the kernel rotates them): the score of query i and key j is
-/// the RoPE score at relative position `rule.relative_position(i - j)`, i.e. ordinary RoPE
-/// (`(R_i q).(R_j k)`) when `i - j < window`, and beyond it `(R_w q).k` (ReRoPE) or
-/// `(R_{(i + w(k-1))/k} q).(R_{j/k} k)` (Leaky). Per key tile the kernel computes only the
-/// scores it needs: ordinary for tiles entirely inside the window, capped for tiles entirely
-/// beyond it, both (selected per element) on the band around the window edge.
-/// `params` must carry the frequencies' attention factor (attention_params::for_model(freqs)).
-/// With ROPEKIT_ASSERT compiled out, a failed precondition writes nothing.
-/// \param table range cos/sin table of `freqs` covering every query and key position (engines
-///        keep one per model); non-integer Leaky angles are computed with accurate_cos_sin.
+/// Per key tile the kernel computes only the products it needs: the near one for tiles
+/// entirely inside the window, the far one for tiles entirely beyond it, both (selected per
+/// element) only on the band around the window edge; a query block's far q rows are computed
+/// on its first tile with far pairs.
+/// \param table range cos/sin table of `freqs`; for rules with unrotated inputs it must hold
+///        every query and key position (checked here). Self-Extend's far rows and
+///        StreamingLLM's conjugate rows missing from it are computed accurately.
 template <class Arch, class KV, class Mask, class Rule>
-void rerope_attention_blocked(Arch, head_view<const float> q, head_view<const KV> k,
-                              head_view<const KV> v, head_view<float> o, const Mask& mask,
-                              const attention_params& params, const Rule& rule,
-                              const rope_frequencies& freqs, const cos_sin_table& table,
-                              head_range heads, query_range queries, key_range keys,
-                              attention_workspace& ws) {
-    static_assert(std::is_same_v<Rule, rerope> || std::is_same_v<Rule, leaky_rerope>,
-                  "Rule is ropekit::rerope or ropekit::leaky_rerope");
-    ROPEKIT_TRACE_KERNEL("rerope_attention_blocked", Arch::name());
+void position_rule_attention_blocked(Arch, head_view<const float> q, head_view<const KV> k,
+                                     head_view<const KV> v, head_view<float> o, const Mask& mask,
+                                     const attention_params& params, const Rule& rule,
+                                     const rope_frequencies& freqs, const cos_sin_table& table,
+                                     head_range heads, query_range queries, key_range keys,
+                                     attention_workspace& ws) {
+    static_assert(detail::attn::is_position_rule_v<Rule>,
+                  "Rule is ropekit::rerope, leaky_rerope, self_extend or streaming_llm");
+    ROPEKIT_TRACE_KERNEL("position_rule_attention_blocked", Arch::name());
     const bool shapes = detail::attn::shapes_ok<Arch, KV>(q, k, v, o, heads, queries, keys);
-    ROPEKIT_ASSERT(shapes, "rerope_attention_blocked: inconsistent shapes or ranges");
+    ROPEKIT_ASSERT(shapes, "position_rule_attention_blocked: inconsistent shapes or ranges");
     const bool usable = detail::attn::params_ok<Arch>(params, heads, queries, keys) &&
                         detail::attn::logit_scale_matches<Arch>(params, freqs);
     ROPEKIT_ASSERT(usable,
-                   "rerope_attention_blocked: params without the frequencies' attention factor, "
-                   "or unusable positions");
+                   "position_rule_attention_blocked: params without the frequencies' attention "
+                   "factor, or unusable positions");
     const bool tables_match = freqs.head_dim == q.head_dim && freqs.rotary_dim > 0 &&
                               freqs.rotary_dim <= q.head_dim &&
                               freqs.inv_freq.size() == std::size_t(freqs.pairs()) &&
                               table.pairs() == freqs.pairs() && table.is_range();
     ROPEKIT_ASSERT(tables_match,
-                   "rerope_attention_blocked: frequencies / table do not match head_dim");
+                   "position_rule_attention_blocked: frequencies / table do not match head_dim");
     if (!shapes || !usable || !tables_match) return;  // NDEBUG: write nothing
-    // Every position the kernel will look up must have a table row (cheap: O(1) for contiguous
-    // positions, O(n_q + n_kv) for ids); the table is one interval, so the bounds suffice.
     bool covered = true;
-    std::int64_t lo = 0, hi = 0;
-    if (queries.size() > 0 && heads.size() > 0) {
-        detail::attn::position_bounds<Arch>(
-            detail::attn::resolved_q_positions(params, q.tokens, k.tokens), queries.begin,
-            queries.end, lo, hi);
-        covered = table.contains(lo) && table.contains(hi);
-        if (keys.size() > 0) {
-            detail::attn::position_bounds<Arch>(detail::attn::resolved_k_positions(params),
-                                                keys.begin, keys.end, lo, hi);
-            covered = covered && table.contains(lo) && table.contains(hi);
+    if constexpr (Rule::inputs == rule_inputs::unrotated) {
+        // Every position the kernel rotates at must have a table row (cheap: O(1) for
+        // contiguous positions, O(n_q + n_kv) for ids); the table is one interval, so the
+        // bounds suffice.
+        std::int64_t lo = 0, hi = 0;
+        if (queries.size() > 0 && heads.size() > 0) {
+            detail::attn::position_bounds<Arch>(
+                detail::attn::resolved_q_positions(params, q.tokens, k.tokens), queries.begin,
+                queries.end, lo, hi);
+            covered = table.contains(lo) && table.contains(hi);
+            if (keys.size() > 0) {
+                detail::attn::position_bounds<Arch>(detail::attn::resolved_k_positions(params),
+                                                    keys.begin, keys.end, lo, hi);
+                covered = covered && table.contains(lo) && table.contains(hi);
+            }
         }
     }
-    ROPEKIT_ASSERT(covered, "rerope_attention_blocked: a position is outside the cos/sin table");
+    ROPEKIT_ASSERT(covered,
+                   "position_rule_attention_blocked: a position is outside the cos/sin table");
     if (!covered) return;
-    const detail::attn::rerope_rotation<Rule> rot{rule, &freqs, &table};
-    detail::attn::kernel<Arch, KV, Mask, detail::attn::rerope_rotation<Rule>> kern(q, k, v, o, mask,
-                                                                                   params, rot, ws);
+    using Pos = detail::attn::rule_rotation<Rule>;
+    const Pos rot{rule, &freqs, &table};
+    detail::attn::kernel<Arch, KV, Mask, Pos> kern(q, k, v, o, mask, params, rot, ws);
     kern.run(heads.indices(), queries.indices(), keys.indices());
 }
 
-/// rerope_attention_blocked for K/V views of non-const elements.
+/// position_rule_attention_blocked for K/V views of non-const elements.
 template <class Arch, class KT, class VT, class Mask, class Rule,
           std::enable_if_t<!(std::is_const_v<KT> && std::is_const_v<VT>), int> = 0>
-void rerope_attention_blocked(Arch arch, head_view<const float> q, head_view<KT> k, head_view<VT> v,
-                              head_view<float> o, const Mask& mask, const attention_params& params,
-                              const Rule& rule, const rope_frequencies& freqs,
-                              const cos_sin_table& table, head_range heads, query_range queries,
-                              key_range keys, attention_workspace& ws) {
+void position_rule_attention_blocked(Arch arch, head_view<const float> q, head_view<KT> k,
+                                     head_view<VT> v, head_view<float> o, const Mask& mask,
+                                     const attention_params& params, const Rule& rule,
+                                     const rope_frequencies& freqs, const cos_sin_table& table,
+                                     head_range heads, query_range queries, key_range keys,
+                                     attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    position_rule_attention_blocked(arch, q, head_view<const KV>(k), head_view<const KV>(v), o,
+                                    mask, params, rule, freqs, table, heads, queries, keys, ws);
+}
+
+/// Blocked ReRoPE / Leaky ReRoPE attention: kept for 0.2 code, forwards to
+/// position_rule_attention_blocked (same results, same speed). Q and K arrive unrotated.
+template <class Arch, class KV, class Mask, class Rule>
+ROPEKIT_ALWAYS_INLINE void rerope_attention_blocked(
+    Arch arch, head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
+    head_view<float> o, const Mask& mask, const attention_params& params, const Rule& rule,
+    const rope_frequencies& freqs, const cos_sin_table& table, head_range heads,
+    query_range queries, key_range keys, attention_workspace& ws) {
+    static_assert(std::is_same_v<Rule, rerope> || std::is_same_v<Rule, leaky_rerope>,
+                  "Rule is ropekit::rerope or ropekit::leaky_rerope");
+    position_rule_attention_blocked(arch, q, k, v, o, mask, params, rule, freqs, table, heads,
+                                    queries, keys, ws);
+}
+
+/// rerope_attention_blocked for K/V views of non-const elements (kept for 0.2 code).
+template <class Arch, class KT, class VT, class Mask, class Rule,
+          std::enable_if_t<!(std::is_const_v<KT> && std::is_const_v<VT>), int> = 0>
+ROPEKIT_ALWAYS_INLINE void rerope_attention_blocked(
+    Arch arch, head_view<const float> q, head_view<KT> k, head_view<VT> v, head_view<float> o,
+    const Mask& mask, const attention_params& params, const Rule& rule,
+    const rope_frequencies& freqs, const cos_sin_table& table, head_range heads,
+    query_range queries, key_range keys, attention_workspace& ws) {
     using KV = detail::attn::kv_element_t<KT, VT>;
     rerope_attention_blocked(arch, q, head_view<const KV>(k), head_view<const KV>(v), o, mask,
                              params, rule, freqs, table, heads, queries, keys, ws);
@@ -345,25 +415,59 @@ void rerope_attention_blocked(Arch arch, head_view<const float> q, head_view<KT>
 
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
-/// ReRoPE / Leaky ReRoPE attention over the whole problem in the caller's workspace (front
-/// door: validates as attention() does, plus the rule, the frequencies, that `params` carry
-/// their attention factor, and that `table` covers every position). See
-/// rerope_attention_blocked.
+/// Attention under a relative-position rule over the whole problem in the caller's workspace
+/// (front door: validates as attention() does, plus the rule's fields, the frequencies, that
+/// `params` carry their attention factor (attention_params::for_model(freqs)) and that `table`
+/// covers every row the rule looks up; throws ropekit::error naming the field at fault).
+///
+/// The score of query position i and key position j is RoPE at the rule's relative position:
+/// near pairs (`i - j < rule.window`) `(R_i q).(R_j k)`, far pairs
+/// `(R_{far_q_position(i)} q).(R_{far_k_position(j)} k)`. What Q and K must be:
+/// - `rerope{w}`: **unrotated** Q and K. Far: q at w, k unrotated.
+/// - `leaky_rerope{w, k}`: **unrotated** Q and K. Far: q at (i + w(k-1))/k, k at j/k.
+/// - `self_extend{w, G}`: **unrotated** Q and K. Far: q at floor(i/G) + w - floor(w/G), k at
+///   floor(j/G); `table` must hold those rows too.
+/// - `streaming_llm{n_sink, window}`: Q and K **rotated** at their own (stream) positions i and
+///   j, as an engine stores them; use mask `rule.mask()`. Near scores are plain q.k; far ones
+///   (the sinks, under that mask) re-rotate q to `min(i, n_sink + window - 1)`.
+/// \param table range cos/sin table of `freqs` (engines keep one per model).
+template <class KT, class VT, class Mask, class Rule>
+void position_rule_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
+                             head_view<float> o, const Mask& mask, const attention_params& params,
+                             const Rule& rule, const rope_frequencies& freqs,
+                             const cos_sin_table& table, attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    const head_view<const KV> kc = k, vc = v;
+    detail::attn::validate_attention(q, kc, vc, o, mask, params);
+    detail::attn::validate_position_rule(rule, freqs, table, q, k.tokens, params);
+    position_rule_attention_blocked(default_arch{}, q, kc, vc, o, mask, params, rule, freqs, table,
+                                    head_range{0, q.heads}, query_range{0, q.tokens},
+                                    key_range{0, k.tokens}, ws);
+}
+
+/// position_rule_attention() in a freshly allocated workspace.
+template <class KT, class VT, class Mask, class Rule>
+void position_rule_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
+                             head_view<float> o, const Mask& mask, const attention_params& params,
+                             const Rule& rule, const rope_frequencies& freqs,
+                             const cos_sin_table& table) {
+    auto ws = std::make_unique<attention_workspace>();
+    position_rule_attention(q, k, v, o, mask, params, rule, freqs, table, *ws);
+}
+
+/// ReRoPE / Leaky ReRoPE attention (Q and K unrotated): kept for 0.2 code, forwards to
+/// position_rule_attention.
 template <class KT, class VT, class Mask, class Rule>
 void rerope_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
                       head_view<float> o, const Mask& mask, const attention_params& params,
                       const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table,
                       attention_workspace& ws) {
-    using KV = detail::attn::kv_element_t<KT, VT>;
-    const head_view<const KV> kc = k, vc = v;
-    detail::attn::validate_attention(q, kc, vc, o, mask, params);
-    detail::attn::validate_rerope(rule, freqs, table, q, k.tokens, params);
-    rerope_attention_blocked(default_arch{}, q, kc, vc, o, mask, params, rule, freqs, table,
-                             head_range{0, q.heads}, query_range{0, q.tokens},
-                             key_range{0, k.tokens}, ws);
+    static_assert(std::is_same_v<Rule, rerope> || std::is_same_v<Rule, leaky_rerope>,
+                  "Rule is ropekit::rerope or ropekit::leaky_rerope");
+    position_rule_attention(q, k, v, o, mask, params, rule, freqs, table, ws);
 }
 
-/// rerope_attention() in a freshly allocated workspace.
+/// rerope_attention() in a freshly allocated workspace (kept for 0.2 code).
 template <class KT, class VT, class Mask, class Rule>
 void rerope_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
                       head_view<float> o, const Mask& mask, const attention_params& params,
@@ -451,13 +555,17 @@ ROPEKIT_END_NAMESPACE
         ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,          \
         const ::ropekit::attention_params&, ::ropekit::head_range, ::ropekit::query_range, \
         ::ropekit::key_range, ::ropekit::attention_workspace&);
-#define ROPEKIT_REROPE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE)                      \
-    PREFIX template void ropekit::rerope_attention_blocked<ARCH, KV, MASK, RULE>(            \
+#define ROPEKIT_POSITION_RULE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE)               \
+    PREFIX template void ropekit::position_rule_attention_blocked<ARCH, KV, MASK, RULE>(     \
         ARCH, ::ropekit::head_view<const float>, ::ropekit::head_view<const KV>,             \
         ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,            \
         const ::ropekit::attention_params&, const RULE&, const ::ropekit::rope_frequencies&, \
         const ::ropekit::cos_sin_table&, ::ropekit::head_range, ::ropekit::query_range,      \
         ::ropekit::key_range, ::ropekit::attention_workspace&);
+// rerope_attention_blocked is an always-inline forwarder: instantiating the kernel it calls
+// is what the 0.2 macros need to do.
+#define ROPEKIT_REROPE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE) \
+    ROPEKIT_POSITION_RULE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE)
 /// \endcond
 
 /// Declares (extern template) attention_blocked of architecture ARCH for K/V storage KV and mask
@@ -474,11 +582,24 @@ ROPEKIT_END_NAMESPACE
 #define ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(ARCH, KV, MASK) \
     ROPEKIT_ATTENTION_KERNELS_(, ARCH, KV, MASK)
 
-/// Declares (extern template) rerope_attention_blocked of ARCH for KV, MASK and RULE
-/// (ropekit::rerope or ropekit::leaky_rerope); see ROPEKIT_DECLARE_ATTENTION_KERNELS.
+/// Declares (extern template) position_rule_attention_blocked of ARCH for KV, MASK and RULE
+/// (ropekit::rerope, leaky_rerope, self_extend or streaming_llm); see
+/// ROPEKIT_DECLARE_ATTENTION_KERNELS.
+#define ROPEKIT_DECLARE_POSITION_RULE_ATTENTION_KERNELS(ARCH, KV, MASK, RULE) \
+    ROPEKIT_POSITION_RULE_ATTENTION_KERNELS_(extern, ARCH, KV, MASK, RULE)
+
+/// Explicitly instantiates position_rule_attention_blocked of ARCH for KV, MASK and RULE (in a
+/// translation unit compiled with ARCH's flags).
+#define ROPEKIT_INSTANTIATE_POSITION_RULE_ATTENTION_KERNELS(ARCH, KV, MASK, RULE) \
+    ROPEKIT_POSITION_RULE_ATTENTION_KERNELS_(, ARCH, KV, MASK, RULE)
+
+/// Kept for 0.2 code: ROPEKIT_DECLARE_POSITION_RULE_ATTENTION_KERNELS for RULE ropekit::rerope
+/// or ropekit::leaky_rerope (rerope_attention_blocked forwards to that kernel inline). Use one
+/// of the two macros per (ARCH, KV, MASK, RULE), not both.
 #define ROPEKIT_DECLARE_REROPE_ATTENTION_KERNELS(ARCH, KV, MASK, RULE) \
     ROPEKIT_REROPE_ATTENTION_KERNELS_(extern, ARCH, KV, MASK, RULE)
 
-/// Explicitly instantiates rerope_attention_blocked of ARCH for KV, MASK and RULE.
+/// Kept for 0.2 code: ROPEKIT_INSTANTIATE_POSITION_RULE_ATTENTION_KERNELS for RULE
+/// ropekit::rerope or ropekit::leaky_rerope.
 #define ROPEKIT_INSTANTIATE_REROPE_ATTENTION_KERNELS(ARCH, KV, MASK, RULE) \
     ROPEKIT_REROPE_ATTENTION_KERNELS_(, ARCH, KV, MASK, RULE)

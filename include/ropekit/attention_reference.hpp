@@ -126,54 +126,62 @@ void attention_reference(head_view<const float> q, head_view<KT> k_view, head_vi
         });
 }
 
-/// ReRoPE / Leaky ReRoPE by the published two-matrix definition (FORMULAS.md section 8):
-/// s1 = (R_i q).(R_j k) (ordinary RoPE), s2 = (R_w q).k (ReRoPE) or
-/// (R_{(i + w(k-1))/k} q).(R_{j/k} k) (Leaky), score = where(i - j < w, s1, s2); angles in
-/// double. Q and K are unrotated.
+/// Attention under a relative-position rule (position_rules.hpp) by the two-matrix definition,
+/// in double: s_near = (R_i q).(R_j k), s_far = (R_{far_q(i)} q).(R_{far_k(j)} k), score =
+/// where(i - j < window, s_near, s_far), angles from the rule's own far_q_position /
+/// far_k_position. It takes the inputs the kernel takes: for rules with unrotated inputs, raw q
+/// and k; for rules with rotated inputs (streaming_llm), q and k already rotated at i and j, so
+/// s_near = q.k and s_far = (R_{far_q(i) - i} q).(R_{far_k(j) - j} k). Outputs as
+/// attention_reference. No validation.
 template <class KT, class VT, class Mask, class Rule>
-void rerope_attention_reference(head_view<const float> q, head_view<KT> k_view,
-                                head_view<VT> v_view, const Mask& mask, const attention_params& p,
-                                const Rule& rule, const rope_frequencies& freqs,
-                                std::vector<double>& o, std::vector<double>& lse) {
+void position_rule_attention_reference(head_view<const float> q, head_view<KT> k_view,
+                                       head_view<VT> v_view, const Mask& mask,
+                                       const attention_params& p, const Rule& rule,
+                                       const rope_frequencies& freqs, std::vector<double>& o,
+                                       std::vector<double>& lse) {
     using namespace detail::attn_ref;
     using KV = detail::attn::kv_element_t<KT, VT>;
     const head_view<const KV> k = k_view, v = v_view;
     const positions qpos = detail::attn::resolved_q_positions(p, q.tokens, k.tokens);
     const positions kpos = detail::attn::resolved_k_positions(p);
     const std::int64_t group = q.heads / k.heads;
-    const double w = double(rule.window);
-    constexpr bool leaky = std::is_same_v<Rule, leaky_rerope>;
-    double kk = 1.0;
-    if constexpr (leaky) kk = rule.k;
+    constexpr bool rotated = Rule::inputs == rule_inputs::rotated;
     const std::int64_t n_q = q.tokens, n_kv = k.tokens;
-    // s1 operands: q rotated at i, k at j. s2 operands: q at w (ReRoPE) or (i + w(k-1))/k
-    // (Leaky), k unrotated (ReRoPE) or at j/k (Leaky).
+    // Near operands (rotated at i and j, or as given) and far operands, one per (token, head).
     std::vector<std::vector<double>> q1, q2, k1, k2;
     for (std::int64_t t = 0; t < n_q; ++t) {
-        const double qp = double(qpos.at(t));
+        const std::int64_t i = qpos.at(t);
         for (std::int64_t h = 0; h < q.heads; ++h) {
             const std::vector<double> x = head(q, t, h);
-            q1.push_back(rotate(x, qp, freqs));
-            q2.push_back(leaky ? rotate(x, (qp + w * (kk - 1.0)) / kk, freqs)
-                               : rotate(x, w, freqs));
+            q1.push_back(rotated ? x : rotate(x, double(i), freqs));
+            q2.push_back(rotate(x, rule.far_q_position(i) - (rotated ? double(i) : 0.0), freqs));
         }
     }
     for (std::int64_t j = 0; j < n_kv; ++j) {
-        const double kp = double(kpos.at(j));
+        const std::int64_t kp = kpos.at(j);
         for (std::int64_t h = 0; h < k.heads; ++h) {
             const std::vector<double> x = head(k, j, h);
-            k1.push_back(rotate(x, kp, freqs));
-            k2.push_back(leaky ? rotate(x, kp / kk, freqs) : x);
+            k1.push_back(rotated ? x : rotate(x, double(kp), freqs));
+            k2.push_back(rotate(x, rule.far_k_position(kp) - (rotated ? double(kp) : 0.0), freqs));
         }
     }
     run(q, k, v, o, lse, mask, p,
         [&](std::int64_t t, std::int64_t h, std::int64_t j, std::int64_t qp, std::int64_t kp) {
             const std::size_t qi = std::size_t(t * q.heads + h);
             const std::size_t ki = std::size_t(j * k.heads + h / group);
-            const double s1 = dot(q1[qi], k1[ki]);
-            const double s2 = dot(q2[qi], k2[ki]);
-            return double(p.softmax_scale()) * (double(qp - kp) < w ? s1 : s2);
+            const double s = qp - kp < rule.window ? dot(q1[qi], k1[ki]) : dot(q2[qi], k2[ki]);
+            return double(p.softmax_scale()) * s;
         });
+}
+
+/// ReRoPE / Leaky ReRoPE by the published two-matrix definition (FORMULAS.md section 8), Q and
+/// K unrotated: kept for 0.2 code, forwards to position_rule_attention_reference.
+template <class KT, class VT, class Mask, class Rule>
+void rerope_attention_reference(head_view<const float> q, head_view<KT> k_view,
+                                head_view<VT> v_view, const Mask& mask, const attention_params& p,
+                                const Rule& rule, const rope_frequencies& freqs,
+                                std::vector<double>& o, std::vector<double>& lse) {
+    position_rule_attention_reference(q, k_view, v_view, mask, p, rule, freqs, o, lse);
 }
 
 ROPEKIT_END_NAMESPACE

@@ -10,3 +10,8 @@ ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16, ::ro
 ROPEKIT_INSTANTIATE_REROPE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16,
                                              ::ropekit::causal_mask, ::ropekit::leaky_rerope)
 ROPEKIT_INSTANTIATE_SINK_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16)
+ROPEKIT_INSTANTIATE_POSITION_RULE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16,
+                                                    ::ropekit::causal_mask, ::ropekit::self_extend)
+ROPEKIT_INSTANTIATE_POSITION_RULE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16,
+                                                    ::ropekit::sink_window_mask,
+                                                    ::ropekit::streaming_llm)

@@ -2,13 +2,14 @@
 // libFuzzer target for the attention API. The input decodes shapes (GQA, head_dim, K/V storage),
 // strides (packed, padded, heads-major, or arbitrary, possibly overlapping or negative), every
 // mask type with its parameters, int32 / int64 / contiguous / constant positions, learned
-// sinks, query_index_offset, the softmax scale, and ReRoPE / Leaky ReRoPE rules with their
-// tables. Every buffer has exactly the size its view needs, so ASan sees any read or write
-// outside it. Findings:
-//  - anything but ropekit::error escaping a front door (attention(), rerope_attention(), the
+// sinks, query_index_offset, the softmax scale, and the position rules (ReRoPE, Leaky ReRoPE,
+// Self-Extend, StreamingLLM) with their tables. Every buffer has exactly the size its view needs,
+// so ASan sees any read or write outside it. Findings:
+//  - anything but ropekit::error escaping a front door (attention(), position_rule_attention(), the
 //    attention_params / rope_frequencies builders);
 //  - a NaN in an accepted call's output or LSE;
-//  - a hot entry point (attention_blocked, rerope_attention_blocked, merge_attention) that, on
+//  - a hot entry point (attention_blocked, position_rule_attention_blocked, merge_attention) that,
+//  on
 //    the shapes the front door accepted, trips a ROPEKIT_ASSERT, or whose head x query x key
 //    split merged by LSE differs from the whole-problem result;
 //  - with ranges outside the views (ROPEKIT_ASSERT is recorded, not fatal, as with asserts
@@ -395,10 +396,12 @@ void run(FuzzedDataProvider& in) {
         ends.empty() ? n_windows : std::min<std::int64_t>(n_windows, std::int64_t(ends.size()))};
 
     // ReRoPE: a rule and a table (possibly too short or of other frequencies).
-    const int rule_kind = in.ConsumeIntegralInRange<int>(0, 3);  // 0, 1: none
+    const int rule_kind = in.ConsumeIntegralInRange<int>(0, 5);  // 0, 1: none
     const ropekit::rerope rr{pick_int(in, 0, 100)};
     const ropekit::leaky_rerope lr{pick_int(in, 0, 100),
                                    in.ConsumeBool() ? 1.0 : double(pick_float(in))};
+    const ropekit::self_extend se{pick_int(in, 0, 100), pick_int(in, 0, 9)};
+    const ropekit::streaming_llm sl{pick_int(in, -1, 8), pick_int(in, 0, 100)};
     const std::int64_t table_first = in.ConsumeIntegralInRange<std::int64_t>(-20, 20);
     const std::int64_t table_rows = in.ConsumeIntegralInRange<std::int64_t>(0, 400);
 
@@ -466,6 +469,8 @@ void run(FuzzedDataProvider& in) {
 
     const auto with_rule = [&](auto&& f) {
         if (rule_kind == 2) return f(rr);
+        if (rule_kind == 4) return f(se);
+        if (rule_kind == 5) return f(sl);
         return f(lr);
     };
     with_mask([&](const auto& mask) {
@@ -477,13 +482,13 @@ void run(FuzzedDataProvider& in) {
                 return;
             }
             try {
-                ropekit::rerope_attention(q.view, k.view, v.view, o.view, mask, p, rule, freqs,
-                                          *table, workspace());
+                ropekit::position_rule_attention(q.view, k.view, v.view, o.view, mask, p, rule,
+                                                 freqs, *table, workspace());
             } catch (const ropekit::error&) {
                 return;
             }
             if (fuzz_attention::assert_fired)
-                finding("rerope_attention() asserted after validating");
+                finding("position_rule_attention() asserted after validating");
             if (has_nan(o.buf) || (p.lse && has_nan(lse))) finding("NaN in an accepted result");
             if (!decoded_shapes() || !p.lse) return;
             const whole_result whole{o.buf, lse};
@@ -493,18 +498,18 @@ void run(FuzzedDataProvider& in) {
                     attention_params pp = p;
                     pp.sink_logits = nullptr;
                     pp.lse = l;
-                    ropekit::rerope_attention_blocked(ropekit::default_arch{}, qc, kc, vc, ov, mask,
-                                                      pp, rule, freqs, *table, hr, qr, kr,
-                                                      workspace());
+                    ropekit::position_rule_attention_blocked(ropekit::default_arch{}, qc, kc, vc,
+                                                             ov, mask, pp, rule, freqs, *table, hr,
+                                                             qr, kr, workspace());
                 });
             check_bad_ranges(
                 in, n_q, n_kv, H, D,
                 [&](head_range hr, query_range qr, key_range kr, head_view<float> ov, float* l) {
                     attention_params pp = p;
                     pp.lse = l;
-                    ropekit::rerope_attention_blocked(ropekit::default_arch{}, qc, kc, vc, ov, mask,
-                                                      pp, rule, freqs, *table, hr, qr, kr,
-                                                      workspace());
+                    ropekit::position_rule_attention_blocked(ropekit::default_arch{}, qc, kc, vc,
+                                                             ov, mask, pp, rule, freqs, *table, hr,
+                                                             qr, kr, workspace());
                 });
         });
     });

@@ -33,6 +33,7 @@
 #include "../storage.hpp"
 #include "../table.hpp"
 #include "../view.hpp"
+#include "attention_rules.hpp"
 #include "attention_simd.hpp"
 #include "rope_kernels.hpp"
 #if ROPEKIT_HAS_XSIMD
@@ -252,12 +253,6 @@ inline void rotate_head(const float* ROPEKIT_RESTRICT x, float* ROPEKIT_RESTRICT
         rotate_gptj_scalar<Arch, float>(out, c, s, pairs);
 }
 
-/// cos|sin of `position * inv_freq` for every pair, accurate (see detail::accurate_cos_sin).
-template <class Arch>
-inline void accurate_row(double position, const float* inv_freq, int pairs, float* cs) noexcept {
-    for (int i = 0; i < pairs; ++i) accurate_cos_sin(position, inv_freq[i], cs[i], cs[pairs + i]);
-}
-
 /// cos|sin of a + b from the rows of a and b (angle addition).
 template <class Ops>
 ROPEKIT_ALWAYS_INLINE void compose_rows(const float* a, const float* b, int pairs,
@@ -371,20 +366,6 @@ inline void position_bounds(const positions& pos, std::int64_t t0, std::int64_t 
             return;
     }
 }
-
-/// No rotation inside the kernel (Q and K arrive rotated, or the model has no RoPE).
-struct no_rotation {};
-
-/// ReRoPE / Leaky ReRoPE rotation inside the kernel: Q and K arrive unrotated.
-template <class Rule>
-struct rerope_rotation {
-    Rule rule;
-    const rope_frequencies* freqs;
-    const cos_sin_table* table;
-};
-
-template <class Rule>
-inline constexpr bool is_leaky_v = std::is_same_v<Rule, leaky_rerope>;
 
 /// S^T rows [c, c + RB) x row vectors [rv0, rv0 + NV): acc = sum_d K[c+i][d] * qt[d][:].
 template <class Ops, int RB, int NV>
@@ -854,7 +835,9 @@ ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, 
         });
 }
 
-/// The blocked kernel for one argument set. `Pos` is no_rotation or rerope_rotation<Rule>.
+/// The blocked kernel for one argument set. `Pos` is no_rotation or rule_rotation<Rule>
+/// (attention_rules.hpp): with a rule, every tile computes the near product, the far one, or
+/// (only on the band around the window edge) both, selected per element.
 template <class Arch, class KV, class Mask, class Pos>
 class kernel {
   public:
@@ -862,7 +845,12 @@ class kernel {
     static constexpr int W = Ops::width;
     static constexpr int R = block_rows;
     static constexpr int C = tile_keys;
-    static constexpr bool rotating = !std::is_same_v<Pos, no_rotation>;
+    using traits = pos_traits<Pos>;
+    /// A rule is fused (the name predates rules whose inputs arrive rotated).
+    static constexpr bool rotating = traits::rule;
+    /// Few rows use the decode form: without a rule, or with a rule whose inputs arrive rotated
+    /// (StreamingLLM: the far q is a second set of q rows, K is read as given).
+    static constexpr bool decode_form = !rotating || !traits::rotate_inputs;
 
     kernel(const head_view<const float>& q, const head_view<const KV>& k,
            const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
@@ -890,9 +878,9 @@ class kernel {
         const std::int64_t kv0 = heads.begin / group_;
         const std::int64_t kv1 = (heads.end + group_ - 1) / group_;
         const std::int64_t nq = queries.size();
-        // The decode form exists only without in-kernel rotation and with vectors (a constexpr
-        // guard: ReRoPE and scalar kernels never instantiate it).
-        if constexpr (!rotating && W > 1) {
+        // The decode form exists only without in-kernel rotation of K and with vectors (a
+        // constexpr guard: rules with unrotated inputs and scalar kernels never instantiate it).
+        if constexpr (decode_form && W > 1) {
             if (D_ % W == 0 && nq > 0 && group_ * nq <= 8) {
                 // Decode: one block spans several K/V heads (up to 64 padded rows), so the
                 // per-call setup and the chunk loop are shared by them.
@@ -923,68 +911,85 @@ class kernel {
         if constexpr (rotating) {
             const rope_frequencies& f = *pos_.freqs;
             const int pairs = f.pairs();
-            if constexpr (is_leaky_v<std::decay_t<decltype(pos_.rule)>>) {
+            using rule_t = typename Pos::rule_type;
+            if constexpr (is_leaky_v<rule_t>) {
                 const double k = pos_.rule.k;
                 for (int o = 0; o < C; ++o)
                     accurate_row<Arch>(double(o) / k, f.inv_freq.data(), pairs,
                                        ws_.leaky_off + o * 2 * pairs);
-            } else {
+            } else if constexpr (std::is_same_v<rule_t, rerope>) {
                 accurate_row<Arch>(double(pos_.rule.window), f.inv_freq.data(), pairs, ws_.cs_cap);
             }
         }
     }
 
     const float* table_row(std::int64_t position) const noexcept {
-        const cos_sin_table& t = *pos_.table;
-        return t.data() + (position - t.first_position()) * t.row_stride();
+        return table_row_at<Arch>(*pos_.table, position);
     }
 
-    /// Loads the block's Q^T (scaled; rotated for ReRoPE) and zero-pads rows to full vectors.
+    /// Loads the block's Q^T (scaled; rotated at the query position when the rule's inputs are
+    /// unrotated) and zero-pads rows to full vectors. The far q of a rule is loaded on the
+    /// first tile that needs it (load_far_q): StreamingLLM blocks inside the cache never do.
     void load_q(std::int64_t h0, int nh, std::int64_t t0, int nt, int nrv) noexcept {
         const float scale = p_.softmax_scale();
         const int rows = nh * nt;
-        const float* src[R];
         fill_positions<Arch>(q_src_, t0, nt, ws_.tok_pos);
         for (int tl = 0; tl < nt; ++tl) {
             const std::int64_t t = t0 + tl;
             ws_.tok_idx[tl] = q_index_offset_ + t;
-            for (int hh = 0; hh < nh; ++hh) src[tl * nh + hh] = q_.at(t, h0 + hh);
+            for (int hh = 0; hh < nh; ++hh) q_rows_[tl * nh + hh] = q_.at(t, h0 + hh);
         }
-        if constexpr (!rotating) {
-            rows_to_columns(src, rows, nrv, scale, ws_.qt);
+        far_q_ready_ = false;
+        block_nh_ = nh;
+        block_nt_ = nt;
+        block_nrv_ = nrv;
+        if constexpr (!traits::rotate_inputs) {
+            rows_to_columns(q_rows_, rows, nrv, scale, ws_.qt);
         } else {
             // Rotated rows are staged row-major in the K tiles (free until the first tile).
             const rope_frequencies& f = *pos_.freqs;
             const int pairs = f.pairs();
             alignas(64) float tmp[max_head_dim];
             const float* rot_rows[R];
-            const float* cap_rows[R];
             for (int tl = 0; tl < nt; ++tl) {
                 for (int hh = 0; hh < nh; ++hh) {
                     const int r = tl * nh + hh;
                     float* rot = ws_.kt + r * max_head_dim;
-                    float* cap = ws_.kc + r * max_head_dim;
-                    for (int d = 0; d < D_; ++d) tmp[d] = src[r][d] * scale;
+                    for (int d = 0; d < D_; ++d) tmp[d] = q_rows_[r][d] * scale;
                     rotate_head<Arch>(tmp, rot, table_row(ws_.tok_pos[tl]), pairs, D_, f.layout);
-                    if constexpr (is_leaky_v<std::decay_t<decltype(pos_.rule)>>) {
-                        // Leaky: q at (i + w (k - 1)) / k, a non-integer position.
-                        if (hh == 0) {
-                            const double k = pos_.rule.k;
-                            const double w = double(pos_.rule.window);
-                            accurate_row<Arch>((double(ws_.tok_pos[tl]) + w * (k - 1.0)) / k,
-                                               f.inv_freq.data(), pairs, ws_.cs_tmp);
-                        }
-                        rotate_head<Arch>(tmp, cap, ws_.cs_tmp, pairs, D_, f.layout);
-                    } else {
-                        // ReRoPE: q at the window, k unrotated: relative position w.
-                        rotate_head<Arch>(tmp, cap, ws_.cs_cap, pairs, D_, f.layout);
-                    }
                     rot_rows[r] = rot;
-                    cap_rows[r] = cap;
                 }
             }
             rows_to_columns(rot_rows, rows, nrv, 1.0f, ws_.qt);
-            rows_to_columns(cap_rows, rows, nrv, 1.0f, ws_.qcap);
+        }
+    }
+
+    /// The block's far Q^T (ws_.qcap): q (scaled) rotated by the rule's far q row. Called at the
+    /// start of a tile, when the K tiles are free to stage the rows in.
+    void load_far_q() noexcept {
+        far_q_ready_ = true;
+        if constexpr (rotating) {
+            const float scale = p_.softmax_scale();
+            const rope_frequencies& f = *pos_.freqs;
+            const int pairs = f.pairs();
+            const int nh = block_nh_, nt = block_nt_;
+            alignas(64) float tmp[max_head_dim];
+            const float* cap_rows[R];
+            for (int tl = 0; tl < nt; ++tl) {
+                const float* cs = far_q_row<Arch>(pos_, ws_.tok_pos[tl], ws_.cs_cap, ws_.cs_tmp);
+                for (int hh = 0; hh < nh; ++hh) {
+                    const int r = tl * nh + hh;
+                    float* cap = ws_.kc + r * max_head_dim;
+                    if (cs == nullptr) {  // the far q is the near one (no rotation)
+                        for (int d = 0; d < D_; ++d) cap[d] = q_rows_[r][d] * scale;
+                    } else {
+                        for (int d = 0; d < D_; ++d) tmp[d] = q_rows_[r][d] * scale;
+                        rotate_head<Arch>(tmp, cap, cs, pairs, D_, f.layout);
+                    }
+                    cap_rows[r] = cap;
+                }
+            }
+            rows_to_columns(cap_rows, nh * nt, block_nrv_, 1.0f, ws_.qcap);
         }
     }
 
@@ -1054,7 +1059,7 @@ class kernel {
     void block(std::int64_t kvh, std::int64_t h0, int nh, std::int64_t t0, int nt,
                index_range keys) noexcept {
         const int rows = nh * nt;
-        if constexpr (!rotating && W > 1) {
+        if constexpr (decode_form && W > 1) {
             if (D_ % W == 0 && rows <= 8) {
                 // Few rows (a narrow head range with several queries): the decode form
                 // vectorises over head channels instead of rows, so a vector is not mostly
@@ -1102,7 +1107,7 @@ class kernel {
             const float* kf = float_tile(k_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
             scores<Ops>(kf, ks, nc, D_, ws_.qt, st, nrv);
         } else {
-            st = rerope_scores(kvh, nrv, b, c0, nc, nt, nh);
+            st = rule_scores(kvh, nrv, b, c0, nc, nt, nh);
         }
 
         if (vis == tile_visibility::partial) {
@@ -1142,19 +1147,24 @@ class kernel {
 #endif
     }
 
-    /// ReRoPE scores of one tile, chosen per tile: distances all below the window use the
-    /// ordinary rotation, all at or beyond it the capped one, and only tiles that straddle the
-    /// window edge compute both and select per element. Returns the score tile.
-    float* rerope_scores(std::int64_t kvh, int nrv, const block_bounds& b, std::int64_t c0, int nc,
-                         int nt, int nh) noexcept {
+    /// A rule's scores of one tile, chosen per tile: distances all below the window use the
+    /// near product, all at or beyond it the far one, and only tiles that straddle the window
+    /// edge compute both and select per element. Returns the score tile.
+    float* rule_scores(std::int64_t kvh, int nrv, const block_bounds& b, std::int64_t c0, int nc,
+                       int nt, int nh) noexcept {
         if constexpr (rotating) {
+            constexpr far_key_rotation fk = traits::far_keys;
+            static_assert(traits::rotate_inputs || fk == far_key_rotation::same,
+                          "rules with rotated inputs keep the key rotation");
             const rope_frequencies& f = *pos_.freqs;
             const int pairs = f.pairs();
             const std::int64_t w = pos_.rule.window;
             const std::int64_t dmin = b.q_pos_min - b.k_pos_max;
             const std::int64_t dmax = b.q_pos_max - b.k_pos_min;
-            const bool need_ord = dmin < w;
-            const bool need_cap = dmax >= w;
+            const bool need_cap = dmax >= w && !far_pairs_hidden<Arch>(pos_.rule, mask_, b);
+            // A tile needs one product at least (all far and hidden: the mask hides them all).
+            const bool need_ord = dmin < w || !need_cap;
+            if (need_cap && !far_q_ready_) load_far_q();
             alignas(64) float raw[max_head_dim];
             const float* kraw_base = nullptr;
             std::ptrdiff_t kraw_stride = 0;
@@ -1170,17 +1180,28 @@ class kernel {
                     return raw;
                 }
             };
-            constexpr bool leaky = is_leaky_v<std::decay_t<decltype(pos_.rule)>>;
+            // Rotated inputs (StreamingLLM): both products use the K tile as given, read
+            // exactly as the plain kernel reads it (packed, next tile prefetched).
+            const float* kf = nullptr;
+            std::ptrdiff_t ks = 0;
+            if constexpr (!traits::rotate_inputs) {
+                prefetch_next(kvh, c0 + nc);
+                kf = float_tile(k_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
+            }
             if (need_ord) {
-                for (int c = 0; c < nc; ++c)
-                    rotate_head<Arch>(raw_row(c), ws_.kt + c * max_head_dim, table_row(ws_.kpos[c]),
-                                      pairs, D_, f.layout);
-                scores<Ops>(ws_.kt, max_head_dim, nc, D_, ws_.qt, ws_.st, nrv);
+                if constexpr (traits::rotate_inputs) {
+                    for (int c = 0; c < nc; ++c)
+                        rotate_head<Arch>(raw_row(c), ws_.kt + c * max_head_dim,
+                                          table_row(ws_.kpos[c]), pairs, D_, f.layout);
+                    scores<Ops>(ws_.kt, max_head_dim, nc, D_, ws_.qt, ws_.st, nrv);
+                } else {
+                    scores<Ops>(kf, ks, nc, D_, ws_.qt, ws_.st, nrv);
+                }
             }
             if (need_cap) {
                 const float* kc = nullptr;
                 std::ptrdiff_t kcs = max_head_dim;
-                if constexpr (leaky) {
+                if constexpr (fk == far_key_rotation::scaled) {
                     // k at j / k: the tile base angle composed with the per-call offset table.
                     const double kk = pos_.rule.k;
                     accurate_row<Arch>(double(b.k_pos_min) / kk, f.inv_freq.data(), pairs,
@@ -1198,7 +1219,17 @@ class kernel {
                                           f.layout);
                     }
                     kc = ws_.kc;
-                } else {
+                } else if constexpr (fk == far_key_rotation::integer) {
+                    // Self-Extend: k at the table row floor(j / G) (a tile spans ~64 / G rows).
+                    for (int c = 0; c < nc; ++c)
+                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_head_dim,
+                                          far_k_row<Arch>(pos_, ws_.kpos[c], ws_.cs_tmp), pairs, D_,
+                                          f.layout);
+                    kc = ws_.kc;
+                } else if constexpr (fk == far_key_rotation::same) {
+                    kc = kf;
+                    kcs = ks;
+                } else {  // identity: the key unrotated (ReRoPE)
                     if constexpr (std::is_same_v<KV, float>) {
                         kc = kraw_base;
                         kcs = kraw_stride;
@@ -1273,6 +1304,34 @@ class kernel {
             ws_.m[r] = -std::numeric_limits<float>::infinity();
             ws_.l[r] = 0.0f;
         }
+        // A rule's far q rows (StreamingLLM's q re-rotated to its cache slot), in the same
+        // layout as the near ones in ws_.kc, built on the first chunk that has far pairs.
+        bool far_ready = false;
+        auto load_far_rows = [&] {
+            far_ready = true;
+            if constexpr (rotating) {
+                const rope_frequencies& f = *pos_.freqs;
+                alignas(64) float tmp[max_head_dim], rot[max_head_dim];
+                for (int r = 0; r < rows; ++r) zero_floats(ws_.qcap + r * max_head_dim, D_);
+                for (int tl = 0; tl < nt; ++tl) {
+                    const float* cs =
+                        far_q_row<Arch>(pos_, ws_.tok_pos[tl], ws_.cs_cap, ws_.cs_tmp);
+                    for (int sg = 0; sg < nseg; ++sg)
+                        for (int hh = 0; hh < seg_nh[sg]; ++hh) {
+                            const int r = seg_r0[sg] + tl * seg_nh[sg] + hh;
+                            const float* src = q_.at(t0 + tl, seg_h0[sg] + hh);
+                            for (int d = 0; d < D_; ++d) tmp[d] = src[d] * scale;
+                            const float* x = tmp;
+                            if (cs) {
+                                rotate_head<Arch>(tmp, rot, cs, f.pairs(), D_, f.layout);
+                                x = rot;
+                            }
+                            float* dst = ws_.qcap + r * max_head_dim;
+                            for (int d = 0; d < D_; ++d) dst[pairs_ ? pair_slot(d) : d] = x[d];
+                        }
+                }
+            }
+        };
 
         index_range ranges[2];
         const block_bounds qb = query_block_bounds(nt);
@@ -1290,10 +1349,25 @@ class kernel {
                 block_bounds bb;
                 const tile_visibility vis = classify_tile(qb, c0, nc, bb);
                 if (vis == tile_visibility::none) continue;
+                // With a rule: which of the near and far products the chunk needs (as
+                // rule_scores decides per tile).
+                bool need_ord = true, need_cap = false;
+                std::int64_t w = 0;
+                if constexpr (rotating) {
+                    w = pos_.rule.window;
+                    need_cap = bb.q_pos_max - bb.k_pos_min >= w &&
+                               !far_pairs_hidden<Arch>(pos_.rule, mask_, bb);
+                    need_ord = bb.q_pos_min - bb.k_pos_max < w || !need_cap;
+                    if (need_cap && !far_ready) load_far_rows();
+                }
                 for (int sg = 0; sg < nseg; ++sg) {
                     const int nr = seg_rows[sg];
                     float* sd = ws_.st + seg_r0[sg] * decode_chunk;
                     const float* q = ws_.kc + seg_r0[sg] * max_head_dim;
+                    if constexpr (rotating) {
+                        if (!need_ord) q = ws_.qcap + seg_r0[sg] * max_head_dim;
+                    }
+                    const float* qfar = ws_.qcap + seg_r0[sg] * max_head_dim;
                     const int r0 = seg_r0[sg];
                     const int nh = seg_nh[sg];
                     with_pairs([&](auto pc) {
@@ -1304,6 +1378,22 @@ class kernel {
                                 v_.token_stride, nc, D_, nr, q, sd, ws_.m + r0, ws_.l + r0,
                                 ws_.alpha + r0, ws_.ot + r0 * max_head_dim, kpf, vpf,
                                 [&](float* s) {
+                                    if constexpr (rotating) {
+                                        if (need_ord && need_cap) {
+                                            // Band chunk: far scores with the far q rows, selected
+                                            // per element.
+                                            alignas(64) float s2[decode_chunk * NR];
+                                            decode_chunk_scores<Ops, NR, decltype(pc)::value>(
+                                                k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_, qfar,
+                                                s2, 0);
+                                            for (int c = 0; c < nc; ++c)
+                                                for (int tl = 0; tl < nt; ++tl)
+                                                    if (ws_.tok_pos[tl] - ws_.kpos[c] >= w)
+                                                        for (int hh = 0; hh < nh; ++hh)
+                                                            s[c * NR + tl * nh + hh] =
+                                                                s2[c * NR + tl * nh + hh];
+                                        }
+                                    }
                                     if (vis != tile_visibility::partial) return;
                                     for (int c = 0; c < nc; ++c)
                                         for (int tl = 0; tl < nt; ++tl)
@@ -1445,6 +1535,10 @@ class kernel {
     int D_ = 0;
     std::int64_t group_ = 1, n_q_ = 0, n_kv_ = 0, q_index_offset_ = 0;
     bool pairs_ = false;
+    // The current block's q rows and shape, for the far q loaded on demand (load_far_q).
+    const float* q_rows_[R] = {};
+    bool far_q_ready_ = false;
+    int block_nh_ = 0, block_nt_ = 0, block_nrv_ = 0;
 };
 
 }  // namespace detail::attn
