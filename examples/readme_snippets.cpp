@@ -83,6 +83,45 @@ void attention_snippet(const ropekit::rope_frequencies& freqs) {
     std::printf("snippet 3: o[0][0][0] = %.6f, lse[0] = %.6f\n", double(o[0]), double(lse[0]));
 }
 
+void position_rules_snippet(const ropekit::rope_frequencies& freqs) {
+    const std::int64_t n = 1200;
+    const int n_heads = 8, n_kv_heads = 2;
+    std::vector<float> qb(std::size_t(n) * n_heads * 128, 0.5f), ob(qb.size());
+    std::vector<float> kb(std::size_t(n) * n_kv_heads * 128, 0.25f), vb(kb.size(), 1.0f);
+    const auto table = ropekit::cos_sin_table::for_range(freqs, 0, n);
+    const auto p = ropekit::attention_params::for_model(freqs);
+    const auto q = ropekit::packed_view<const float>(qb.data(), n, n_heads, 128);
+    const auto k = ropekit::packed_view<const float>(kb.data(), n, n_kv_heads, 128);
+    const auto v = ropekit::packed_view<const float>(vb.data(), n, n_kv_heads, 128);
+    const auto o = ropekit::packed_view(ob.data(), n, n_heads, 128);
+    const auto q_raw = q, k_raw = k;
+    const auto q_new = q.tokens_slice(n - 1, n), k_new = k.tokens_slice(n - 1, n);
+    const auto v_new = v.tokens_slice(n - 1, n);
+    const auto o_new = o.tokens_slice(0, 1);
+    auto workspace_owner = std::make_unique<ropekit::attention_workspace>();
+    ropekit::attention_workspace& workspace = *workspace_owner;
+    // clang-format off
+    // README snippet 4
+    // StreamingLLM: q, k rotated at their stream positions as usual; a prompt longer than the
+    // cache gets StreamingLLM's exact result in one pass (sinks scored at their cache distance)
+    const ropekit::streaming_llm rule{/*n_sink*/ 4, /*window*/ 1020};
+    ropekit::position_rule_attention(q, k, v, o, rule.mask(), p, rule, freqs, table, workspace);
+    // Self-Extend (also ReRoPE, Leaky ReRoPE): q and k *unrotated*, the kernel rotates them
+    ropekit::position_rule_attention(q_raw, k_raw, v, o, ropekit::causal_mask{}, p,
+                                     ropekit::self_extend{/*window*/ 1024, /*group*/ 8}, freqs, table, workspace);
+    // decode: one sink + window cache per layer; raw k/v in, constant memory, no allocation
+    ropekit::sink_cache<ropekit::bfloat16> cache(freqs, {/*n_kv_heads*/ 2, /*head_dim*/ 128, /*n_sink*/ 4, /*window*/ 1020});
+    ropekit::sink_workspace<ropekit::bfloat16> ws(cache, /*n_heads*/ 8);
+    ropekit::sink_partial part(/*n_heads*/ 8, /*head_dim*/ 128);
+    cache.append(k_raw, v);                                             // the prompt: sinks + last window kept
+    ropekit::sink_decode_step(cache, q_new, k_new, v_new, o_new, p, ws, part);  // append one token, attend
+    // end README snippet 4
+    // clang-format on
+    // Every value of V is 1: every output is 1 up to rounding.
+    std::printf("snippet 4: o[0][0][0] = %.6f, cache at position %lld\n", double(ob[0]),
+                (long long)cache.next_position());
+}
+
 }  // namespace
 
 int main() {
@@ -90,6 +129,7 @@ int main() {
         const ropekit::rope_frequencies freqs = scaling_snippet();
         rope_snippet(freqs);
         attention_snippet(freqs);
+        position_rules_snippet(freqs);
     } catch (const ropekit::error& e) {
         std::fprintf(stderr, "%s\n", e.what());
         return 2;
