@@ -4,6 +4,8 @@
 // Leaky ReRoPE against the two-matrix definition. Built once per ISA variant.
 #include "test_support.hpp"
 
+#include "attention_checks.hpp"
+
 #include <ropekit/attention.hpp>
 #include <ropekit/attention_reference.hpp>
 
@@ -25,35 +27,9 @@ using ropekit::key_range;
 using ropekit::query_range;
 using arch = ropekit::default_arch;
 
-/// Error metrics of a result against the double reference: normwise maximum relative error
-/// max|a - b| / max|b| and NMSE sum (a - b)^2 / sum b^2.
-struct errors {
-    double max_rel = 0, nmse = 0;
-};
-errors compare(const std::vector<float>& got, const std::vector<double>& ref) {
-    double max_abs = 0, max_ref = 0, se = 0, sr = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-        const double d = double(got[i]) - ref[i];
-        max_abs = std::max(max_abs, std::abs(d));
-        max_ref = std::max(max_ref, std::abs(ref[i]));
-        se += d * d;
-        sr += ref[i] * ref[i];
-    }
-    errors e;
-    e.max_rel = max_ref > 0 ? max_abs / max_ref : max_abs;
-    e.nmse = sr > 0 ? se / sr : se;
-    return e;
-}
-
-void check_lse(const std::vector<float>& got, const std::vector<double>& ref) {
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-        if (std::isinf(ref[i])) {
-            REQUIRE(got[i] == float(ref[i]));
-        } else {
-            REQUIRE(std::abs(double(got[i]) - ref[i]) <= 1e-5 * std::max(1.0, std::abs(ref[i])));
-        }
-    }
-}
+using ropekit_test::check_lse;
+using ropekit_test::compare;
+using ropekit_test::errors;
 
 /// Random Q/K/V in dense [tokens][heads][head_dim] layout, K/V rounded to storage KV.
 template <class KV>
