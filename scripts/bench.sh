@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the benchmarks (-O3 -march=native) and runs them with repetitions, reporting medians.
 # One-core runs are pinned to the last core; the 2-thread attention cases use all cores.
-#   bash scripts/bench.sh [table|rope|attention ...] [-- extra Google Benchmark flags]
+#   bash scripts/bench.sh [table|rope|attention|streaming ...] [-- extra Google Benchmark flags]
 #   ROPEKIT_BENCH_OPT=-O2 bash scripts/bench.sh ...   the same at -O2 (build tree build/bench-O2)
 # JSON results land in build/bench/<name>.json next to the console output.
 set -euo pipefail
@@ -10,11 +10,11 @@ names=()
 while (($#)); do
   case "$1" in
     --) shift; break ;;
-    table|rope|attention) names+=("$1"); shift ;;
-    *) echo "usage: scripts/bench.sh [table|rope|attention ...] [-- benchmark flags]" >&2; exit 2 ;;
+    table|rope|attention|streaming) names+=("$1"); shift ;;
+    *) echo "usage: scripts/bench.sh [table|rope|attention|streaming ...] [-- benchmark flags]" >&2; exit 2 ;;
   esac
 done
-((${#names[@]})) || names=(table rope attention)
+((${#names[@]})) || names=(table rope attention streaming)
 bash scripts/deps.sh
 opt=${ROPEKIT_BENCH_OPT:--O3}
 dir=build/bench
