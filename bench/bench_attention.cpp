@@ -361,14 +361,20 @@ void eigen_prefill(benchmark::State& st, std::int64_t n, std::int64_t H) {
                         visible_pairs(ropekit::causal_mask{}, n, n));
 }
 
-template <class KV, class Rule>
-void rerope_prefill(benchmark::State& st, Rule rule, std::int64_t n, std::int64_t H, int threads) {
-    const int D = 128;
-    data<KV> d(n, n, H, H, D);
+/// Frequencies base 10000 over the whole head (the rules' benchmarks rotate with these).
+ropekit::rope_frequencies base_freqs(int D) {
     ropekit::rope_frequencies f;
     f.head_dim = D;
     f.rotary_dim = D;
     for (int i = 0; i < D / 2; ++i) f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / D)));
+    return f;
+}
+
+template <class KV, class Rule>
+void rerope_prefill(benchmark::State& st, Rule rule, std::int64_t n, std::int64_t H, int threads) {
+    const int D = 128;
+    data<KV> d(n, n, H, H, D);
+    const ropekit::rope_frequencies f = base_freqs(D);
     const auto table = ropekit::cos_sin_table::for_range(f, 0, n);
     const attention_params p = attention_params::for_model(f);
     const ropekit::causal_mask mask;
@@ -392,10 +398,7 @@ void rule_prefill(benchmark::State& st, Rule rule, Mask mask, PlainMask plain_ma
                   std::int64_t H, int threads, const char* ratio_name) {
     const int D = 128;
     data<KV> d(n, n, H, H, D);
-    ropekit::rope_frequencies f;
-    f.head_dim = D;
-    f.rotary_dim = D;
-    for (int i = 0; i < D / 2; ++i) f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / D)));
+    const ropekit::rope_frequencies f = base_freqs(D);
     const auto table = ropekit::cos_sin_table::for_range(f, 0, n);
     const attention_params p = attention_params::for_model(f);
     const auto ws = workspaces(threads);

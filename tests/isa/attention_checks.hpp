@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// Error metrics of the attention kernels' results against the double references, shared by the
-// attention tests (include after test_support.hpp: it uses Catch2's REQUIRE).
+// Helpers shared by the attention tests: error metrics against the double references and the
+// synthetic frequencies the problems are rotated with (include after test_support.hpp: it uses
+// Catch2's REQUIRE).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
+
+#include <ropekit/table.hpp>
 
 namespace ropekit_test {
 
@@ -40,6 +43,20 @@ inline void check_lse(const std::vector<float>& got, const std::vector<double>& 
             REQUIRE(std::abs(double(got[i]) - ref[i]) <= 1e-5 * std::max(1.0, std::abs(ref[i])));
         }
     }
+}
+
+/// Frequencies base 10000 over `rotary_dim` channels (a model's shape without a scaling method).
+inline ropekit::rope_frequencies make_freqs(int head_dim, int rotary_dim,
+                                            ropekit::rope_layout layout,
+                                            float attention_factor = 1.0f) {
+    ropekit::rope_frequencies f;
+    f.attention_factor = attention_factor;
+    f.head_dim = head_dim;
+    f.rotary_dim = rotary_dim;
+    f.layout = layout;
+    for (int i = 0; i < rotary_dim / 2; ++i)
+        f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / rotary_dim)));
+    return f;
 }
 
 }  // namespace ropekit_test

@@ -356,17 +356,7 @@ TEST_CASE("head and query-block ranges cover the whole result; strided views",
 
 namespace {
 
-ropekit::rope_frequencies make_freqs(int head_dim, int rotary_dim, ropekit::rope_layout layout,
-                                     float attention_factor = 1.0f) {
-    ropekit::rope_frequencies f;
-    f.attention_factor = attention_factor;
-    f.head_dim = head_dim;
-    f.rotary_dim = rotary_dim;
-    f.layout = layout;
-    for (int i = 0; i < rotary_dim / 2; ++i)
-        f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / rotary_dim)));
-    return f;
-}
+using ropekit_test::make_freqs;
 
 template <class KV, class Rule>
 void rerope_case(const Rule& rule, int D, int rotary_dim, ropekit::rope_layout layout,

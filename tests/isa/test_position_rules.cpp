@@ -57,17 +57,7 @@ using ropekit_test::check_lse;
 using ropekit_test::compare;
 using ropekit_test::errors;
 
-ropekit::rope_frequencies make_freqs(int head_dim, int rotary_dim, rope_layout layout,
-                                     float attention_factor = 1.0f) {
-    ropekit::rope_frequencies f;
-    f.attention_factor = attention_factor;
-    f.head_dim = head_dim;
-    f.rotary_dim = rotary_dim;
-    f.layout = layout;
-    for (int i = 0; i < rotary_dim / 2; ++i)
-        f.inv_freq.push_back(float(std::pow(10000.0, -2.0 * i / rotary_dim)));
-    return f;
-}
+using ropekit_test::make_freqs;
 
 /// Random Q/K/V, [tokens][heads][head_dim], K/V stored as KV.
 template <class KV>
