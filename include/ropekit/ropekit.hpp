@@ -11,6 +11,7 @@
 #include "error.hpp"
 #include "layout.hpp"
 #include "mask.hpp"
+#include "mrope.hpp"
 #include "position_rules.hpp"
 #include "rope.hpp"
 #include "rope_reference.hpp"

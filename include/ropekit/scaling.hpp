@@ -78,6 +78,19 @@ struct rope_params {
     int head_dim = 0;       ///< channels per attention head
     int rotary_dim = 0;     ///< rotated channels (even, <= head_dim); the `dim` of every formula
     rope_layout layout = rope_layout::neox;  ///< which channels form a pair
+    /// The `dim` in the exponent `2i / dim` when it is not rotary_dim; 0 (the default) means
+    /// rotary_dim. Gemma 4's proportional RoPE divides by the full head_dim while rotating only
+    /// the first pairs.
+    int frequency_dim = 0;
+    /// NeoX channel distance within a pair, 0 meaning rotary_dim / 2 (rope_frequencies::pair_span).
+    int pair_span = 0;
+    /// First rotated channel (rope_frequencies::rotary_offset; DeepSeek MLA: qk_nope_head_dim).
+    int rotary_offset = 0;
+
+    /// frequency_dim, or rotary_dim when it is 0.
+    ROPEKIT_ALWAYS_INLINE int exponent_dim() const noexcept {
+        return frequency_dim > 0 ? frequency_dim : rotary_dim;
+    }
 
     /// Throws ropekit::error unless 0 < head_dim <= max_head_dim, rotary_dim is even, > 0 and
     /// <= head_dim, and base is > 1 and finite in float32 (HF's pow runs on a float32 base; a
@@ -88,6 +101,24 @@ struct rope_params {
         detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
                         rotary_dim);
         detail::require(rotary_dim <= head_dim, "rotary_dim", "must be <= head_dim", rotary_dim);
+        detail::require(frequency_dim == 0 || (frequency_dim >= rotary_dim &&
+                                               frequency_dim <= max_head_dim &&
+                                               frequency_dim % 2 == 0),
+                        "frequency_dim", "must be 0, or even, >= rotary_dim and <= 65536",
+                        frequency_dim);
+        detail::require(pair_span == 0 || (layout == rope_layout::neox &&
+                                           pair_span >= rotary_dim / 2 && pair_span <= head_dim),
+                        "pair_span", "must be 0, or (NeoX only) >= rotary_dim / 2", pair_span);
+        detail::require(rotary_offset >= 0 && rotary_offset <= head_dim, "rotary_offset",
+                        "must be in [0, head_dim]", rotary_offset);
+        {
+            const int span = pair_span > 0 ? pair_span : rotary_dim / 2;
+            const int extent = layout == rope_layout::neox ? span + rotary_dim / 2 : rotary_dim;
+            detail::require(rotary_offset + extent <= head_dim, "head_dim",
+                            "must be >= rotary_offset + the rotated extent (pair_span + "
+                            "rotary_dim / 2 for NeoX, rotary_dim for GPT-J)",
+                            head_dim);
+        }
         detail::require(std::isfinite(base) && base > 1.0, "base", "must be finite and > 1", base);
         detail::require_fits_f32(base, "base");
     }
@@ -244,6 +275,8 @@ inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<
     f.head_dim = p.head_dim;
     f.rotary_dim = p.rotary_dim;
     f.layout = p.layout;
+    f.pair_span = p.pair_span;
+    f.rotary_offset = p.rotary_offset;
     f.validate();
     return f;
 }

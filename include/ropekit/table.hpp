@@ -39,8 +39,19 @@ inline constexpr std::int64_t table_max_floats = std::int64_t(1) << 31;
 /// Rotary frequencies of one model configuration: the output of every scaling method.
 ///
 /// Pair `i` (0 <= i < rotary_dim/2) of a token at position `p` is rotated by the angle
-/// `p * inv_freq[i]`. Which two channels form pair `i` is the layout's business
-/// (see rope_layout). Channels `[rotary_dim, head_dim)` are never rotated (partial rotary).
+/// `p * inv_freq[i]`. Which two channels form pair `i` is the geometry's business:
+///
+/// - NeoX: channels `(rotary_offset + i, rotary_offset + i + neox_pair_span())`;
+/// - GPT-J: channels `(rotary_offset + 2i, rotary_offset + 2i + 1)`.
+///
+/// Every other channel of the head is never read or written. With the defaults (offset 0, span
+/// rotary_dim / 2) that is ordinary (partial) rotary: channels `[rotary_dim, head_dim)` pass
+/// through. Two models need more:
+/// - Gemma 4's proportional RoPE rotates the first pairs of a NeoX head whose halves span
+///   head_dim / 2 (`pair_span = head_dim / 2`, rotary_dim < head_dim), so rotated and
+///   pass-through channels interleave at that stride;
+/// - DeepSeek's MLA rotates the last 64 channels of a 192-channel q/k head
+///   (`rotary_offset = qk_nope_head_dim = 128`).
 ///
 /// **attention_factor is not part of the rotation.** Hugging Face multiplies cos and sin by it,
 /// for q and for k, so the attention logits are multiplied by `attention_factor^2`. ropekit
@@ -53,9 +64,30 @@ struct rope_frequencies {
     int head_dim = 0;               ///< channels per head
     int rotary_dim = 0;             ///< rotated channels, even, <= head_dim
     rope_layout layout = rope_layout::neox;  ///< which channels form a pair
+    /// NeoX only: channels from the first element of a pair to its second; 0 (the default) means
+    /// rotary_dim / 2. GPT-J pairs are adjacent and take 0.
+    int pair_span = 0;
+    /// First rotated channel of the head (0 unless the rotary part is a slice at an offset).
+    int rotary_offset = 0;
 
     /// Number of rotation pairs, rotary_dim / 2.
     ROPEKIT_ALWAYS_INLINE int pairs() const noexcept { return rotary_dim / 2; }
+
+    /// NeoX channel distance within a pair: pair_span, or rotary_dim / 2 when it is 0.
+    ROPEKIT_ALWAYS_INLINE int neox_pair_span() const noexcept {
+        return pair_span > 0 ? pair_span : rotary_dim / 2;
+    }
+
+    /// Channels from rotary_offset to one past the last rotated channel: neox_pair_span() +
+    /// pairs() for NeoX, rotary_dim for GPT-J.
+    ROPEKIT_ALWAYS_INLINE int rotated_extent() const noexcept {
+        return layout == rope_layout::neox ? neox_pair_span() + pairs() : rotary_dim;
+    }
+
+    /// True for the ordinary geometry (offset 0, NeoX span rotary_dim / 2).
+    ROPEKIT_ALWAYS_INLINE bool ordinary_geometry() const noexcept {
+        return rotary_offset == 0 && (pair_span == 0 || pair_span == rotary_dim / 2);
+    }
 
     /// Multiplier for the attention logits equivalent to HF's scaled cos/sin on q and k:
     /// `attention_factor^2`.
@@ -65,13 +97,24 @@ struct rope_frequencies {
 
     /// Throws ropekit::error unless the fields are consistent: rotary_dim even, > 0 and
     /// <= max_rotary_dim, rotary_dim <= head_dim, inv_freq has rotary_dim/2 finite entries,
-    /// attention_factor finite and > 0.
+    /// attention_factor finite and > 0, pair_span 0 or (NeoX) >= pairs(), rotary_offset >= 0 and
+    /// rotary_offset + rotated_extent() <= head_dim.
     ROPEKIT_ALWAYS_INLINE void validate() const {
         detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
                         rotary_dim);
         detail::require(rotary_dim <= max_rotary_dim, "rotary_dim",
                         "must be <= max_rotary_dim (65536)", rotary_dim);
         detail::require(head_dim >= rotary_dim, "head_dim", "must be >= rotary_dim", head_dim);
+        detail::require(pair_span == 0 || (layout == rope_layout::neox && pair_span >= pairs() &&
+                                           pair_span <= max_rotary_dim),
+                        "pair_span", "must be 0, or (NeoX only) >= rotary_dim / 2 and <= 65536",
+                        pair_span);
+        detail::require(rotary_offset >= 0 && rotary_offset <= max_rotary_dim, "rotary_offset",
+                        "must be in [0, 65536]", rotary_offset);
+        detail::require(rotary_offset + rotated_extent() <= head_dim, "head_dim",
+                        "must be >= rotary_offset + the rotated extent (pair_span + rotary_dim / 2 "
+                        "for NeoX, rotary_dim for GPT-J)",
+                        head_dim);
         detail::require(inv_freq.size() == std::size_t(rotary_dim / 2), "inv_freq",
                         "must have rotary_dim/2 entries", inv_freq.size());
         for (float f : inv_freq) detail::require(std::isfinite(f), "inv_freq", "must be finite", f);
@@ -231,6 +274,15 @@ class cos_sin_table {
     ROPEKIT_ALWAYS_INLINE int rotary_dim() const noexcept { return 2 * pairs_; }
     /// Channel order the table was built for.
     ROPEKIT_ALWAYS_INLINE rope_layout layout() const noexcept { return layout_; }
+    /// NeoX channel distance within a pair (rope_frequencies::neox_pair_span()).
+    ROPEKIT_ALWAYS_INLINE int pair_span() const noexcept { return pair_span_; }
+    /// First rotated channel (rope_frequencies::rotary_offset).
+    ROPEKIT_ALWAYS_INLINE int rotary_offset() const noexcept { return rotary_offset_; }
+    /// Channels from rotary_offset() to one past the last rotated one
+    /// (rope_frequencies::rotated_extent()).
+    ROPEKIT_ALWAYS_INLINE int rotated_extent() const noexcept {
+        return layout_ == rope_layout::neox ? pair_span_ + pairs_ : 2 * pairs_;
+    }
     /// Floats between the starts of consecutive rows (2 * pairs()).
     ROPEKIT_ALWAYS_INLINE std::ptrdiff_t row_stride() const noexcept {
         return 2 * std::ptrdiff_t(pairs_);
@@ -276,6 +328,8 @@ class cos_sin_table {
                                         std::int64_t count, bool is_range)
         : pairs_(freqs.pairs()),
           layout_(freqs.layout),
+          pair_span_(freqs.neox_pair_span()),
+          rotary_offset_(freqs.rotary_offset),
           rows_(count),
           first_position_(first),
           is_range_(is_range),
@@ -291,6 +345,8 @@ class cos_sin_table {
 
     int pairs_ = 0;
     rope_layout layout_ = rope_layout::neox;
+    int pair_span_ = 0;
+    int rotary_offset_ = 0;
     std::int64_t rows_ = 0;
     std::int64_t first_position_ = 0;
     bool is_range_ = true;
