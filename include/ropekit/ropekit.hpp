@@ -7,6 +7,7 @@
 #include "arch.hpp"
 #include "attention.hpp"
 #include "attention_reference.hpp"
+#include "attention_temperature.hpp"
 #include "config.hpp"
 #include "error.hpp"
 #include "layout.hpp"
