@@ -109,8 +109,12 @@ TEST_CASE("YaRN configs: Qwen2.5 (legacy type), gpt-oss (truncate false), DeepSe
 
     const auto ds = load_config_json(data("deepseek_v2_lite.json"));
     const auto& dy = std::get<yarn_scaling>(ds.scaling);
-    CHECK(ds.params.head_dim == 64);  // MLA: qk_rope_head_dim, not 2048 / 16
+    // MLA: the q/k head is qk_nope_head_dim + qk_rope_head_dim (not 2048 / 16), the rotated
+    // qk_rope_head_dim channels follow the 128 nope ones.
+    CHECK(ds.params.head_dim == 192);
     CHECK(ds.params.rotary_dim == 64);
+    CHECK(ds.params.rotary_offset == 128);
+    CHECK(ds.frequencies().rotary_offset == 128);
     CHECK(dy.factor == 40.0);
     CHECK(dy.mscale == 0.707);
     CHECK(dy.mscale_all_dim == 0.707);
@@ -323,7 +327,8 @@ const std::map<std::string, std::string>& full_configs() {
                        "high_freq_factor": 4.0, "original_max_position_embeddings": 2048})"},
         {"longrope", R"({"rope_type": "longrope", "short_factor": [1.0, 1.5, 2.0, 2.5],
                          "long_factor": [2.0, 3.0, 4.0, 5.0], "original_max_position_embeddings":
-                         2048, "attention_factor": 1.2, "factor": 4.0})"}};
+                         2048, "attention_factor": 1.2, "factor": 4.0})"},
+        {"proportional", R"({"rope_type": "proportional", "factor": 2.0})"}};
     return configs;
 }
 
@@ -512,20 +517,53 @@ TEST_CASE("derived LongRoPE factor below 1: attention factor 1 as HF; explicit b
                        "rope_scaling.attention_factor", "-1");
 }
 
-TEST_CASE("M-RoPE (Qwen2-VL): default frequencies, warning that mrope_section is not applied") {
+TEST_CASE("M-RoPE (Qwen2-VL): default frequencies and the mrope_section on the config") {
     const auto c = load_config_json(data("qwen2_vl.json"));
     CHECK(c.rope_type == "mrope");
     CHECK(std::holds_alternative<default_rope>(c.scaling));
     CHECK(c.params.base == 1e6);
     CHECK(c.params.rotary_dim == 128);
-    CHECK(has_warning(c, "mrope_section"));
+    REQUIRE(c.mrope);
+    CHECK(c.mrope->section == std::array<int, 3>{16, 24, 24});
+    CHECK(c.mrope->layout == mrope_layout::contiguous);
+    CHECK(!has_warning(c, "mrope_section"));
     CHECK(!has_warning(c, "not used by rope_type"));
     CHECK(c.frequencies().inv_freq == default_rope{}.frequencies(c.params).inv_freq);
     // Qwen2.5-VL's later spelling: type default plus mrope_section.
     const auto d = parse_config_json(R"({"head_dim": 128, "model_type": "qwen2_5_vl",
         "rope_scaling": {"type": "default", "mrope_section": [16, 24, 24]}})");
     CHECK(std::holds_alternative<default_rope>(d.scaling));
-    CHECK(has_warning(d, "mrope_section"));
+    REQUIRE(d.mrope);
+    CHECK(d.mrope->layout == mrope_layout::contiguous);
+    CHECK(!has_warning(d, "mrope"));
+    // Qwen3-VL: mrope_interleaved (and its model_type) give the interleaved T/H/W assignment.
+    const auto e = parse_config_json(R"({"head_dim": 128, "rope_scaling": {"rope_type": "default",
+        "mrope_section": [24, 20, 20], "mrope_interleaved": true}})");
+    REQUIRE(e.mrope);
+    CHECK(e.mrope->layout == mrope_layout::interleaved);
+    CHECK(!has_warning(e, "not used by rope_type"));
+    const auto f = parse_config_json(R"({"model_type": "qwen3_vl", "text_config": {"head_dim": 128,
+        "model_type": "qwen3_vl_text", "rope_scaling": {"rope_type": "default",
+        "mrope_section": [24, 20, 20]}}})");
+    REQUIRE(f.mrope);
+    CHECK(f.mrope->layout == mrope_layout::interleaved);
+    // Named errors: the sum, the entries, the shape, the flag.
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"type": "mrope",
+        "mrope_section": [16, 24, 16]}})",
+                       "rope_scaling.mrope_section", "sum");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"type": "mrope",
+        "mrope_section": [16, -1, 24]}})",
+                       "rope_scaling.mrope_section[1]", "-1");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"type": "mrope",
+        "mrope_section": [64, 64]}})",
+                       "rope_scaling.mrope_section", "3 integers");
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"type": "default",
+        "mrope_section": [24, 20, 20], "mrope_interleaved": 1}})",
+                       "rope_scaling.mrope_interleaved", "1");
+    // Interleaved: 3 * s1 must fit the pairs (3 * 30 > 64 + 1).
+    expect_parse_error(R"({"head_dim": 128, "rope_scaling": {"type": "default",
+        "mrope_section": [4, 30, 30], "mrope_interleaved": true}})",
+                       "rope_scaling.mrope_section", "interleaved");
 }
 
 TEST_CASE("Gemma-3 v4 config: rope_local_base_freq through layer_type") {

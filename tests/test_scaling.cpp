@@ -647,7 +647,8 @@ TEST_CASE("every rope_scaling alternative describes itself: rope_type, keys, att
             M::config_keys());
     });
     CHECK(types.size() == std::variant_size_v<rope_scaling>);
-    CHECK(known_rope_types() == "default, linear, ntk, dynamic, yarn, llama3, longrope, su");
+    CHECK(known_rope_types() ==
+          "default, linear, ntk, dynamic, yarn, llama3, longrope, su, proportional");
     CHECK(std::holds_alternative<longrope_scaling>(*scaling_for_rope_type("su")));
 }
 

@@ -42,7 +42,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attention_temperature.hpp"
 #include "error.hpp"
+#include "mrope.hpp"
 #include "scaling.hpp"
 
 ROPEKIT_BEGIN_NAMESPACE
@@ -55,6 +57,9 @@ struct model_rope_config {
     std::optional<std::int64_t> max_position_embeddings;  ///< as read, if present
     /// Top level (wins for yarn, longrope, llama3, as HF), else the dict's; as read.
     std::optional<std::int64_t> original_max_position_embeddings;
+    /// M-RoPE (Qwen2-VL / Qwen2.5-VL `mrope_section`, Qwen3-VL interleaved): the pairs per
+    /// position axis, validated against rotary_dim / 2; unset for 1-D RoPE.
+    std::optional<mrope_sections> mrope;
     /// Keys read but ignored, defaults and overrides applied, guesses made (layout, M-RoPE).
     std::vector<std::string> warnings;
 
@@ -79,6 +84,63 @@ struct config_json_options {
     /// chatglm, helium), else NeoX rotate-half, with a warning when `model_type` is one ropekit
     /// does not know (a file without `model_type` is taken as hand-written: no warning).
     std::optional<rope_layout> layout;
+};
+
+/// The most layers model_config_from_json accepts (num_hidden_layers, layer_types,
+/// no_rope_layers): 2^14, a hundred times today's deepest models (DeepSeek-V3: 61, Llama 4
+/// Behemoth: 120); a larger count is a corrupt file, refused before anything is allocated.
+inline constexpr std::int64_t max_model_layers = std::int64_t(1) << 14;
+
+/// One layer type of a model: its RoPE and what its attention needs besides the frequencies.
+/// An engine builds the softmax scale as
+/// `attention_params::for_model(cfg.frequencies()).with_scaling(cfg.scaling)`.
+struct layer_config {
+    /// HF's layer type: "full_attention", "sliding_attention" or "chunked_attention".
+    std::string layer_type;
+    /// False for Llama 4's NoPE layers (`no_rope_layers[i] == 0`): q and k are not rotated and
+    /// `rope` only describes the other layers.
+    bool use_rope = true;
+    model_rope_config rope;  ///< the frequencies' configuration (params, method, M-RoPE)
+    /// q/k channels per head: head_dim, Gemma 4's global_head_dim on full-attention layers, or
+    /// MLA's qk_nope_head_dim + qk_rope_head_dim. Equal to rope.params.head_dim.
+    int head_dim = 0;
+    int v_head_dim = 0;  ///< v channels per head: MLA's v_head_dim, else head_dim
+    /// The `1/sqrt(head_dim)` part of the softmax scale, as the HF attention module sets its
+    /// `scaling`: `head_dim ** -0.5`; Gemma 2/3 `query_pre_attn_scalar ** -0.5`; Gemma 4 1 (its
+    /// q/k norms); DeepSeek-V2/V3 and Kimi-K2 (MLA with YaRN's mscale_all_dim)
+    /// `qk_head_dim ** -0.5 * yarn_get_mscale(factor, mscale_all_dim) ** 2`.
+    double scaling = 1.0;
+    std::optional<std::int64_t> sliding_window;        ///< sliding_attention layers
+    std::optional<std::int64_t> attention_chunk_size;  ///< chunked_attention layers (Llama 4)
+    std::optional<double> attn_logit_softcapping;      ///< Gemma 2: `cap * tanh(s / cap)`
+    /// Llama 4's query scale on NoPE layers (attn_temperature_tuning), unset elsewhere.
+    std::optional<attention_temperature> temperature;
+
+    /// The frequencies at sequence length `seq_len` (rope.frequencies()).
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(std::optional<std::int64_t> seq_len = {}) const {
+        return rope.frequencies(seq_len);
+    }
+};
+
+/// Every layer type of a model and which layer has which (model_config_from_json).
+struct model_layers_config {
+    std::vector<layer_config> types;  ///< distinct layer types, in order of first appearance
+    /// Per layer (num_hidden_layers entries): the index into `types`.
+    std::vector<std::size_t> layer_type_index;
+    std::string model_type;  ///< as written (empty if absent)
+    /// Warnings of every layer type (prefixed with the type) and of the layer map.
+    std::vector<std::string> warnings;
+
+    /// Number of layers.
+    ROPEKIT_ALWAYS_INLINE std::size_t num_layers() const noexcept {
+        return layer_type_index.size();
+    }
+    /// The configuration of layer `i`; throws ropekit::error (field `layer`) when out of range.
+    ROPEKIT_ALWAYS_INLINE const layer_config& layer(std::size_t i) const {
+        detail::require(i < layer_type_index.size(), "layer", "must be < num_hidden_layers", i);
+        return types[layer_type_index[i]];
+    }
 };
 
 namespace detail {
@@ -182,12 +244,12 @@ inline std::vector<double> number_list(const json& obj, const char* key, const s
 }
 
 /// model_types whose HF modeling code pairs adjacent channels (2i, 2i+1): GPT-J/CodeGen
-/// rotate_every_two, DeepSeek-V2 view_as_complex on (..., -1, 2), DeepSeek-V3/Kimi-K2
+/// rotate_every_two, DeepSeek-V2 and Llama 4 view_as_complex on (..., -1, 2), DeepSeek-V3/Kimi-K2
 /// (rope_interleave, default true), Cohere/GLM/Helium rotate_half over x[..., ::2] / x[..., 1::2]
 /// with repeat_interleave, ChatGLM's (..., rot_dim/2, 2) reshape.
 inline bool interleaved_model_type(const std::string& t) {
     for (const char* k : {"gptj", "codegen", "deepseek_v2", "deepseek_v3", "kimi_k2", "cohere",
-                          "cohere2", "glm", "glm4", "chatglm", "helium"})
+                          "cohere2", "glm", "glm4", "chatglm", "helium", "llama4", "llama4_text"})
         if (t == k) return true;
     return false;
 }
@@ -195,13 +257,49 @@ inline bool interleaved_model_type(const std::string& t) {
 /// model_types known to use NeoX rotate-half (cat(freqs, freqs) + rotate_half); anything else
 /// gets the same layout but a warning, because a wrong guess gives fluent garbage.
 inline bool neox_model_type(const std::string& t) {
-    for (const char* k :
-         {"llama",     "llama4_text", "mistral",     "mixtral",  "ministral",  "qwen2",
-          "qwen2_moe", "qwen3",       "qwen3_moe",   "qwen2_vl", "qwen2_5_vl", "gemma",
-          "gemma2",    "gemma3",      "gemma3_text", "phi",      "phi3",       "phimoe",
-          "gpt_neox",  "gpt_oss",     "starcoder2",  "olmo",     "olmo2",      "stablelm",
-          "granite",   "granitemoe",  "internlm2",   "exaone",   "falcon",     "persimmon",
-          "mistral3",  "smollm3",     "nemotron",    "deepseek", "baichuan",   "yi"})
+    for (const char* k : {"llama",
+                          "gemma4_text",
+                          "mistral",
+                          "mixtral",
+                          "ministral",
+                          "qwen2",
+                          "qwen2_moe",
+                          "qwen3",
+                          "qwen3_moe",
+                          "qwen2_vl",
+                          "qwen2_5_vl",
+                          "gemma",
+                          "gemma2",
+                          "gemma3",
+                          "gemma3_text",
+                          "phi",
+                          "phi3",
+                          "phimoe",
+                          "gpt_neox",
+                          "gpt_oss",
+                          "starcoder2",
+                          "olmo",
+                          "olmo2",
+                          "stablelm",
+                          "granite",
+                          "granitemoe",
+                          "internlm2",
+                          "exaone",
+                          "falcon",
+                          "persimmon",
+                          "mistral3",
+                          "smollm3",
+                          "nemotron",
+                          "deepseek",
+                          "baichuan",
+                          "yi",
+                          "gemma4",
+                          "qwen3_vl",
+                          "qwen3_vl_text",
+                          "qwen3_vl_moe",
+                          "qwen3_vl_moe_text",
+                          "qwen2_5_vl_text",
+                          "qwen2_vl_text"})
         if (t == k) return true;
     return false;
 }
@@ -342,9 +440,12 @@ inline std::string read_rope_type(const json* dict, const std::string& where) {
 }
 
 /// Phase 5: base, head_dim, rotary_dim and pair layout.
+/// `global_layer`: a full-attention layer of a model with `global_head_dim` (Gemma 4), whose
+/// heads (and so its proportional RoPE, HF's head_dim_key="global_head_dim") are that size.
 inline rope_params read_geometry(const json& top, const json& d, const std::string& where,
                                  bool local_layers, const config_json_options& options,
-                                 std::vector<std::string>& warn) {
+                                 std::vector<std::string>& warn, bool proportional = false,
+                                 bool global_layer = false) {
     std::optional<double> theta;
     if (local_layers) {
         theta = number(top, "rope_local_base_freq", "");
@@ -375,8 +476,18 @@ inline rope_params read_geometry(const json& top, const json& d, const std::stri
                            " overridden by the top-level " + show(json(*prf)) +
                            " (HF's standardize_rope_params)");
     }
-    // MLA models (DeepSeek-V2/V3) rotate only the qk_rope_head_dim part of each head.
+    // MLA models (DeepSeek-V2/V3, Kimi-K2) rotate only the qk_rope_head_dim channels that
+    // follow the qk_nope_head_dim ones: HF's rope sees head_dim = qk_rope_head_dim, the q/k head
+    // is their sum (see the rotary_offset below).
     std::optional<std::int64_t> head_dim = integer(top, "qk_rope_head_dim", "");
+    const bool mla = head_dim.has_value();
+    std::optional<std::int64_t> nope;
+    if (mla) {
+        nope = integer(top, "qk_nope_head_dim", "");
+        if (nope && (*nope < 0 || *nope > rope_params::max_head_dim))
+            fail("qk_nope_head_dim", "must be in [0, 65536] (got " + std::to_string(*nope) + ")");
+    }
+    if (!head_dim && global_layer) head_dim = integer(top, "global_head_dim", "");
     if (!head_dim) head_dim = integer(top, "head_dim", "");
     if (!head_dim) {
         auto hidden = integer(top, "hidden_size", "");
@@ -418,19 +529,31 @@ inline rope_params read_geometry(const json& top, const json& d, const std::stri
             layout = rope_layout::neox;
         }
     }
-    if (auto rd = integer(top, "rotary_dim", ""); rd && !prf) {  // GPT-J / CodeGen
+    rope_params p;
+    if (proportional) {
+        p = rope_params::proportional(int(*head_dim), prf.value_or(1.0), *theta, *layout);
+    } else if (auto rd = integer(top, "rotary_dim", ""); rd && !prf) {  // GPT-J / CodeGen
         if (*rd <= 0 || *rd > *head_dim)
             fail("rotary_dim", "must be in (0, head_dim] (got " + std::to_string(*rd) + ")");
-        rope_params p;
         p.base = *theta;
         p.head_dim = int(*head_dim);
         p.rotary_dim = int(*rd);
         p.layout = *layout;
         p.validate();
-        return p;
+    } else {
+        p = rope_params::from_partial_rotary_factor(int(*head_dim), prf.value_or(1.0), *theta,
+                                                    *layout);
     }
-    return rope_params::from_partial_rotary_factor(int(*head_dim), prf.value_or(1.0), *theta,
-                                                   *layout);
+    if (mla && nope && *nope > 0) {
+        // The frequencies are those of the qk_rope_head_dim slice; only where it sits changes.
+        if (*nope + *head_dim > rope_params::max_head_dim)
+            fail("qk_nope_head_dim", "+ qk_rope_head_dim must be <= 65536 (got " +
+                                         std::to_string(*nope + *head_dim) + ")");
+        p.head_dim = int(*nope + *head_dim);
+        p.rotary_offset = int(*nope);
+        p.validate();
+    }
+    return p;
 }
 
 /// What phases 6 and 7 read the method's keys from.
@@ -655,6 +778,275 @@ M read_method(const method_source& m, model_rope_config& out, value_sources& src
     return method;
 }
 
+/// Phase 8: M-RoPE's `mrope_section` (3 pair counts: temporal, height, width) and its layout:
+/// interleaved for Qwen3-VL (`mrope_interleaved: true`, or a qwen3_vl model_type, whose HF code
+/// always interleaves), else contiguous (Qwen2-VL, Qwen2.5-VL).
+inline std::optional<mrope_sections> read_mrope(const json& root, const json& top, const json& d,
+                                                const std::string& where, bool mrope_type,
+                                                std::vector<std::string>& warn) {
+    const json* ms = find(d, "mrope_section");
+    const json* mi = find(d, "mrope_interleaved");
+    if (!ms) {
+        if (mrope_type || mi)
+            warn.push_back(where +
+                           "mrope_section: missing; M-RoPE needs it, the frequencies are 1-D "
+                           "default RoPE's (text-only positions are exact)");
+        return std::nullopt;
+    }
+    if (!ms->is_array() || ms->size() != 3)
+        fail(where + "mrope_section",
+             "must be a list of 3 integers (temporal, height, width; got " + show(*ms) + ")");
+    mrope_sections out;
+    for (std::size_t i = 0; i < 3; ++i) {
+        const json& v = (*ms)[i];
+        const std::string key = where + "mrope_section[" + std::to_string(i) + "]";
+        if (!v.is_number_integer() || v.get<std::int64_t>() < 0 ||
+            v.get<std::int64_t>() > (1 << 15))
+            fail(key, "must be an integer in [0, 32768] (got " + show(v) + ")");
+        out.section[i] = int(v.get<std::int64_t>());
+    }
+    bool interleaved = false;
+    if (mi) {
+        if (!mi->is_boolean())
+            fail(where + "mrope_interleaved", "must be true or false (got " + show(*mi) + ")");
+        interleaved = mi->get<bool>();
+    }
+    for (const json* cfg : {&top, &root})
+        if (const json* mt = find(*cfg, "model_type");
+            mt && mt->is_string() && mt->get<std::string>().rfind("qwen3_vl", 0) == 0) {
+            if (mi && !interleaved)
+                warn.push_back(where +
+                               "mrope_interleaved: false, but Qwen3-VL's HF code always "
+                               "interleaves; interleaved used");
+            interleaved = true;
+        }
+    out.layout = interleaved ? mrope_layout::interleaved : mrope_layout::contiguous;
+    return out;
+}
+
+/// The RoPE configuration of one layer type (config_from_json, model_config_from_json).
+inline model_rope_config read_rope_config(const json& root, const config_json_options& options,
+                                          bool global_layer) {
+    const json& top = language_model_config(root);
+    model_rope_config out;
+    auto& warn = out.warnings;
+    const rope_dict rd = find_rope_dict(top, options, warn);
+    const bool local_layers = read_local_layers(top, rd, options, warn);
+    const json empty = json::object();
+    const json* dict = local_layers ? nullptr : rd.dict;
+    const json& d = dict ? *dict : empty;
+    out.rope_type = read_rope_type(dict, rd.where);
+
+    // M-RoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): default frequencies, split over three position
+    // axes (temporal, height, width) at apply time by mrope_sections.
+    const bool mrope = out.rope_type == "mrope";
+    const auto method = scaling_for_rope_type(mrope ? "default" : out.rope_type);
+    if (!method)
+        fail(rd.where + "rope_type",
+             "is unknown: \"" + out.rope_type + "\" (known: " + known_rope_types() + ", mrope)");
+
+    const bool proportional = std::holds_alternative<proportional_rope>(*method);
+    out.params = read_geometry(top, d, rd.where, local_layers, options, warn, proportional,
+                               global_layer && !local_layers);
+    out.mrope = read_mrope(root, top, d, rd.where, mrope, warn);
+
+    // Phase 6: the context lengths the methods refer to.
+    out.max_position_embeddings = integer(top, "max_position_embeddings", "");
+    if (!out.max_position_embeddings) out.max_position_embeddings = integer(top, "n_positions", "");
+    const method_source src_keys{
+        top,
+        d,
+        rd.where,
+        rd.nested,
+        out.rope_type,
+        out.max_position_embeddings,
+        integer(d, "original_max_position_embeddings", rd.where),
+        rd.nested ? std::nullopt : integer(top, "original_max_position_embeddings", "")};
+
+    // Phase 7: the method's keys, by the method's own description.
+    value_sources src;
+    std::visit(
+        [&](const auto& tag) {
+            using M = std::decay_t<decltype(tag)>;
+            out.scaling = read_method<M>(src_keys, out, src);
+        },
+        *method);
+    src.set("mrope_section", rd.where + "mrope_section");
+#if ROPEKIT_HAS_EXCEPTIONS
+    try {
+        validate(out.params, out.scaling);
+        if (out.mrope) out.mrope->validate(out.params.rotary_dim / 2);
+    } catch (const error& e) {
+        rethrow_with_path(e, src);
+    }
+#else
+    validate(out.params, out.scaling);
+    if (out.mrope) out.mrope->validate(out.params.rotary_dim / 2);
+#endif
+    return out;
+}
+
+/// The layer types model_config_from_json knows (HF's mask functions for them).
+inline bool known_layer_type(const std::string& t) {
+    return t == "full_attention" || t == "sliding_attention" || t == "chunked_attention";
+}
+
+/// A list of `n` entries at `key` (layer_types, no_rope_layers), bounded by max_model_layers
+/// and, when known, equal to num_hidden_layers.
+inline const json* layer_list(const json& top, const char* key, std::optional<std::int64_t> n) {
+    const json* v = find(top, key);
+    if (!v) return nullptr;
+    if (!v->is_array()) fail(key, "must be a list (got " + show(*v) + ")");
+    if (v->empty() || std::int64_t(v->size()) > max_model_layers)
+        fail(key, "must have 1 to 16384 entries (ropekit::max_model_layers; got " +
+                      std::to_string(v->size()) + ")");
+    if (n && std::int64_t(v->size()) != *n)
+        fail(key, "must have num_hidden_layers = " + std::to_string(*n) + " entries (got " +
+                      std::to_string(v->size()) + ")");
+    return v;
+}
+
+/// True when `model_type` (of the language model or the root) starts with `prefix`.
+inline bool model_type_is(const std::string& model_type, const char* prefix) {
+    return model_type.rfind(prefix, 0) == 0;
+}
+
+/// A number > 0 at `key`, or nullopt.
+inline std::optional<double> positive_number(const json& top, const char* key) {
+    const auto v = number(top, key, "");
+    if (v && !(std::isfinite(*v) && *v > 0.0))
+        fail(key, "must be finite and > 0 (got " + show(json(*v)) + ")");
+    return v;
+}
+
+/// An integer > 0 at `key`, or nullopt.
+inline std::optional<std::int64_t> positive_integer(const json& top, const char* key) {
+    const auto v = integer(top, key, "");
+    if (v && *v <= 0) fail(key, "must be > 0 (got " + std::to_string(*v) + ")");
+    return v;
+}
+
+/// The per-layer type names and use_rope flags: `layer_types` if given, else as HF's config
+/// classes derive them (Gemma 2 alternates, Gemma 3 `sliding_window_pattern` (default 6), Gemma 4
+/// pattern 6 with the last layer full, Llama 4 from `no_rope_layers`), else all full_attention.
+inline void read_layer_map(const json& top, const std::string& model_type,
+                           std::vector<std::string>& names, std::vector<bool>& rope,
+                           std::vector<std::string>& warn) {
+    std::optional<std::int64_t> n = integer(top, "num_hidden_layers", "");
+    if (!n) n = integer(top, "n_layer", "");
+    if (n && (*n <= 0 || *n > max_model_layers))
+        fail("num_hidden_layers",
+             "must be in [1, 16384] (ropekit::max_model_layers; got " + std::to_string(*n) + ")");
+    const bool llama4 = model_type_is(model_type, "llama4");
+    const json* types = layer_list(top, "layer_types", n);
+    const json* no_rope = layer_list(top, "no_rope_layers", n);
+    if (!n) n = types ? std::int64_t(types->size()) : no_rope ? std::int64_t(no_rope->size()) : 0;
+    if (*n == 0) {
+        warn.push_back("num_hidden_layers: missing, one layer assumed");
+        n = 1;
+    }
+    const std::size_t count = std::size_t(*n);
+    // Llama 4: no_rope_layers[i] is 1 where layer i uses RoPE; the default is every
+    // no_rope_layer_interval-th layer (4) without (HF's Llama4TextConfig).
+    rope.assign(count, true);
+    if (no_rope) {
+        for (std::size_t i = 0; i < count; ++i) {
+            const json& v = (*no_rope)[i];
+            if (!(v.is_number_integer() || v.is_boolean()))
+                fail("no_rope_layers[" + std::to_string(i) + "]",
+                     "must be 0 or 1 (got " + show(v) + ")");
+            rope[i] = v.is_boolean() ? v.get<bool>() : v.get<std::int64_t>() != 0;
+        }
+    } else if (llama4) {
+        std::int64_t interval = integer(top, "no_rope_layer_interval", "").value_or(4);
+        if (interval <= 0)
+            fail("no_rope_layer_interval", "must be > 0 (got " + std::to_string(interval) + ")");
+        for (std::size_t i = 0; i < count; ++i) rope[i] = (std::int64_t(i) + 1) % interval != 0;
+    }
+    names.assign(count, "full_attention");
+    if (types) {
+        for (std::size_t i = 0; i < count; ++i) {
+            const json& v = (*types)[i];
+            const std::string key = "layer_types[" + std::to_string(i) + "]";
+            if (!v.is_string()) fail(key, "must be a string (got " + show(v) + ")");
+            names[i] = v.get<std::string>();
+            if (!known_layer_type(names[i]))
+                fail(key, "is unknown: " + show(v) +
+                              " (known: full_attention, sliding_attention, chunked_attention)");
+        }
+        return;
+    }
+    std::optional<std::int64_t> pattern = integer(top, "sliding_window_pattern", "");
+    if (pattern && *pattern <= 0)
+        fail("sliding_window_pattern", "must be > 0 (got " + std::to_string(*pattern) + ")");
+    if (!pattern && model_type_is(model_type, "gemma2")) pattern = 2;
+    if (!pattern && (model_type_is(model_type, "gemma3") || model_type_is(model_type, "gemma4")))
+        pattern = 6;
+    if (pattern) {
+        for (std::size_t i = 0; i < count; ++i)
+            names[i] = (std::int64_t(i) + 1) % *pattern ? "sliding_attention" : "full_attention";
+        if (model_type_is(model_type, "gemma4")) names.back() = "full_attention";
+    } else if (llama4) {
+        for (std::size_t i = 0; i < count; ++i)
+            names[i] = rope[i] ? "chunked_attention" : "full_attention";
+    }
+}
+
+/// The attention extras of one layer type.
+inline void read_layer_attention(const json& top, const std::string& model_type, layer_config& c) {
+    const rope_params& p = c.rope.params;
+    c.head_dim = p.head_dim;
+    c.v_head_dim = c.head_dim;
+    if (const auto v = positive_integer(top, "v_head_dim")) {
+        if (*v > rope_params::max_head_dim)
+            fail("v_head_dim", "must be <= 65536 (got " + std::to_string(*v) + ")");
+        c.v_head_dim = int(*v);
+    }
+    if (const auto q = positive_number(top, "query_pre_attn_scalar"))  // Gemma 2 / 3
+        c.scaling = std::pow(*q, -0.5);
+    else if (model_type_is(model_type, "gemma4"))  // q_norm / k_norm instead of a scale
+        c.scaling = 1.0;
+    else
+        c.scaling = std::pow(double(c.head_dim), -0.5);
+    // DeepSeek-V2/V3's attention (and Kimi-K2, which runs it): the softmax scale carries
+    // yarn_get_mscale(factor, mscale_all_dim)^2 on top of the qk head's -0.5 power.
+    if (find(top, "qk_nope_head_dim"))
+        if (const auto* y = std::get_if<yarn_scaling>(&c.rope.scaling))
+            if (y->mscale_all_dim && *y->mscale_all_dim != 0.0)
+                c.scaling *= y->deepseek_softmax_factor();
+    if (c.layer_type == "sliding_attention") {
+        c.sliding_window = positive_integer(top, "sliding_window");
+        if (!c.sliding_window)
+            fail("sliding_window", "is missing (sliding_attention layers need it)");
+    }
+    if (c.layer_type == "chunked_attention") {
+        c.attention_chunk_size = positive_integer(top, "attention_chunk_size");
+        if (!c.attention_chunk_size)
+            fail("attention_chunk_size", "is missing (chunked_attention layers need it)");
+    }
+    c.attn_logit_softcapping = positive_number(top, "attn_logit_softcapping");
+    // Llama 4: temperature tuning on the NoPE layers (HF's default: on).
+    bool tuning = false;
+    if (const json* t = find(top, "attn_temperature_tuning")) {
+        if (t->is_boolean())
+            tuning = t->get<bool>();
+        else if (t->is_number())
+            tuning = t->get<double>() != 0.0;
+        else
+            fail("attn_temperature_tuning",
+                 "must be true, false or a number (got " + show(*t) + ")");
+    } else {
+        tuning = model_type_is(model_type, "llama4");
+    }
+    if (tuning && !c.use_rope) {
+        attention_temperature t;
+        t.floor_scale = number(top, "floor_scale", "").value_or(t.floor_scale);
+        t.attn_scale = number(top, "attn_scale", "").value_or(t.attn_scale);
+        t.validate();  // fields floor_scale / attn_scale: the keys themselves
+        c.temperature = t;
+    }
+}
+
 ROPEKIT_END_ISA_NAMESPACE
 }  // namespace json_config
 }  // namespace detail
@@ -662,67 +1054,54 @@ ROPEKIT_END_ISA_NAMESPACE
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// Reads the RoPE configuration from a parsed config.json object. Throws ropekit::error naming
-/// the key for missing required keys, wrong types, unknown rope_type and invalid values.
+/// the key for missing required keys, wrong types, unknown rope_type and invalid values. With
+/// `options.layer_type == "full_attention"` a Gemma 4 config's `global_head_dim` is the head
+/// size (model_config_from_json reads every layer type at once).
 inline model_rope_config config_from_json(const nlohmann::json& root,
                                           const config_json_options& options = {}) {
+    return detail::json_config::read_rope_config(root, options,
+                                                 options.layer_type == "full_attention");
+}
+
+/// Reads every layer type of a parsed config.json: one layer_config per distinct (layer type,
+/// use_rope) pair and the layer -> type map. Per-type RoPE comes from a v5 `rope_parameters`
+/// dict nested per layer type, or Gemma 3's v4 `rope_local_base_freq` (sliding layers), else the
+/// one method dict; Gemma 4's full-attention layers use `global_head_dim`. `options.layer_type`
+/// is ignored (every type is read); `options.layout` applies to all. Throws ropekit::error
+/// naming the key (`layer_types[3]`, `rope_parameters.sliding_attention.rope_theta`,
+/// `sliding_window`).
+inline model_layers_config model_config_from_json(const nlohmann::json& root,
+                                                  const config_json_options& options = {}) {
     namespace jc = detail::json_config;
-    using jc::json;
-    const json& top = jc::language_model_config(root);
-    model_rope_config out;
-    auto& warn = out.warnings;
-    const jc::rope_dict rd = jc::find_rope_dict(top, options, warn);
-    const bool local_layers = jc::read_local_layers(top, rd, options, warn);
-    const json empty = json::object();
-    const json* dict = local_layers ? nullptr : rd.dict;
-    const json& d = dict ? *dict : empty;
-    out.rope_type = jc::read_rope_type(dict, rd.where);
-
-    // M-RoPE (Qwen2-VL, Qwen2.5-VL): HF computes default frequencies and splits the rotary
-    // channels over three position axes (temporal, height, width) at apply time.
-    const bool mrope = out.rope_type == "mrope";
-    if (mrope || jc::find(d, "mrope_section"))
-        warn.push_back(rd.where +
-                       "mrope_section: M-RoPE's split of the rotary channels over 3 position axes "
-                       "is not applied by ropekit (frequencies are default RoPE's; text-only "
-                       "positions, where the 3 axes agree, are exact)");
-    const auto method = scaling_for_rope_type(mrope ? "default" : out.rope_type);
-    if (!method)
-        jc::fail(rd.where + "rope_type", "is unknown: \"" + out.rope_type +
-                                             "\" (known: " + known_rope_types() + ", mrope)");
-
-    out.params = jc::read_geometry(top, d, rd.where, local_layers, options, warn);
-
-    // Phase 6: the context lengths the methods refer to.
-    out.max_position_embeddings = jc::integer(top, "max_position_embeddings", "");
-    if (!out.max_position_embeddings)
-        out.max_position_embeddings = jc::integer(top, "n_positions", "");
-    const jc::method_source src_keys{
-        top,
-        d,
-        rd.where,
-        rd.nested,
-        out.rope_type,
-        out.max_position_embeddings,
-        jc::integer(d, "original_max_position_embeddings", rd.where),
-        rd.nested ? std::nullopt : jc::integer(top, "original_max_position_embeddings", "")};
-
-    // Phase 7: the method's keys, by the method's own description.
-    jc::value_sources src;
-    std::visit(
-        [&](const auto& tag) {
-            using M = std::decay_t<decltype(tag)>;
-            out.scaling = jc::read_method<M>(src_keys, out, src);
-        },
-        *method);
-#if ROPEKIT_HAS_EXCEPTIONS
-    try {
-        validate(out.params, out.scaling);
-    } catch (const error& e) {
-        jc::rethrow_with_path(e, src);
+    const jc::json& top = jc::language_model_config(root);
+    model_layers_config out;
+    for (const jc::json* cfg : {&top, &root})
+        if (const jc::json* mt = jc::find(*cfg, "model_type"); mt && mt->is_string()) {
+            out.model_type = mt->get<std::string>();
+            break;
+        }
+    std::vector<std::string> names;
+    std::vector<bool> rope;
+    jc::read_layer_map(top, out.model_type, names, rope, out.warnings);
+    out.layer_type_index.resize(names.size());
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        std::size_t k = 0;
+        while (k < out.types.size() &&
+               !(out.types[k].layer_type == names[i] && out.types[k].use_rope == rope[i]))
+            ++k;
+        if (k == out.types.size()) {
+            layer_config c;
+            c.layer_type = names[i];
+            c.use_rope = rope[i];
+            config_json_options o = options;
+            o.layer_type = names[i];
+            c.rope = jc::read_rope_config(root, o, names[i] != "sliding_attention");
+            jc::read_layer_attention(top, out.model_type, c);
+            for (const auto& w : c.rope.warnings) out.warnings.push_back("[" + names[i] + "] " + w);
+            out.types.push_back(std::move(c));
+        }
+        out.layer_type_index[i] = k;
     }
-#else
-    validate(out.params, out.scaling);
-#endif
     return out;
 }
 
@@ -838,6 +1217,60 @@ inline model_rope_config parse_config_json(std::string_view text,
 inline model_rope_config load_config_json(const std::string& path,
                                           const config_json_options& options = {}) {
     return parse_config_json(
+        detail::json_config::read_config_file(path, "path", "cannot be opened: \"" + path + "\""),
+        options);
+}
+
+/// The layer map in a few words: runs of equal layers ("0-4 sliding_attention, 5
+/// full_attention, ..."); a map that repeats with a period (Gemma's 5:1) is shown as one period,
+/// the repeat count and the layers that break it ("0-4 sliding_attention, 5 full_attention;
+/// repeats every 6 layers (30 layers); layer 29 full_attention").
+inline std::string layer_map_summary(const model_layers_config& m) {
+    const auto& idx = m.layer_type_index;
+    const std::size_t n = idx.size();
+    auto label = [&](std::size_t t) {
+        const layer_config& c = m.types[t];
+        return c.layer_type + (c.use_rope ? "" : " (NoPE)");
+    };
+    auto runs = [&](std::size_t from, std::size_t to) {
+        std::string out;
+        for (std::size_t i = from; i < to;) {
+            std::size_t j = i;
+            while (j + 1 < to && idx[j + 1] == idx[i]) ++j;
+            out += (out.empty() ? "" : ", ") + std::to_string(i) +
+                   (j > i ? "-" + std::to_string(j) : std::string()) + " " + label(idx[i]);
+            i = j + 1;
+        }
+        return out;
+    };
+    std::size_t run_count = 0;
+    for (std::size_t i = 0; i < n; ++i) run_count += (i == 0 || idx[i] != idx[i - 1]);
+    if (run_count <= 6) return runs(0, n) + " (" + std::to_string(n) + " layers)";
+    // The shortest period that every layer but at most 3 follows.
+    for (std::size_t period = 2; period <= n / 2; ++period) {
+        std::vector<std::size_t> breaks;
+        for (std::size_t i = period; i < n && breaks.size() <= 3; ++i)
+            if (idx[i] != idx[i % period]) breaks.push_back(i);
+        if (breaks.size() > 3) continue;
+        std::string out = runs(0, period) + "; repeats every " + std::to_string(period) +
+                          " layers (" + std::to_string(n) + " layers)";
+        for (std::size_t b : breaks) out += "; layer " + std::to_string(b) + " " + label(idx[b]);
+        return out;
+    }
+    return runs(0, n) + " (" + std::to_string(n) + " layers)";
+}
+
+/// Parses config.json text into every layer type (model_config_from_json); the same limits and
+/// errors as parse_config_json.
+inline model_layers_config parse_model_config(std::string_view text,
+                                              const config_json_options& options = {}) {
+    return model_config_from_json(detail::json_config::parse_text(text), options);
+}
+
+/// Reads the config.json at `path` into every layer type; the same errors as load_config_json.
+inline model_layers_config load_model_config(const std::string& path,
+                                             const config_json_options& options = {}) {
+    return parse_model_config(
         detail::json_config::read_config_file(path, "path", "cannot be opened: \"" + path + "\""),
         options);
 }

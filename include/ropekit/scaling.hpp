@@ -101,11 +101,10 @@ struct rope_params {
         detail::require(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary_dim", "must be even and > 0",
                         rotary_dim);
         detail::require(rotary_dim <= head_dim, "rotary_dim", "must be <= head_dim", rotary_dim);
-        detail::require(frequency_dim == 0 || (frequency_dim >= rotary_dim &&
-                                               frequency_dim <= max_head_dim &&
-                                               frequency_dim % 2 == 0),
-                        "frequency_dim", "must be 0, or even, >= rotary_dim and <= 65536",
-                        frequency_dim);
+        detail::require(
+            frequency_dim == 0 || (frequency_dim >= rotary_dim && frequency_dim <= max_head_dim &&
+                                   frequency_dim % 2 == 0),
+            "frequency_dim", "must be 0, or even, >= rotary_dim and <= 65536", frequency_dim);
         detail::require(pair_span == 0 || (layout == rope_layout::neox &&
                                            pair_span >= rotary_dim / 2 && pair_span <= head_dim),
                         "pair_span", "must be 0, or (NeoX only) >= rotary_dim / 2", pair_span);
@@ -147,6 +146,37 @@ struct rope_params {
                  std::to_string(p.rotary_dim) + " for head_dim " + std::to_string(head_dim) + ")")
                     .c_str(),
                 partial_rotary_factor);
+        p.validate();
+        return p;
+    }
+
+    /// Proportional RoPE's geometry (Gemma 4, proportional_rope): `rope_angles =
+    /// int(partial_rotary_factor * head_dim // 2)` rotated pairs (Python's float floor division,
+    /// exactly as HF), rotary_dim = 2 * rope_angles, frequency_dim = head_dim, and for NeoX
+    /// pair_span = head_dim / 2 (GPT-J pairs are adjacent: the rotated pairs are simply the
+    /// first ones). Throws ropekit::error unless 0 < partial_rotary_factor <= 1, head_dim is even
+    /// and at least one pair rotates.
+    ROPEKIT_ALWAYS_INLINE static rope_params proportional(int head_dim,
+                                                          double partial_rotary_factor,
+                                                          double base = 10000.0,
+                                                          rope_layout layout = rope_layout::neox) {
+        detail::require(std::isfinite(partial_rotary_factor) && partial_rotary_factor > 0.0 &&
+                            partial_rotary_factor <= 1.0,
+                        "partial_rotary_factor", "must be in (0, 1]", partial_rotary_factor);
+        detail::require(head_dim > 0 && head_dim <= max_head_dim && head_dim % 2 == 0, "head_dim",
+                        "must be even and in (0, 65536] for proportional RoPE", head_dim);
+        const int rope_angles = int(std::floor(partial_rotary_factor * double(head_dim) / 2.0));
+        detail::require(rope_angles > 0, "partial_rotary_factor",
+                        "must rotate at least one pair (int(partial_rotary_factor * head_dim // 2) "
+                        "is 0)",
+                        partial_rotary_factor);
+        rope_params p;
+        p.base = base;
+        p.head_dim = head_dim;
+        p.rotary_dim = 2 * rope_angles;
+        p.layout = layout;
+        p.frequency_dim = head_dim;
+        p.pair_span = layout == rope_layout::neox ? head_dim / 2 : 0;
         p.validate();
         return p;
     }
@@ -241,18 +271,39 @@ inline void require_factor_at_least_one(double v, const char* field) {
 
 /// HF's `base ** (arange(0, dim, 2).float() / dim)`: float32 exponent 2i/dim, float32 base, one
 /// float32 pow per pair.
-inline std::vector<float> hf_pos_freqs(double base, int dim) {
-    std::vector<float> out(std::size_t(dim / 2));
+/// `pairs` (default dim / 2) exponents: proportional RoPE takes fewer pairs than dim / 2.
+inline std::vector<float> hf_pos_freqs(double base, int dim, int pairs = -1) {
+    if (pairs < 0) pairs = dim / 2;
+    std::vector<float> out(static_cast<std::size_t>(pairs));
     const float b = f32::round(base);
-    for (int i = 0; i < dim / 2; ++i) out[std::size_t(i)] = f32::pow(b, float(2 * i) / float(dim));
+    for (int i = 0; i < pairs; ++i) out[std::size_t(i)] = f32::pow(b, float(2 * i) / float(dim));
     return out;
 }
 
 /// HF's default inv_freq, `1.0 / pos_freqs` (a float32 reciprocal).
-inline std::vector<float> hf_default_inv_freq(double base, int dim) {
-    std::vector<float> inv = hf_pos_freqs(base, dim);
+inline std::vector<float> hf_default_inv_freq(double base, int dim, int pairs = -1) {
+    std::vector<float> inv = hf_pos_freqs(base, dim, pairs);
     for (float& v : inv) v = f32::div(1.0f, v);
     return inv;
+}
+
+/// The default inv_freq of the geometry: rotary_dim / 2 pairs over the exponent denominator
+/// exponent_dim() (rotary_dim, or Gemma 4's full head_dim).
+inline std::vector<float> hf_geometry_inv_freq(const rope_params& p) {
+    return hf_default_inv_freq(p.base, p.exponent_dim(), p.rotary_dim / 2);
+}
+
+/// The methods whose HF formula is written for one `dim` (NTK's `dim / (dim - 2)`, YaRN's
+/// correction range, Llama 3.1's and LongRoPE's per-pair lists) reject a separate exponent
+/// dimension rather than guess which of the two each occurrence of `dim` means.
+inline void require_plain_exponent(const rope_params& p, std::string_view rope_type) {
+    if (p.frequency_dim != 0 && p.frequency_dim != p.rotary_dim)
+        fail("frequency_dim",
+             ("must be 0 or rotary_dim for rope_type \"" + std::string(rope_type) +
+              "\" (HF defines it for one dim; only default, linear and proportional take a "
+              "separate exponent dimension)")
+                 .c_str(),
+             p.frequency_dim);
 }
 
 inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<float> inv_freq,
@@ -288,9 +339,10 @@ ROPEKIT_END_ISA_NAMESPACE
 struct default_rope {
     static constexpr std::string_view rope_type = "default";  ///< HF's rope_type string
 
-    /// No keys; M-RoPE's `mrope_section` is known (the reader warns about M-RoPE itself).
+    /// No keys; M-RoPE's `mrope_section` and `mrope_interleaved` are read by the config reader.
     ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
-        return std::make_tuple(ignored_key{"mrope_section", ""});
+        return std::make_tuple(ignored_key{"mrope_section", ""},
+                               ignored_key{"mrope_interleaved", ""});
     }
 
     /// Throws ropekit::error for invalid parameters.
@@ -304,8 +356,7 @@ struct default_rope {
     frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
-        return detail::make_rope_frequencies(p, detail::hf_default_inv_freq(p.base, p.rotary_dim),
-                                             1.0);
+        return detail::make_rope_frequencies(p, detail::hf_geometry_inv_freq(p), 1.0);
     }
 };
 
@@ -335,7 +386,7 @@ struct linear_scaling {
     frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
-        std::vector<float> inv = detail::hf_default_inv_freq(p.base, p.rotary_dim);
+        std::vector<float> inv = detail::hf_geometry_inv_freq(p);
         const float f = detail::f32::round(factor);
         for (float& v : inv) v = detail::f32::div(v, f);
         return detail::make_rope_frequencies(p, std::move(inv), 1.0);
@@ -361,6 +412,7 @@ struct ntk_scaling {
     /// Throws ropekit::error for invalid parameters, alpha < 1 or rotary_dim <= 2.
     ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
+        detail::require_plain_exponent(p, rope_type);
         detail::require_ntk_dim(p);
         detail::require_factor_at_least_one(alpha, "alpha");
         detail::require(detail::fits_f32(scaled_base(p)), "alpha",
@@ -421,6 +473,7 @@ struct dynamic_ntk_scaling {
     /// Throws ropekit::error for invalid parameters, factor < 1, L0 <= 0 or rotary_dim <= 2.
     ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
+        detail::require_plain_exponent(p, rope_type);
         detail::require_ntk_dim(p);
         detail::require_factor_at_least_one(factor, "factor");
         detail::require_context(original_max_position, "original_max_position");
@@ -502,6 +555,7 @@ struct yarn_scaling {
     /// > 0, beta_fast <= beta_slow, a non-positive attention_factor, a negative mscale.
     ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
+        detail::require_plain_exponent(p, rope_type);
         detail::require_factor_at_least_one(factor, "factor");
         detail::require_context(original_max_position, "original_max_position");
         detail::require_finite_positive(beta_fast, "beta_fast");
@@ -627,21 +681,27 @@ struct llama3_scaling {
     ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const noexcept { return 1.0; }
 
     /// Throws ropekit::error for invalid parameters, factor < 1, a non-positive low_freq_factor,
-    /// low_freq_factor >= high_freq_factor or L <= 0.
+    /// low_freq_factor > high_freq_factor or L <= 0.
     ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
+        detail::require_plain_exponent(p, rope_type);
         detail::require_factor_at_least_one(factor, "factor");
         detail::require_finite_positive(low_freq_factor, "low_freq_factor");
         detail::require_positive_f32(low_freq_factor, "low_freq_factor");
         // high first: a high_freq_factor of 0 is high's fault, not "low >= high".
         detail::require_finite_positive(high_freq_factor, "high_freq_factor");
         detail::require_positive_f32(high_freq_factor, "high_freq_factor");
-        detail::require(low_freq_factor < high_freq_factor, "low_freq_factor",
-                        "must be < high_freq_factor", low_freq_factor);
+        // Llama 4 Scout ships low_freq_factor == high_freq_factor (1, 1): no blended band, a
+        // step between kept and divided pairs. HF's blend would be 0/0 only for a wavelength
+        // exactly on the edge; frequencies() rejects that case.
+        detail::require(low_freq_factor <= high_freq_factor, "low_freq_factor",
+                        "must be <= high_freq_factor", low_freq_factor);
         // The blend divides by the float32 band width: it must not round to 0.
-        detail::require(
-            static_cast<float>(high_freq_factor - low_freq_factor) > 0.0f, "high_freq_factor",
-            "must exceed low_freq_factor by more than float32 can resolve", high_freq_factor);
+        detail::require(low_freq_factor == high_freq_factor ||
+                            static_cast<float>(high_freq_factor - low_freq_factor) > 0.0f,
+                        "high_freq_factor",
+                        "must equal low_freq_factor or exceed it by more than float32 can resolve",
+                        high_freq_factor);
         detail::require_context(original_max_position, "original_max_position");
         // L / low_freq_factor is compared as a float32 wavelength.
         detail::require(
@@ -668,6 +728,10 @@ struct llama3_scaling {
             const float scaled = wavelen > low_wavelen ? f32::div(v, f) : v;
             const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
             if (medium) {
+                detail::require(band > 0.0f, "low_freq_factor",
+                                "equals high_freq_factor and a pair's wavelength lies exactly on "
+                                "the band edge (HF's smooth factor is 0/0 there)",
+                                low_freq_factor);
                 const float smooth = f32::div(f32::sub(f32::rdiv(ctx, wavelen), lf), band);
                 v = f32::add(f32::div(f32::mul(f32::sub(1.0f, smooth), scaled), f),
                              f32::mul(smooth, scaled));
@@ -740,6 +804,7 @@ struct longrope_scaling {
     /// non-positive entries, factor < 1, L <= 0 or a non-positive attention_factor.
     ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
+        detail::require_plain_exponent(p, rope_type);
         const std::size_t pairs = std::size_t(p.rotary_dim / 2);
         detail::require(short_factor.size() == pairs, "short_factor",
                         "must have rotary_dim/2 entries", short_factor.size());
@@ -793,12 +858,55 @@ struct longrope_scaling {
     }
 };
 
+/// Proportional RoPE (Gemma 4's full-attention layers, HF `_compute_proportional_rope_parameters`):
+/// the exponent runs over the whole head, `inv_freq[i] = 1 / base^(2i / head_dim)`, but only the
+/// first `int(partial_rotary_factor * head_dim // 2)` pairs have a frequency; HF pads the rest with
+/// zeros and divides every entry by `factor`. ropekit expresses the zero pairs as geometry instead
+/// of as frequencies: rotary_dim = 2 * rotated pairs, frequency_dim = head_dim (the exponent's
+/// denominator) and, for NeoX, pair_span = head_dim / 2 (HF's `cat(freqs, freqs)` over the whole
+/// head pairs channel i with i + head_dim / 2). Build the parameters with
+/// rope_params::proportional(); the pass-through channels are then never touched, which is what
+/// HF's cos 1 / sin 0 gives. Attention factor 1.
+struct proportional_rope {
+    static constexpr std::string_view rope_type = "proportional";  ///< HF's rope_type string
+    double factor = 1.0;  ///< divides every frequency (HF's `get("factor", 1.0)`)
+
+    /// `factor`, optional.
+    ROPEKIT_ALWAYS_INLINE static constexpr auto config_keys() {
+        return std::make_tuple(config_key<proportional_rope, double>{
+            "factor", &proportional_rope::factor, key_rule::optional});
+    }
+
+    /// 1: HF's attention_factor for proportional RoPE.
+    ROPEKIT_ALWAYS_INLINE double resolved_attention_factor() const noexcept { return 1.0; }
+
+    /// Throws ropekit::error for invalid parameters or a factor that is not > 0 in float32.
+    ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
+        p.validate();
+        detail::require_finite_positive(factor, "factor");
+        detail::require_positive_f32(factor, "factor");
+    }
+
+    /// `1 / base^(2i / exponent_dim())` for the rotary_dim / 2 rotated pairs, then one float32
+    /// division by factor (HF's in-place `inv_freq /= factor`, also when factor is 1).
+    ROPEKIT_ALWAYS_INLINE rope_frequencies
+    frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
+        validate(p);
+        detail::check_seq_len(seq_len);
+        std::vector<float> inv = detail::hf_geometry_inv_freq(p);
+        const float f = detail::f32::round(factor);
+        for (float& v : inv) v = detail::f32::div(v, f);
+        return detail::make_rope_frequencies(p, std::move(inv), 1.0);
+    }
+};
+
 /// Any scaling method: the one list of methods. Adding a method is its struct (rope_type,
 /// config_keys(), validate(), frequencies(), resolved_attention_factor()), one entry here, and
 /// its tests; the rope_type lookup, the config reader, rope-inspect and the error key paths
 /// iterate over this list, and kernels never change. The order is not significant.
-using rope_scaling = std::variant<default_rope, linear_scaling, ntk_scaling, dynamic_ntk_scaling,
-                                  yarn_scaling, llama3_scaling, longrope_scaling>;
+using rope_scaling =
+    std::variant<default_rope, linear_scaling, ntk_scaling, dynamic_ntk_scaling, yarn_scaling,
+                 llama3_scaling, longrope_scaling, proportional_rope>;
 
 namespace detail {
 
@@ -866,7 +974,7 @@ static_assert(rope_types_unique(std::make_index_sequence<std::variant_size_v<rop
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// HF's rope_type string of the method ("default", "linear", "ntk", "dynamic", "yarn", "llama3",
-/// "longrope").
+/// "longrope", "proportional").
 inline std::string_view name(const rope_scaling& scaling) noexcept {
     return std::visit([](const auto& m) { return std::decay_t<decltype(m)>::rope_type; }, scaling);
 }

@@ -97,6 +97,111 @@ def longrope(base, dim, short_factor, long_factor, l, factor, attention_factor, 
     return 1.0 / (ext * base ** shape), attention_factor
 
 
+def proportional(base, head_dim, partial_rotary_factor, factor):
+    # HF _compute_proportional_rope_parameters: rope_angles pairs over the full head_dim, zeros
+    # for the rest, every entry divided by factor (also when it is 1).
+    rope_angles = int(partial_rotary_factor * head_dim // 2)
+    rotated = 1.0 / (base ** (torch.arange(0, 2 * rope_angles, 2, dtype=torch.int64).float()
+                              / head_dim))
+    nope = head_dim // 2 - rope_angles
+    inv = torch.cat((rotated, torch.zeros(nope, dtype=torch.float32))) if nope > 0 else rotated
+    inv /= factor
+    return inv, 1.0
+
+
+def deepseek_softmax_scale(qk_head_dim, rope_scaling):
+    # HF DeepseekV3Attention / DeepseekV2Attention.__init__: scaling = qk_head_dim ** -0.5, times
+    # yarn_get_mscale(factor, mscale_all_dim) ** 2 when mscale_all_dim is set (Python floats).
+    def yarn_get_mscale(scale=1, mscale=1):
+        if scale <= 1:
+            return 1.0
+        return 0.1 * mscale * math.log(scale) + 1.0
+
+    scaling = qk_head_dim ** (-0.5)
+    mscale_all_dim = rope_scaling.get("mscale_all_dim", 0)
+    if mscale_all_dim:
+        mscale = yarn_get_mscale(rope_scaling["factor"], mscale_all_dim)
+        scaling = scaling * mscale * mscale
+    return scaling
+
+
+def family_cases():
+    """Whole configs read through model_config_from_json: per layer type, HF's inv_freq (with
+    proportional RoPE's zero tail, as HF returns it), attention factor and softmax `scaling`."""
+    import json
+    cases = []
+
+    def add(name, config, layer_type, result, scaling):
+        inv, att = result
+        assert inv.dtype == torch.float32
+        cases.append((name, json.dumps(config, sort_keys=True), layer_type,
+                      [float(x) for x in inv.tolist()], float(att), float(scaling)))
+
+    # Gemma-4-like: sliding layers default RoPE over head_dim, full layers proportional over
+    # global_head_dim (HF passes head_dim_key="global_head_dim"); scaling 1 (q/k norms).
+    for head_dim, global_head_dim in ((256, 512), (256, 256), (128, 512)):
+        for prf in (0.25, 1.0):
+            for factor in (1.0, 8.0):
+                full = {"rope_type": "proportional", "partial_rotary_factor": prf,
+                        "rope_theta": 1000000.0}
+                if factor != 1.0:
+                    full["factor"] = factor
+                cfg = {"model_type": "gemma4_text", "num_hidden_layers": 12,
+                       "num_attention_heads": 8, "hidden_size": 2048, "head_dim": head_dim,
+                       "global_head_dim": global_head_dim, "sliding_window": 512,
+                       "max_position_embeddings": 131072,
+                       "rope_parameters": {"sliding_attention": {"rope_type": "default",
+                                                                 "rope_theta": 10000.0},
+                                           "full_attention": full}}
+                tag = f"gemma4_hd{head_dim}_g{global_head_dim}_p{prf}_f{factor}"
+                add(tag + "_full", cfg, "full_attention",
+                    proportional(1000000.0, global_head_dim, prf, factor), 1.0)
+                add(tag + "_sliding", cfg, "sliding_attention",
+                    (default_inv(10000.0, head_dim), 1.0), 1.0)
+    # Gemma-3-like, v4 keys: sliding layers default RoPE at rope_local_base_freq, global layers
+    # rope_theta with the rope_scaling dict (linear 8 on the 4B/12B/27B); scaling from
+    # query_pre_attn_scalar.
+    for head_dim, qpas in ((256, 256), (128, 168)):
+        cfg = {"model_type": "gemma3_text", "num_hidden_layers": 34, "head_dim": head_dim,
+               "num_attention_heads": 8, "hidden_size": 2560, "query_pre_attn_scalar": qpas,
+               "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+               "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024,
+               "sliding_window_pattern": 6, "max_position_embeddings": 131072}
+        tag = f"gemma3_hd{head_dim}"
+        add(tag + "_full", cfg, "full_attention", linear(1000000.0, head_dim, 8.0),
+            qpas ** -0.5)
+        add(tag + "_sliding", cfg, "sliding_attention", (default_inv(10000.0, head_dim), 1.0),
+            qpas ** -0.5)
+    # Gemma-3-like, v5 nested rope_parameters.
+    cfg = {"model_type": "gemma3_text", "num_hidden_layers": 26, "head_dim": 256,
+           "num_attention_heads": 4, "hidden_size": 1152, "query_pre_attn_scalar": 256,
+           "sliding_window": 512, "max_position_embeddings": 32768,
+           "layer_types": ["sliding_attention" if (i + 1) % 6 else "full_attention"
+                           for i in range(26)],
+           "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                               "full_attention": {"rope_type": "linear", "factor": 8.0,
+                                                  "rope_theta": 1000000.0}}}
+    add("gemma3_v5_full", cfg, "full_attention", linear(1000000.0, 256, 8.0), 256 ** -0.5)
+    add("gemma3_v5_sliding", cfg, "sliding_attention", (default_inv(10000.0, 256), 1.0),
+        256 ** -0.5)
+    # DeepSeek-V3-like MLA: YaRN over qk_rope_head_dim, q/k head qk_nope + qk_rope, softmax
+    # scaling with mscale_all_dim (V3 / Kimi-K2: 1.0; V2-Lite: 0.707).
+    for model_type, factor, ms, msa, nope, rope_d in (("deepseek_v3", 40.0, 1.0, 1.0, 128, 64),
+                                                      ("deepseek_v2", 40.0, 0.707, 0.707, 128, 64),
+                                                      ("kimi_k2", 32.0, 1.0, 1.0, 128, 64),
+                                                      ("deepseek_v3", 40.0, 1.0, 0.0, 128, 64)):
+        rs = {"type": "yarn", "factor": factor, "original_max_position_embeddings": 4096,
+              "beta_fast": 32, "beta_slow": 1, "mscale": ms, "mscale_all_dim": msa}
+        cfg = {"model_type": model_type, "num_hidden_layers": 61, "hidden_size": 7168,
+               "num_attention_heads": 128, "qk_nope_head_dim": nope, "qk_rope_head_dim": rope_d,
+               "v_head_dim": 128, "max_position_embeddings": 163840, "rope_theta": 10000,
+               "rope_scaling": rs}
+        res = yarn(10000.0, rope_d, factor, 4096, 32, 1, None, ms, msa, True)
+        add(f"{model_type}_f{factor}_m{ms}-{msa}", cfg, "full_attention", res,
+            deepseek_softmax_scale(nope + rope_d, rs))
+    return cases
+
+
 def cxx_opt(v):
     return "std::nullopt" if v is None else repr(float(v))
 
@@ -181,6 +286,22 @@ def main():
             fh.write(f'{{"{name}", {hd}, {rd}, {base!r}, {seq}, {cxx},\n {{{vals}}},\n'
                      f' {att.hex()}}},\n')
     print(f"wrote {len(cases)} cases to {out}")
+
+    fam = family_cases()
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_golden_families.inc")
+    with open(out, "w") as fh:
+        fh.write("// SPDX-License-Identifier: Apache-2.0\n")
+        fh.write(f"// Generated by tests/data/generate_hf_golden.py with torch {torch.__version__}"
+                 "; do not edit.\n")
+        fh.write("// Each entry: name, config.json text, layer type, inv_freq as HF returns it\n")
+        fh.write("// (float32, hex; proportional RoPE's zero tail included), attention factor,\n")
+        fh.write("// the attention module's softmax `scaling` (double, hex).\n")
+        for (name, cfg, lt, inv, att, scaling) in fam:
+            vals = ", ".join(x.hex() for x in inv)
+            cfg_c = cfg.replace("\\", "\\\\").replace('"', '\\"')
+            fh.write(f'{{"{name}",\n "{cfg_c}",\n "{lt}",\n {{{vals}}},\n'
+                     f' {att.hex()}, {scaling.hex()}}},\n')
+    print(f"wrote {len(fam)} family cases to {out}")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ inline std::string usage() {
            keys +
            "\n"
            "  --brief  one header line and one summary line (used by scripts/demo.sh)\n"
+           "  --layers every layer type (Gemma 3/4, gpt-oss, Llama 4, ...): the layer map, each\n"
+           "           type's geometry, inv_freq summary and attention extras (chosen by itself\n"
+           "           for a per-layer-type config read without --layer-type)\n"
            "exit status: 0 on success, 2 on bad input (the message names the field and value)\n";
 }
 
@@ -130,6 +133,7 @@ struct request {
     std::optional<std::int64_t> seq_len;
     bool json = false;
     bool brief = false;
+    bool layers = false;  ///< --layers: every layer type (model_config_from_json)
     bool help = false;
     std::string svg_path;
     config_json_options options;
@@ -189,6 +193,8 @@ inline request parse_args(const std::vector<std::string>& args) {
             r.json = true;
         else if (a == "--brief")
             r.brief = true;
+        else if (a == "--layers")
+            r.layers = true;
         else if (a == "--config")
             r.config_path = value(i);
         else if (a == "--svg")
@@ -434,6 +440,13 @@ inline std::string to_text(const model_rope_config& c, const rope_frequencies& f
     o << "head_dim          " << c.params.head_dim << "\n";
     o << "rotary_dim        " << c.params.rotary_dim << " (" << f.pairs() << " pairs, "
       << to_string(c.params.layout) << ")\n";
+    if (!f.ordinary_geometry() || c.params.exponent_dim() != c.params.rotary_dim)
+        o << "geometry          span " << f.neox_pair_span() << ", offset "
+          << c.params.rotary_offset << ", frequency_dim " << c.params.exponent_dim() << "\n";
+    if (c.mrope)
+        o << "mrope_section     [" << c.mrope->section[0] << ", " << c.mrope->section[1] << ", "
+          << c.mrope->section[2] << "] "
+          << (c.mrope->layout == mrope_layout::interleaved ? "interleaved" : "contiguous") << "\n";
     o << "base              " << fmt("%.17g", c.params.base) << "\n";
     o << "seq_len           " << (seq_len ? std::to_string(*seq_len) : std::string("(none)"))
       << "\n";
@@ -565,6 +578,74 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
     return o.str();
 }
 
+/// The per-layer report: the layer map, then per layer type its RoPE (method, geometry, inv_freq
+/// at the first, middle and last pair, wavelength range) and what its attention needs.
+inline std::string to_layers_text(const model_layers_config& m, std::optional<std::int64_t> seq_len,
+                                  const std::string& source) {
+    std::ostringstream o;
+    o << "source            " << source << "\n";
+    if (!m.model_type.empty()) o << "model_type        " << m.model_type << "\n";
+    o << "layers            " << layer_map_summary(m) << "\n";
+    for (std::size_t t = 0; t < m.types.size(); ++t) {
+        const layer_config& c = m.types[t];
+        const rope_params& p = c.rope.params;
+        std::size_t count = 0;
+        for (std::size_t k : m.layer_type_index) count += k == t;
+        o << "\n[" << c.layer_type << (c.use_rope ? "" : ", NoPE") << "]  " << count << " layer"
+          << (count == 1 ? "" : "s") << "\n";
+        o << "  head_dim        q/k " << c.head_dim << ", v " << c.v_head_dim << "\n";
+        o << "  scaling         " << fmt("%.17g", c.scaling) << "  (the 1/sqrt(head_dim) part)\n";
+        if (c.sliding_window) o << "  sliding_window  " << *c.sliding_window << "\n";
+        if (c.attention_chunk_size) o << "  chunk_size      " << *c.attention_chunk_size << "\n";
+        if (c.attn_logit_softcapping)
+            o << "  softcapping     " << fmt("%.9g", *c.attn_logit_softcapping) << "\n";
+        if (c.temperature)
+            o << "  temperature     floor_scale " << fmt("%.9g", c.temperature->floor_scale)
+              << ", attn_scale " << fmt("%.9g", c.temperature->attn_scale) << "\n";
+        if (!c.use_rope) {
+            o << "  rope            none (q and k are not rotated)\n";
+            continue;
+        }
+        const rope_frequencies f = c.frequencies(seq_len);
+        nlohmann::json params = method_parameters(c.rope.scaling, seq_len);
+        for (auto& v : params)
+            if (v.is_array()) v = std::to_string(v.size()) + " values";
+        o << "  rope_type       " << name(c.rope.scaling);
+        if (c.rope.rope_type != name(c.rope.scaling))
+            o << " (written \"" << c.rope.rope_type << "\")";
+        o << " " << json_config::dump_text(params) << "\n";
+        o << "  base            " << fmt("%.17g", p.base) << "\n";
+        o << "  geometry        rotary_dim " << p.rotary_dim << " (" << f.pairs() << " pairs, "
+          << to_string(p.layout) << "), span " << f.neox_pair_span() << ", offset "
+          << p.rotary_offset << ", frequency_dim " << p.exponent_dim() << "\n";
+        if (c.rope.mrope)
+            o << "  mrope_section   [" << c.rope.mrope->section[0] << ", "
+              << c.rope.mrope->section[1] << ", " << c.rope.mrope->section[2] << "] "
+              << (c.rope.mrope->layout == mrope_layout::interleaved ? "interleaved" : "contiguous")
+              << "\n";
+        const int n = f.pairs();
+        o << "  inv_freq        [0] " << fmt("%.9g", f.inv_freq.front()) << ", [" << n / 2 << "] "
+          << fmt("%.9g", f.inv_freq[std::size_t(n / 2)]) << ", [" << n - 1 << "] "
+          << fmt("%.9g", f.inv_freq.back()) << "\n";
+        o << "  wavelength      " << fmt("%.6g", wavelength(f.inv_freq.front())) << " .. "
+          << fmt("%.6g", wavelength(f.inv_freq.back())) << "\n";
+        o << "  attention_factor " << fmt("%.17g", attention_factor(c.rope.scaling)) << "\n";
+    }
+    return o.str();
+}
+
+/// True when the config's RoPE is per layer type and no --layer-type chose one: the single
+/// report cannot show it.
+inline bool per_layer_config(const nlohmann::json& cfg, const request& r) {
+    if (!r.options.layer_type.empty()) return false;
+    const nlohmann::json& top = json_config::language_model_config(cfg);
+    const nlohmann::json* rp = json_config::find(top, "rope_parameters");
+    const bool nested = rp && rp->is_object() && !rp->empty() && !rp->contains("rope_type") &&
+                        !rp->contains("type") && rp->begin()->is_object();
+    return nested || json_config::find(top, "rope_local_base_freq") ||
+           json_config::find(top, "layer_types") || json_config::find(top, "no_rope_layers");
+}
+
 /// Runs rope-inspect: writes the report to `out`, errors and warnings to `err`; returns the
 /// exit status (0 success, 2 bad input).
 inline int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -575,6 +656,12 @@ inline int run(const std::vector<std::string>& args, std::ostream& out, std::ost
             return 0;
         }
         const nlohmann::json cfg = effective_config(r);
+        if (r.layers || (!r.json && !r.brief && r.svg_path.empty() && per_layer_config(cfg, r))) {
+            const model_layers_config m = model_config_from_json(cfg, r.options);
+            for (const auto& w : m.warnings) err << "rope-inspect: warning: " << w << "\n";
+            out << to_layers_text(m, r.seq_len, r.config_path.empty() ? "(flags)" : r.config_path);
+            return 0;
+        }
         const model_rope_config c = config_from_json(cfg, r.options);
         const rope_frequencies f = c.frequencies(r.seq_len);
         const rope_frequencies def = default_rope{}.frequencies(c.params);
