@@ -116,6 +116,22 @@ struct layer_config {
     /// Llama 4's query scale on NoPE layers (attn_temperature_tuning), unset elsewhere.
     std::optional<attention_temperature> temperature;
 
+    // Spelled out so that they are always inlined: the implicit ones are emitted out of line
+    // (std::vector<layer_config> growth) with flag-dependent code, one copy per ISA flag set
+    // under the same name (tests/abi/check_symbols.py).
+    /// An empty layer type.
+    ROPEKIT_ALWAYS_INLINE layer_config() = default;
+    /// Copies.
+    ROPEKIT_ALWAYS_INLINE layer_config(const layer_config&) = default;
+    /// Moves.
+    ROPEKIT_ALWAYS_INLINE layer_config(layer_config&&) = default;
+    /// Copies.
+    ROPEKIT_ALWAYS_INLINE layer_config& operator=(const layer_config&) = default;
+    /// Moves.
+    ROPEKIT_ALWAYS_INLINE layer_config& operator=(layer_config&&) = default;
+    /// Destroys.
+    ROPEKIT_ALWAYS_INLINE ~layer_config() = default;
+
     /// The frequencies at sequence length `seq_len` (rope.frequencies()).
     ROPEKIT_ALWAYS_INLINE rope_frequencies
     frequencies(std::optional<std::int64_t> seq_len = {}) const {

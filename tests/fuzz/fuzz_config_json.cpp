@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// libFuzzer target for the config.json reader (include/ropekit/config_json.hpp) and what follows
-// it: the frequencies, a bounded cos/sin table and rope-inspect's report writers
+// libFuzzer target for the config.json reader (include/ropekit/config_json.hpp: the single-layer
+// and the per-layer entry) and what follows it: the frequencies, a bounded cos/sin table and
+// rope-inspect's report writers
 // (detail/scaling_inspect.hpp). A thrown ropekit::error is the expected outcome for bad input;
 // anything else (another exception type, a crash, a sanitizer report, a leak, a hang, a huge
 // allocation) escapes and is a finding, and so is a broken invariant (checked with trap()).
@@ -78,6 +79,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         {"--layer-type", "full_attention", "--head-dim", "64", "--base", "1e6"},
         {"--rotary-dim", "32", "--partial-rotary-factor", "0.5", "--alpha", "3"},
         {"--layout", "gptj", "--original-max-position", "1024", "--truncate", "false"}};
+    // Every layer type (model_config_from_json) and rope-inspect's per-layer report: the
+    // counts come from the file and must stay bounded.
+    try {
+        const ropekit::model_layers_config m = ropekit::parse_model_config(text);
+        if (m.num_layers() == 0 || m.num_layers() > std::size_t(ropekit::max_model_layers)) trap();
+        for (std::size_t i = 0; i < m.num_layers(); ++i)
+            if (m.layer_type_index[i] >= m.types.size()) trap();
+        for (const auto& t : m.types) {
+            if (!(std::isfinite(t.scaling) && t.scaling > 0.0)) trap();
+            if (t.use_rope) check_frequencies(t.frequencies());
+        }
+        (void)ropekit::layer_map_summary(m);
+        (void)inspect::to_layers_text(m, std::nullopt, "fuzz");
+    } catch (const ropekit::error&) {
+        // the expected outcome for bad input
+    }
     const auto& flags = flag_sets[size % flag_sets.size()];
     try {
         const inspect::request r = inspect::parse_args(flags);
