@@ -7,17 +7,22 @@
 /// `convert_rope_params_to_dict` / `standardize_rope_params` decide, not "newest form wins":
 /// - the method dict: a non-null, non-empty `rope_scaling` (v4) wins over `rope_parameters`
 ///   (v5; may be nested per layer type), as HF's `rope_scaling or rope_parameters`; `rope_type`
-///   or the legacy key `type`; `mrope` (Qwen2-VL) is default RoPE for the frequencies;
+///   or the legacy key `type`; `mrope` (Qwen2-VL) is default RoPE for the frequencies, and
+///   `mrope_section` / `mrope_interleaved` give model_rope_config::mrope;
 /// - `rope_theta` (in the dict, else top level, else GPT-NeoX's `rotary_emb_base`, else 10000);
 /// - `partial_rotary_factor`: top level (or GPT-NeoX's `rotary_pct`) overwrites the dict's, else
-///   the dict's, or GPT-J's `rotary_dim`; `qk_rope_head_dim` (MLA: DeepSeek-V2/V3 rotate only
-///   that part), else `head_dim`, else `hidden_size / num_attention_heads` (or `n_embd / n_head`);
+///   the dict's, or GPT-J's `rotary_dim`; `head_dim`, else `hidden_size / num_attention_heads`
+///   (or `n_embd / n_head`); MLA (`qk_rope_head_dim`, DeepSeek-V2/V3, Kimi-K2): RoPE over
+///   qk_rope_head_dim channels at rotary_offset qk_nope_head_dim of a qk_nope + qk_rope head;
+///   `rope_type: "proportional"` (Gemma 4): rope_params::proportional();
 /// - `max_position_embeddings` (or `n_positions`); `original_max_position_embeddings`: for
 ///   yarn, longrope and llama3 the top-level value (Phi-3 style) wins over the dict's;
 /// - the pair layout: `rope_interleave`, else `model_type` (interleaved for GPT-J, CodeGen,
-///   DeepSeek-V2/V3, Kimi-K2, Cohere, GLM, ChatGLM, Helium), else NeoX rotate-half;
+///   DeepSeek-V2/V3, Kimi-K2, Cohere, GLM, ChatGLM, Helium, Llama 4), else NeoX rotate-half;
 /// - Gemma-3's `rope_local_base_freq`: the sliding-window layers' base, chosen with
-///   config_json_options::layer_type.
+///   config_json_options::layer_type; Gemma 4's `global_head_dim` for "full_attention".
+/// model_config_from_json reads every layer type at once, with what each layer's attention
+/// needs (head sizes, softmax scaling, window, chunk, soft-capping, temperature tuning).
 /// Every failure is a ropekit::error whose field() is the key at fault as written in the file
 /// (`rope_scaling.factor`), also for values checked by the scaling types themselves.
 #pragma once
