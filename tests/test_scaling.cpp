@@ -797,7 +797,16 @@ TEST_CASE("bad parameters throw ropekit::error naming the field and the value") 
         },
         "mscale_all_dim", "nan");
 
-    expect_error([&] { llama3_scaling{8, 4, 4, 8192}.frequencies(ok); }, "low_freq_factor", "4");
+    {
+        // low == high (Llama 4 Scout's 1 / 1) is a step: no pair is blended (HF's band is empty).
+        const auto step = llama3_scaling{8, 4, 4, 8192}.frequencies(ok);
+        const auto base = default_rope{}.frequencies(ok);
+        for (std::size_t i = 0; i < step.inv_freq.size(); ++i) {
+            const float wavelen = float(2 * 3.141592653589793 / double(base.inv_freq[i]));
+            CHECK(step.inv_freq[i] ==
+                  (wavelen > 2048.0f ? base.inv_freq[i] / 8.0f : base.inv_freq[i]));
+        }
+    }
     expect_error([&] { llama3_scaling{8, 5, 4, 8192}.frequencies(ok); }, "low_freq_factor", "5");
     expect_error([&] { llama3_scaling{8, 0, 4, 8192}.frequencies(ok); }, "low_freq_factor", "0");
     expect_error([&] { llama3_scaling{0.5, 1, 4, 8192}.frequencies(ok); }, "factor", "0.5");
