@@ -1031,7 +1031,7 @@ inline void read_layer_attention(const json& top, const std::string& model_type,
         c.scaling = std::pow(double(c.head_dim), -0.5);
     // DeepSeek-V2/V3's attention (and Kimi-K2, which runs it): the softmax scale carries
     // yarn_get_mscale(factor, mscale_all_dim)^2 on top of the qk head's -0.5 power.
-    if (find(top, "qk_nope_head_dim"))
+    if (find(top, "qk_rope_head_dim"))  // MLA
         if (const auto* y = std::get_if<yarn_scaling>(&c.rope.scaling))
             if (y->mscale_all_dim && *y->mscale_all_dim != 0.0)
                 c.scaling *= y->deepseek_softmax_factor();
