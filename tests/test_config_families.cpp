@@ -248,6 +248,18 @@ TEST_CASE("Gemma 4: proportional full layers on global_head_dim, default sliding
     CHECK(f.scaling == 1.0);  // q/k norms instead of a 1/sqrt(d) scale
     CHECK(s.scaling == 1.0);
     CHECK(m.layer(29).layer_type == "full_attention");
+    CHECK(f.num_attention_heads == 8);
+    CHECK(f.num_key_value_heads == 2);
+    // attention_k_eq_v: the full layers' k (= v) heads are num_global_key_value_heads.
+    const auto kv = parse_model_config(R"({"model_type": "gemma4_text", "num_hidden_layers": 6,
+        "head_dim": 256, "global_head_dim": 512, "sliding_window": 1024,
+        "num_attention_heads": 32, "num_key_value_heads": 16, "num_global_key_value_heads": 4,
+        "attention_k_eq_v": true,
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+        "rope_theta": 1000000.0}}})");
+    CHECK(type_named(kv, "full_attention").num_key_value_heads == 4);
+    CHECK(type_named(kv, "sliding_attention").num_key_value_heads == 16);
     // The single-layer API reads the same layer type when asked for it.
     config_json_options o;
     o.layer_type = "full_attention";
@@ -407,6 +419,8 @@ TEST_CASE("per-layer reader: bad keys get a named error, counts are bounded") {
     expect_model_error(R"({"head_dim": 64, "query_pre_attn_scalar": 0})", "query_pre_attn_scalar",
                        "0");
     expect_model_error(R"({"head_dim": 64, "v_head_dim": -3})", "v_head_dim", "-3");
+    expect_model_error(R"({"head_dim": 64, "num_attention_heads": 8, "num_key_value_heads": 3})",
+                       "num_key_value_heads", "divide");
     expect_model_error(R"({"model_type": "llama4_text", "head_dim": 64, "num_hidden_layers": 4,
         "attention_chunk_size": 8192, "floor_scale": 0})",
                        "floor_scale", "0");

@@ -110,6 +110,10 @@ struct layer_config {
     /// MLA's qk_nope_head_dim + qk_rope_head_dim. Equal to rope.params.head_dim.
     int head_dim = 0;
     int v_head_dim = 0;  ///< v channels per head: MLA's v_head_dim, else head_dim
+    std::optional<std::int64_t> num_attention_heads;  ///< q heads, as read
+    /// k/v heads: `num_key_value_heads`; Gemma 4's full-attention layers with
+    /// `attention_k_eq_v` use `num_global_key_value_heads` (and v = k).
+    std::optional<std::int64_t> num_key_value_heads;
     /// The `1/sqrt(head_dim)` part of the softmax scale, as the HF attention module sets its
     /// `scaling`: `head_dim ** -0.5`; Gemma 2/3 `query_pre_attn_scalar ** -0.5`; Gemma 4 1 (its
     /// q/k norms); DeepSeek-V2/V3 and Kimi-K2 (MLA with YaRN's mscale_all_dim)
@@ -1023,6 +1027,21 @@ inline void read_layer_attention(const json& top, const std::string& model_type,
             fail("v_head_dim", "must be <= 65536 (got " + std::to_string(*v) + ")");
         c.v_head_dim = int(*v);
     }
+    c.num_attention_heads = positive_integer(top, "num_attention_heads");
+    c.num_key_value_heads = positive_integer(top, "num_key_value_heads");
+    if (c.layer_type != "sliding_attention") {
+        const json* kv_eq = find(top, "attention_k_eq_v");
+        if (kv_eq && !kv_eq->is_boolean())
+            fail("attention_k_eq_v", "must be true or false (got " + show(*kv_eq) + ")");
+        if (kv_eq && kv_eq->get<bool>())
+            if (const auto g = positive_integer(top, "num_global_key_value_heads"))
+                c.num_key_value_heads = g;
+    }
+    if (c.num_attention_heads && c.num_key_value_heads &&
+        *c.num_attention_heads % *c.num_key_value_heads != 0)
+        fail("num_key_value_heads", "must divide num_attention_heads (got " +
+                                        std::to_string(*c.num_key_value_heads) + " for " +
+                                        std::to_string(*c.num_attention_heads) + " heads)");
     if (const auto q = positive_number(top, "query_pre_attn_scalar"))  // Gemma 2 / 3
         c.scaling = std::pow(*q, -0.5);
     else if (model_type_is(model_type, "gemma4"))  // q_norm / k_norm instead of a scale

@@ -594,6 +594,10 @@ inline std::string to_layers_text(const model_layers_config& m, std::optional<st
         o << "\n[" << c.layer_type << (c.use_rope ? "" : ", NoPE") << "]  " << count << " layer"
           << (count == 1 ? "" : "s") << "\n";
         o << "  head_dim        q/k " << c.head_dim << ", v " << c.v_head_dim << "\n";
+        if (c.num_attention_heads || c.num_key_value_heads)
+            o << "  heads           q "
+              << (c.num_attention_heads ? std::to_string(*c.num_attention_heads) : "?") << ", kv "
+              << (c.num_key_value_heads ? std::to_string(*c.num_key_value_heads) : "?") << "\n";
         o << "  scaling         " << fmt("%.17g", c.scaling) << "  (the 1/sqrt(head_dim) part)\n";
         if (c.sliding_window) o << "  sliding_window  " << *c.sliding_window << "\n";
         if (c.attention_chunk_size) o << "  chunk_size      " << *c.attention_chunk_size << "\n";
