@@ -260,6 +260,7 @@ TEST_CASE("Gemma 4: proportional full layers on global_head_dim, default sliding
         "rope_theta": 1000000.0}}})");
     CHECK(type_named(kv, "full_attention").num_key_value_heads == 4);
     CHECK(type_named(kv, "sliding_attention").num_key_value_heads == 16);
+    CHECK(m.warnings.empty());  // num_kv_shared_layers 0: nothing to say
     // The single-layer API reads the same layer type when asked for it.
     config_json_options o;
     o.layer_type = "full_attention";

@@ -1123,6 +1123,16 @@ inline model_layers_config model_config_from_json(const nlohmann::json& root,
     std::vector<std::string> names;
     std::vector<bool> rope;
     jc::read_layer_map(top, out.model_type, names, rope, out.warnings);
+    // Gemma 4 keys that change the attention beyond what layer_config describes.
+    if (const jc::json* b = jc::find(top, "use_bidirectional_attention"))
+        out.warnings.push_back("use_bidirectional_attention: " + jc::show(*b) +
+                               " (HF: \"all\" makes every layer non-causal and uses "
+                               "sliding_window // 2 + 1; \"vision\" for image tokens); not "
+                               "reflected in layer_config");
+    if (const auto shared = jc::integer(top, "num_kv_shared_layers", ""); shared && *shared > 0)
+        out.warnings.push_back("num_kv_shared_layers: the last " + std::to_string(*shared) +
+                               " layers reuse earlier layers' K/V (HF's Gemma 4); not reflected "
+                               "in layer_config");
     out.layer_type_index.resize(names.size());
     for (std::size_t i = 0; i < names.size(); ++i) {
         std::size_t k = 0;
