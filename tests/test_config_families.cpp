@@ -390,6 +390,10 @@ TEST_CASE("per-layer reader: bad keys get a named error, counts are bounded") {
                        "layer_types", "num_hidden_layers = 4");
     expect_model_error("{" + geom + R"("layer_types": ["full_attention", 7]})", "layer_types[1]",
                        "7");
+    expect_model_error("{" + geom +
+                           R"("layer_types": ["full_attention", "full_attention"],
+        "no_rope_layers": [1]})",
+                       "no_rope_layers", "as the other per-layer list");
     expect_model_error("{" + geom + R"("layer_types": "full_attention"})", "layer_types", "list");
     expect_model_error("{" + geom + R"("num_hidden_layers": 1000000000000})", "num_hidden_layers",
                        "16384");

@@ -971,6 +971,13 @@ inline void read_layer_map(const json& top, const std::string& model_type,
         n = 1;
     }
     const std::size_t count = std::size_t(*n);
+    // Without num_hidden_layers the two lists must still agree with each other.
+    for (const auto& [list, key] :
+         {std::pair{types, "layer_types"}, std::pair{no_rope, "no_rope_layers"}})
+        if (list && list->size() != count)
+            fail(key, "must have " + std::to_string(count) +
+                          " entries, as the other per-layer list (got " +
+                          std::to_string(list->size()) + ")");
     // Llama 4: no_rope_layers[i] is 1 where layer i uses RoPE; the default is every
     // no_rope_layer_interval-th layer (4) without (HF's Llama4TextConfig).
     rope.assign(count, true);
