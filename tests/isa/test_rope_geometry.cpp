@@ -582,3 +582,29 @@ TEST_CASE("apply_mrope: bad input gets a named error", "[rope][mrope][errors]") 
               ropekit::validate_mrope_call(table, ok, x, x, mrope_positions::contiguous(0), 0, 5);
           }) == "token_range");
 }
+
+TEST_CASE("geometry: the gap prefetch starts after the rotated slice, not the head start",
+          "[rope][geometry]") {
+    // DeepSeek-MLA-shaped q of a packed q|k|v buffer: 32 q heads of 192 channels rotated at
+    // [128, 192), then 16 more heads per token the call skips. The gap of token t runs from the
+    // end of its last rotated slice to the start of token t + 1's first one.
+    const int hd = 192, heads = 32, stride_heads = 48;
+    const std::int64_t tokens = 512;
+    std::vector<float> buf(std::size_t(tokens) * stride_heads * hd);
+    const head_view<float> q{buf.data(), tokens, heads, hd, std::ptrdiff_t(stride_heads) * hd, hd};
+    for (int offset : {0, 128}) {
+        const auto tg = ropekit::detail::target_of<arch>(q, offset);
+        CHECK(tg.data == buf.data() + offset);
+        const int extent = offset == 0 ? hd : 64;  // whole head, or the 64-channel slice
+        const auto gap =
+            ropekit::detail::find_rope_gap<arch>(extent / 2, extent, &tg, 1, 0, tokens);
+        REQUIRE(gap.active());
+        const auto addr = [&](std::int64_t t, int h, int c) {
+            return reinterpret_cast<std::uintptr_t>(buf.data() + t * q.token_stride +
+                                                    h * q.head_stride + c);
+        };
+        CHECK(gap.begin == addr(0, heads - 1, hd));
+        CHECK(gap.end == addr(1, 0, offset));
+        CHECK(gap.stride == std::uintptr_t(q.token_stride) * sizeof(float));
+    }
+}
