@@ -306,8 +306,9 @@ ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// The one cold-path check of everything a table kernel call needs, so that no call the
 /// validators accept is then skipped or cut short by the kernel: the view (validate(), plus
-/// validate(extent) yourself when the buffer size is known), the table (non-empty rotary_dim
-/// <= the view's head_dim), the token range inside the view, and the positions
+/// validate(extent) yourself when the buffer size is known), the table (non-empty, rotary_dim
+/// <= the view's head_dim: field `rotary_dim`; rotary_offset + rotated_extent <= head_dim: field
+/// `rotated_extent`), the token range inside the view, and the positions
 /// (validate_positions). Call it with the arguments of apply_rope(table, x, pos, token_begin,
 /// token_end) or rerotate_keys(table, ...); throws ropekit::error naming the field.
 /// \param table the table the kernel call will use
@@ -529,10 +530,10 @@ int targets_of(const head_view<T>& q, const head_view<T>& k, rope_target<T> (&ou
 
 /// Rotates tokens [token_begin, token_end) of `x` in place with angles from `table`
 /// (a range table looked up by position, or a list table with positions::table_rows()).
-/// The layout and rotary_dim are the table's.
-/// \pre rotary_dim <= x.head_dim; [token_begin, token_end) inside the view; with a range
-/// table every position inside it, with a list table `pos` is positions::table_rows() and the
-/// table has >= token_end rows; ids not null. These are checked with ROPEKIT_ASSERT only.
+/// The layout, rotary_dim and geometry (pair span, rotary offset) are the table's.
+/// \pre rotary_offset + rotated_extent <= x.head_dim; [token_begin, token_end) inside the view;
+/// with a range table every position inside it, with a list table `pos` is positions::table_rows()
+/// and the table has >= token_end rows; ids not null. These are checked with ROPEKIT_ASSERT only.
 /// **Release builds** (ROPEKIT_ASSERT compiled out, the default under NDEBUG): nothing is ever
 /// read or written out of bounds, but nothing reports the error either. A token whose position
 /// is outside a range table is silently left unrotated (the other tokens are rotated); a bad
@@ -556,14 +557,14 @@ void apply_rope(const cos_sin_table& table, head_view<T> x, const positions& pos
 
 /// Table-free: rotates tokens [token_begin, token_end) of `x` by `position * inv_freq[i]`,
 /// computed on the fly (exact double product and reduction, ~0.5 ulp float cos/sin).
-/// \pre freqs.rotary_dim <= x.head_dim; |position| < 2^29 (and |position * inv_freq| < 2^29
-/// if an inv_freq exceeds 1); the rest as the table overload. The position bound is not checked
-/// at all, in any build: beyond it the angle's error grows with |position| (measured up to
-/// 4e-7 rad at 2^32 and 0.5 rad at 2^52), and from about 2^55 the result is not even a
-/// rotation (magnitudes blow up, up to inf). The other preconditions are ROPEKIT_ASSERTed;
-/// in release builds a violation skips the whole call. Check untrusted input first with
-/// validate_rope_call(freqs, x, pos, token_begin, token_end) (frequencies, view, token range,
-/// rotary_dim and the position bound in one call), which throws ropekit::error naming the
+/// \pre freqs.rotary_offset + freqs.rotated_extent() <= x.head_dim; |position| < 2^29 (and
+/// |position * inv_freq| < 2^29 if an inv_freq exceeds 1); the rest as the table overload. The
+/// position bound is not checked at all, in any build: beyond it the angle's error grows with
+/// |position| (measured up to 4e-7 rad at 2^32 and 0.5 rad at 2^52), and from about 2^55 the result
+/// is not even a rotation (magnitudes blow up, up to inf). The other preconditions are
+/// ROPEKIT_ASSERTed; in release builds a violation skips the whole call. Check untrusted input
+/// first with validate_rope_call(freqs, x, pos, token_begin, token_end) (frequencies, view, token
+/// range, rotary_dim and the position bound in one call), which throws ropekit::error naming the
 /// field, or the token and position.
 template <class Arch, class T>
 void apply_rope(const rope_frequencies& freqs, head_view<T> x, const positions& pos,
