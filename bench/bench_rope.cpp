@@ -7,8 +7,8 @@
 //   over_memcpy  kernel bytes/s / memcpy bytes/s of the same tensor size (both count 2 x bytes)
 //   over_naive   speed-up over rope_reference.hpp (double math), timed on min(tokens, 64)
 //                tokens and scaled linearly (its cost per token is constant)
-//   over_1d      (M-RoPE only) its time / the 1-D apply_rope time on the same buffer and table
-//                layout, measured in the same run (median of 31 calls)
+//   over_1d      (M-RoPE only) its time / the 1-D apply_rope time on the same buffer and table,
+//                measured in the same run (median CPU time of 31 calls)
 // Names: rope_apply[_free|_qk|_qk_free]/<layout>/<storage>/<tokens>, and
 // rope_apply/mrope[_interleaved]/f32/<tokens> (NeoX, Qwen2-VL sections [16, 24, 24] contiguous
 // or Qwen3-VL [24, 20, 20] interleaved, positions of repeated 64 text tokens + one 32 x 32-patch
@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <ctime>
 #include <map>
 #include <random>
 #include <string>
@@ -132,6 +133,24 @@ void bench_apply_qk(benchmark::State& state, ropekit::rope_layout layout, source
                            benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Median thread CPU time of `repetitions` calls of f.
+template <class F>
+double thread_cpu_median_seconds(F&& f, int repetitions) {
+    auto now = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+    };
+    std::vector<double> t;
+    for (int r = 0; r < repetitions; ++r) {
+        const double t0 = now();
+        f();
+        t.push_back(now() - t0);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
 // M-RoPE on text + image positions, with the 1-D kernel on the same buffer as the yardstick.
 void bench_mrope(benchmark::State& state, ropekit::mrope_sections sections, std::int64_t tokens) {
     using ropekit::mrope_segment;
@@ -158,7 +177,9 @@ void bench_mrope(benchmark::State& state, ropekit::mrope_sections sections, std:
     for (std::int64_t t = 0; t < tokens; ++t)
         gathered += idx.at(0, t) != idx.at(1, t) || idx.at(1, t) != idx.at(2, t);
     const std::size_t bytes = x.size() * sizeof(float);
-    const double one_d = ropekit_bench::median_seconds(
+    // CPU seconds, like the benchmark's own time (the cores are shared: wall time would count
+    // other processes' slices in one of the two and not the other).
+    const double one_d = thread_cpu_median_seconds(
         [&] {
             ropekit::apply_rope(table, view, ropekit::positions::contiguous(first_position), 0,
                                 tokens);
@@ -205,12 +226,10 @@ int main(int argc, char** argv) {
     for (std::int64_t tokens : {512, 4096}) {
         benchmark::RegisterBenchmark(
             ("rope_apply/mrope/f32/" + std::to_string(tokens)).c_str(), bench_mrope,
-            ropekit::mrope_sections{{16, 24, 24}, ropekit::mrope_layout::contiguous}, tokens)
-            ->UseRealTime();  // over_1d divides by a wall-clock time
+            ropekit::mrope_sections{{16, 24, 24}, ropekit::mrope_layout::contiguous}, tokens);
         benchmark::RegisterBenchmark(
             ("rope_apply/mrope_interleaved/f32/" + std::to_string(tokens)).c_str(), bench_mrope,
-            ropekit::mrope_sections{{24, 20, 20}, ropekit::mrope_layout::interleaved}, tokens)
-            ->UseRealTime();
+            ropekit::mrope_sections{{24, 20, 20}, ropekit::mrope_layout::interleaved}, tokens);
     }
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
