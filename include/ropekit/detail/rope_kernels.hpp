@@ -486,8 +486,13 @@ ROPEKIT_ALWAYS_INLINE void rotate_token(rope_layout layout, int pairs, int span,
             } else if (layout == rope_layout::gptj) {
                 build_gptj_angles<Arch>(c, s, 64, cd, sd);
             }
-            if (rotate_token_fixed<Arch, T, 64>(layout, span, c, s, cd, sd, scratch.cos_eo,
-                                                scratch.sin_eo, targets, n_targets, t))
+            // The ordinary span with a literal: the inlined copy addresses the second half by
+            // a constant displacement, exactly the code before the geometry existed.
+            if (span == 64
+                    ? rotate_token_fixed<Arch, T, 64>(layout, 64, c, s, cd, sd, scratch.cos_eo,
+                                                      scratch.sin_eo, targets, n_targets, t)
+                    : rotate_token_fixed<Arch, T, 64>(layout, span, c, s, cd, sd, scratch.cos_eo,
+                                                      scratch.sin_eo, targets, n_targets, t))
                 return;
         }
     }
