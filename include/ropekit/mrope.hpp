@@ -224,47 +224,48 @@ void run_mrope(const cos_sin_table& table, const mrope_sections& sec, const rope
     const bool interleaved = sec.layout == mrope_layout::interleaved;
     // Contiguous sections: pair bounds of the three axes.
     const int b1 = sec.section[0], b2 = sec.section[0] + sec.section[1];
-    rope_run<Arch, T>(
-        geo, targets, n_targets, t0, t1,
-        [&](int p0, int n, rope_scratch& sc) {
-            if (interleaved) mrope_build_masks<Arch>(sec, p0, n, sc.mrope_h, sc.mrope_w);
-        },
-        [&](std::int64_t t, int p0, int n, rope_scratch& sc, const float*& c, const float*& s) {
-            const std::int64_t pt = pos.at(0, t), ph = pos.at(1, t), pw = pos.at(2, t);
-            // (Differences modulo 2^64, as run_with_table: no signed overflow for any id.)
-            const std::uint64_t rt = std::uint64_t(pt) - first, rh = std::uint64_t(ph) - first,
-                                rw = std::uint64_t(pw) - first;
-            const bool in_table = rt < n_rows && rh < n_rows && rw < n_rows;
-            ROPEKIT_ASSERT(in_table, "M-RoPE position outside the cos/sin table");
-            if (!in_table) return false;  // (NDEBUG) the token is left as it is
-            const float* row_t = base + std::ptrdiff_t(rt) * stride;
-            if (pt == ph && ph == pw) {  // text: the 1-D path, bit for bit
-                c = row_t + p0;
-                s = c + pairs;
-                return true;
-            }
-            const float* row_h = base + std::ptrdiff_t(rh) * stride;
-            const float* row_w = base + std::ptrdiff_t(rw) * stride;
-            if (interleaved) {
-                mrope_blend<Arch>(row_t + p0, row_h + p0, row_w + p0, sc.mrope_h, sc.mrope_w, n,
-                                  sc.cos);
-                mrope_blend<Arch>(row_t + pairs + p0, row_h + pairs + p0, row_w + pairs + p0,
-                                  sc.mrope_h, sc.mrope_w, n, sc.sin);
-            } else {
-                const float* rows[3] = {row_t, row_h, row_w};
-                const int lo[3] = {0, b1, b2}, hi[3] = {b1, b2, pairs};
-                for (int a = 0; a < 3; ++a) {
-                    const int from = std::max(lo[a], p0), to = std::min(hi[a], p0 + n);
-                    if (from >= to) continue;
-                    const std::size_t bytes = std::size_t(to - from) * sizeof(float);
-                    std::memcpy(sc.cos + (from - p0), rows[a] + from, bytes);
-                    std::memcpy(sc.sin + (from - p0), rows[a] + pairs + from, bytes);
-                }
-            }
-            c = sc.cos;
-            s = sc.sin;
+    auto prepare_pass = [&](int p0, int n, mrope_scratch& sc) {
+        if (interleaved) mrope_build_masks<Arch>(sec, p0, n, sc.mrope_h, sc.mrope_w);
+    };
+    auto lookup = [&](std::int64_t t, int p0, int n, mrope_scratch& sc, const float*& c,
+                      const float*& s) {
+        const std::int64_t pt = pos.at(0, t), ph = pos.at(1, t), pw = pos.at(2, t);
+        // (Differences modulo 2^64, as run_with_table: no signed overflow for any id.)
+        const std::uint64_t rt = std::uint64_t(pt) - first, rh = std::uint64_t(ph) - first,
+                            rw = std::uint64_t(pw) - first;
+        const bool in_table = rt < n_rows && rh < n_rows && rw < n_rows;
+        ROPEKIT_ASSERT(in_table, "M-RoPE position outside the cos/sin table");
+        if (!in_table) return false;  // (NDEBUG) the token is left as it is
+        const float* row_t = base + std::ptrdiff_t(rt) * stride;
+        if (pt == ph && ph == pw) {  // text: the 1-D path, bit for bit
+            c = row_t + p0;
+            s = c + pairs;
             return true;
-        });
+        }
+        const float* row_h = base + std::ptrdiff_t(rh) * stride;
+        const float* row_w = base + std::ptrdiff_t(rw) * stride;
+        if (interleaved) {
+            mrope_blend<Arch>(row_t + p0, row_h + p0, row_w + p0, sc.mrope_h, sc.mrope_w, n,
+                              sc.cos);
+            mrope_blend<Arch>(row_t + pairs + p0, row_h + pairs + p0, row_w + pairs + p0,
+                              sc.mrope_h, sc.mrope_w, n, sc.sin);
+        } else {
+            const float* rows[3] = {row_t, row_h, row_w};
+            const int lo[3] = {0, b1, b2}, hi[3] = {b1, b2, pairs};
+            for (int a = 0; a < 3; ++a) {
+                const int from = std::max(lo[a], p0), to = std::min(hi[a], p0 + n);
+                if (from >= to) continue;
+                const std::size_t bytes = std::size_t(to - from) * sizeof(float);
+                std::memcpy(sc.cos + (from - p0), rows[a] + from, bytes);
+                std::memcpy(sc.sin + (from - p0), rows[a] + pairs + from, bytes);
+            }
+        }
+        c = sc.cos;
+        s = sc.sin;
+        return true;
+    };
+    rope_run<Arch, T, decltype(prepare_pass)&, decltype(lookup)&, mrope_scratch>(
+        geo, targets, n_targets, t0, t1, prepare_pass, lookup);
 }
 
 template <class Arch>
