@@ -7,12 +7,18 @@
 //   over_memcpy  kernel bytes/s / memcpy bytes/s of the same tensor size (both count 2 x bytes)
 //   over_naive   speed-up over rope_reference.hpp (double math), timed on min(tokens, 64)
 //                tokens and scaled linearly (its cost per token is constant)
-// Names: rope_apply[_free|_qk|_qk_free]/<layout>/<storage>/<tokens>.
+//   over_1d      (M-RoPE only) its time / the 1-D apply_rope time on the same buffer and table,
+//                measured in the same run (median CPU time of 31 calls)
+// Names: rope_apply[_free|_qk|_qk_free]/<layout>/<storage>/<tokens>, and
+// rope_apply/mrope[_interleaved]/f32/<tokens> (NeoX, Qwen2-VL sections [16, 24, 24] contiguous
+// or Qwen3-VL [24, 20, 20] interleaved, positions of repeated 64 text tokens + one 32 x 32-patch
+// image from get_rope_index, so most tokens take the gather path).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <ctime>
 #include <map>
 #include <random>
 #include <string>
@@ -20,6 +26,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "ropekit/mrope.hpp"
 #include "ropekit/rope.hpp"
 #include "ropekit/rope_reference.hpp"
 
@@ -126,6 +133,73 @@ void bench_apply_qk(benchmark::State& state, ropekit::rope_layout layout, source
                            benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Median thread CPU time of `repetitions` calls of f.
+template <class F>
+double thread_cpu_median_seconds(F&& f, int repetitions) {
+    auto now = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+    };
+    std::vector<double> t;
+    for (int r = 0; r < repetitions; ++r) {
+        const double t0 = now();
+        f();
+        t.push_back(now() - t0);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+// M-RoPE on text + image positions, with the 1-D kernel on the same buffer as the yardstick.
+void bench_mrope(benchmark::State& state, ropekit::mrope_sections sections, std::int64_t tokens) {
+    using ropekit::mrope_segment;
+    std::vector<mrope_segment> segs;
+    for (std::int64_t n = 0; n < tokens;) {
+        const std::int64_t text = std::min<std::int64_t>(64, tokens - n);
+        segs.push_back(mrope_segment::text(text));
+        n += text;
+        if (n + 256 > tokens) continue;
+        segs.push_back(mrope_segment::image(1, 32, 32));  // 16 x 16 merged = 256 tokens
+        n += 256;
+    }
+    ropekit::mrope_index_options opt;
+    opt.model = sections.layout == ropekit::mrope_layout::interleaved
+                    ? ropekit::mrope_model::qwen3_vl
+                    : ropekit::mrope_model::qwen2_vl;
+    const auto idx = ropekit::get_rope_index(segs, opt);
+    const auto freqs = make_freqs(ropekit::rope_layout::neox);
+    const auto table = ropekit::cos_sin_table::for_range(freqs, 0, first_position + tokens);
+    auto x = random_tensor<float>(std::size_t(tokens) * q_heads * head_dim);
+    const auto view = ropekit::head_view<float>::packed(x.data(), tokens, q_heads, head_dim);
+    ropekit::validate_mrope_call(table, sections, view, idx.positions(), 0, tokens);
+    std::int64_t gathered = 0;
+    for (std::int64_t t = 0; t < tokens; ++t)
+        gathered += idx.at(0, t) != idx.at(1, t) || idx.at(1, t) != idx.at(2, t);
+    const std::size_t bytes = x.size() * sizeof(float);
+    // CPU seconds, like the benchmark's own time (the cores are shared: wall time would count
+    // other processes' slices in one of the two and not the other).
+    const double one_d = thread_cpu_median_seconds(
+        [&] {
+            ropekit::apply_rope(table, view, ropekit::positions::contiguous(first_position), 0,
+                                tokens);
+            benchmark::ClobberMemory();
+        },
+        31);
+    for (auto _ : state) {
+        ropekit::apply_mrope(table, sections, view, idx.positions(), 0, tokens);
+        benchmark::ClobberMemory();
+    }
+    state.SetBytesProcessed(std::int64_t(state.iterations()) * 2 * std::int64_t(bytes));
+    state.counters["over_memcpy"] =
+        benchmark::Counter(2.0 * double(bytes) / ropekit_bench::memcpy_bytes_per_second(bytes),
+                           benchmark::Counter::kIsIterationInvariantRate);
+    // (time per iteration) / one_d: an iteration-invariant rate of one_d, inverted.
+    state.counters["over_1d"] = benchmark::Counter(
+        one_d, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+    state.counters["gathered"] = double(gathered) / double(tokens);
+}
+
 template <class T>
 void register_type() {
     for (auto layout : {ropekit::rope_layout::neox, ropekit::rope_layout::gptj}) {
@@ -149,6 +223,14 @@ void register_type() {
 int main(int argc, char** argv) {
     register_type<float>();
     register_type<ropekit::bfloat16>();
+    for (std::int64_t tokens : {512, 4096}) {
+        benchmark::RegisterBenchmark(
+            ("rope_apply/mrope/f32/" + std::to_string(tokens)).c_str(), bench_mrope,
+            ropekit::mrope_sections{{16, 24, 24}, ropekit::mrope_layout::contiguous}, tokens);
+        benchmark::RegisterBenchmark(
+            ("rope_apply/mrope_interleaved/f32/" + std::to_string(tokens)).c_str(), bench_mrope,
+            ropekit::mrope_sections{{24, 20, 20}, ropekit::mrope_layout::interleaved}, tokens);
+    }
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::AddCustomContext("rope_arch", ropekit::arch_name<ropekit::default_arch>());

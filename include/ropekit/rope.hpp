@@ -10,7 +10,12 @@
 /// threads) and only read the shared table or frequencies (safe from many threads at once).
 ///
 /// Math is float whatever the storage; bfloat16 and half results are rounded to nearest even.
-/// Channels [rotary_dim, head_dim) of every head are never read or written.
+/// Only the channels of the geometry's pairs are read or written (rope_frequencies: NeoX pair i
+/// is channels (rotary_offset + i, rotary_offset + i + pair_span), GPT-J pair i is
+/// (rotary_offset + 2i, rotary_offset + 2i + 1)); every other channel of every head is never
+/// touched, so pass-through channels keep their bits (ordinary partial rotary: [rotary_dim,
+/// head_dim); Gemma 4's proportional RoPE: the non-rotated pairs of both halves; DeepSeek's MLA:
+/// the qk_nope_head_dim channels before the rotary slice).
 #pragma once
 
 #include <algorithm>
@@ -245,15 +250,30 @@ ROPEKIT_END_ISA_NAMESPACE
 namespace detail {
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
+/// The channels a call rotates, for the validators: rotary_dim, and the reach
+/// rotary_offset + rotated_extent (one past the last channel touched).
+struct call_geometry {
+    int rotary_dim;
+    int offset;
+    int extent;
+};
+
 /// The checks validate_rope_call shares between its overloads: the view, the token range
-/// inside it, and rotary_dim <= head_dim.
+/// inside it, rotary_dim <= head_dim and rotary_offset + rotated_extent <= head_dim.
 template <class T>
-void validate_call_view(const char* name, const head_view<T>& v, int rotary_dim,
+void validate_call_view(const char* name, const head_view<T>& v, const call_geometry& geo,
                         std::int64_t token_begin, std::int64_t token_end) {
     v.validate();
-    if (v.tokens > 0 && v.heads > 0 && rotary_dim > v.head_dim)
+    if (v.tokens > 0 && v.heads > 0 && geo.rotary_dim > v.head_dim)
         fail("rotary_dim", "must be <= the view's head_dim",
-             std::string(name) + ": rotary_dim=" + format_value(rotary_dim) +
+             std::string(name) + ": rotary_dim=" + format_value(geo.rotary_dim) +
+                 " head_dim=" + format_value(v.head_dim));
+    if (v.tokens > 0 && v.heads > 0 && std::int64_t(geo.offset) + geo.extent > v.head_dim)
+        fail("rotated_extent",
+             "rotary_offset + rotated_extent (pair_span + rotary_dim / 2 for NeoX, rotary_dim "
+             "for GPT-J) must be <= the view's head_dim",
+             std::string(name) + ": rotary_offset=" + format_value(geo.offset) +
+                 " rotated_extent=" + format_value(geo.extent) +
                  " head_dim=" + format_value(v.head_dim));
     if (token_begin < 0 || token_end < token_begin || token_end > v.tokens)
         fail("token_range", "must satisfy 0 <= token_begin <= token_end <= tokens",
@@ -262,14 +282,21 @@ void validate_call_view(const char* name, const head_view<T>& v, int rotary_dim,
 }
 
 template <class T>
-void validate_call_views(int rotary_dim, const head_view<T>& q, const head_view<T>* k,
+void validate_call_views(const call_geometry& geo, const head_view<T>& q, const head_view<T>* k,
                          std::int64_t token_begin, std::int64_t token_end) {
-    validate_call_view(k ? "q" : "x", q, rotary_dim, token_begin, token_end);
+    validate_call_view(k ? "q" : "x", q, geo, token_begin, token_end);
     if (!k) return;
     if (q.tokens != k->tokens)
         fail("tokens", "of q and k must be equal",
              "q.tokens=" + format_value(q.tokens) + " k.tokens=" + format_value(k->tokens));
-    validate_call_view("k", *k, rotary_dim, token_begin, token_end);
+    validate_call_view("k", *k, geo, token_begin, token_end);
+}
+
+inline call_geometry call_geometry_of(const cos_sin_table& t) {
+    return {t.rotary_dim(), t.rotary_offset(), t.rotated_extent()};
+}
+inline call_geometry call_geometry_of(const rope_frequencies& f) {
+    return {f.rotary_dim, f.rotary_offset, f.rotated_extent()};
 }
 
 ROPEKIT_END_ISA_NAMESPACE
@@ -279,8 +306,9 @@ ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// The one cold-path check of everything a table kernel call needs, so that no call the
 /// validators accept is then skipped or cut short by the kernel: the view (validate(), plus
-/// validate(extent) yourself when the buffer size is known), the table (non-empty rotary_dim
-/// <= the view's head_dim), the token range inside the view, and the positions
+/// validate(extent) yourself when the buffer size is known), the table (non-empty, rotary_dim
+/// <= the view's head_dim: field `rotary_dim`; rotary_offset + rotated_extent <= head_dim: field
+/// `rotated_extent`), the token range inside the view, and the positions
 /// (validate_positions). Call it with the arguments of apply_rope(table, x, pos, token_begin,
 /// token_end) or rerotate_keys(table, ...); throws ropekit::error naming the field.
 /// \param table the table the kernel call will use
@@ -295,7 +323,8 @@ void validate_rope_call(const cos_sin_table& table, const head_view<T>& x, const
                     "must have rotary_dim > 0 (built by for_range "
                     "or for_positions)",
                     table.rotary_dim());
-    detail::validate_call_views<T>(table.rotary_dim(), x, nullptr, token_begin, token_end);
+    detail::validate_call_views<T>(detail::call_geometry_of(table), x, nullptr, token_begin,
+                                   token_end);
     validate_positions(table, pos, token_begin, token_end);
 }
 
@@ -308,7 +337,7 @@ void validate_rope_call(const cos_sin_table& table, const head_view<T>& q, const
                     "must have rotary_dim > 0 (built by for_range "
                     "or for_positions)",
                     table.rotary_dim());
-    detail::validate_call_views<T>(table.rotary_dim(), q, &k, token_begin, token_end);
+    detail::validate_call_views<T>(detail::call_geometry_of(table), q, &k, token_begin, token_end);
     validate_positions(table, pos, token_begin, token_end);
 }
 
@@ -318,7 +347,8 @@ template <class T>
 void validate_rope_call(const rope_frequencies& freqs, const head_view<T>& x, const positions& pos,
                         std::int64_t token_begin, std::int64_t token_end) {
     freqs.validate();
-    detail::validate_call_views<T>(freqs.rotary_dim, x, nullptr, token_begin, token_end);
+    detail::validate_call_views<T>(detail::call_geometry_of(freqs), x, nullptr, token_begin,
+                                   token_end);
     validate_positions(freqs, pos, token_begin, token_end);
 }
 
@@ -327,12 +357,13 @@ template <class T>
 void validate_rope_call(const rope_frequencies& freqs, const head_view<T>& q, const head_view<T>& k,
                         const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
     freqs.validate();
-    detail::validate_call_views<T>(freqs.rotary_dim, q, &k, token_begin, token_end);
+    detail::validate_call_views<T>(detail::call_geometry_of(freqs), q, &k, token_begin, token_end);
     validate_positions(freqs, pos, token_begin, token_end);
 }
 
 /// validate_rope_call for rebase_keys(from, to, k, pos, ...): both frequency sets valid, with
-/// the same rotary_dim and layout, and the positions accurate for both.
+/// the same rotary_dim, layout and geometry (pair span, rotary offset), and the positions
+/// accurate for both.
 template <class T>
 void validate_rebase_call(const rope_frequencies& from, const rope_frequencies& to,
                           const head_view<T>& k, const positions& pos, std::int64_t token_begin,
@@ -342,6 +373,10 @@ void validate_rebase_call(const rope_frequencies& from, const rope_frequencies& 
                     from.rotary_dim);
     detail::require(from.layout == to.layout, "layout", "of from and to must be equal",
                     to_string(from.layout));
+    detail::require(from.neox_pair_span() == to.neox_pair_span(), "pair_span",
+                    "of from and to must be equal", from.pair_span);
+    detail::require(from.rotary_offset == to.rotary_offset, "rotary_offset",
+                    "of from and to must be equal", from.rotary_offset);
     validate_rope_call(to, k, pos, token_begin, token_end);
     validate_positions(from, pos, token_begin, token_end);
 }
@@ -364,7 +399,7 @@ constexpr void check_arch() noexcept {
 // detail::find_rope_gap (per-ISA translation units must never share a non-template copy).
 
 template <class Arch, class T>
-bool check_view(const head_view<T>& v, int rotary_dim) {
+bool check_view(const head_view<T>& v, int rotary_dim, int offset, int extent) {
     static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
     const bool view_ok =
         detail::view_problem<Arch>(v.data, v.tokens, v.heads, v.head_dim, v.token_stride,
@@ -372,10 +407,22 @@ bool check_view(const head_view<T>& v, int rotary_dim) {
     ROPEKIT_ASSERT(view_ok, "invalid head_view (null data, bad counts or overlapping strides)");
     const bool even = rotary_dim > 0 && rotary_dim % 2 == 0;
     ROPEKIT_ASSERT(even, "rotary_dim must be even and > 0");
-    const bool fits =
-        rotary_dim <= v.head_dim || v.tokens == 0 || v.heads == 0;  // (nothing to rotate)
-    ROPEKIT_ASSERT(fits, "rotary_dim must be <= head_dim");
-    return view_ok && even && fits;
+    const bool geometry_ok = offset >= 0 && extent >= rotary_dim;
+    ROPEKIT_ASSERT(geometry_ok, "rotary_offset must be >= 0 and the pair span >= rotary_dim / 2");
+    const bool fits = (rotary_dim <= v.head_dim && std::int64_t(offset) + extent <= v.head_dim) ||
+                      v.tokens == 0 || v.heads == 0;  // (nothing to rotate)
+    ROPEKIT_ASSERT(fits, "rotary_offset + rotated_extent must be <= head_dim");
+    return view_ok && even && geometry_ok && fits;
+}
+
+template <class Arch, class T>
+bool check_view(const head_view<T>& v, const cos_sin_table& table) {
+    return check_view<Arch>(v, table.rotary_dim(), table.rotary_offset(), table.rotated_extent());
+}
+
+template <class Arch, class T>
+bool check_view(const head_view<T>& v, const rope_frequencies& f) {
+    return check_view<Arch>(v, f.rotary_dim, f.rotary_offset, f.rotated_extent());
 }
 
 template <class Arch>
@@ -410,8 +457,10 @@ void run_with_table(const cos_sin_table& table, const rope_target<T>* targets, i
     const std::ptrdiff_t stride = table.row_stride();
     const std::int64_t first = table.first_position();
     const std::int64_t n_rows = table.rows();
+    const rope_geometry geo =
+        geometry_of<Arch>(pairs, table.pair_span(), table.rotary_offset(), table.layout());
     rope_run<Arch, T>(
-        pairs, table.layout(), targets, n_targets, t0, t1, [](int, int, rope_scratch&) {},
+        geo, targets, n_targets, t0, t1, [](int, int, rope_scratch&) {},
         [&](std::int64_t t, int p0, int, rope_scratch&, const float*& c, const float*& s) {
             // (Difference taken modulo 2^64: a position below `first` or more than 2^63 past it
             // comes out negative, so no signed overflow for any position.)
@@ -436,8 +485,10 @@ void run_table_free(const rope_frequencies& freqs, const float* inv_from,
     ROPEKIT_ASSERT(kind_ok, "positions::table_rows() needs a list table");
     if (!sizes_ok || !kind_ok) return;
     table_free_angles<Arch> angles{freqs.inv_freq.data(), inv_from};
+    const rope_geometry geo =
+        geometry_of<Arch>(freqs.pairs(), freqs.neox_pair_span(), freqs.rotary_offset, freqs.layout);
     rope_run<Arch, T>(
-        freqs.pairs(), freqs.layout, targets, n_targets, t0, t1,
+        geo, targets, n_targets, t0, t1,
         [&](int p0, int n, rope_scratch& sc) { angles.prepare(p0, n, sc); },
         [&](std::int64_t t, int, int n, rope_scratch& sc, const float*& c, const float*& s) {
             angles.compute(double(pos.at(t)), n, sc);
@@ -450,11 +501,13 @@ void run_table_free(const rope_frequencies& freqs, const float* inv_from,
 // The kernels add `t * token_stride` for every token of the range and step `row += head_stride`
 // once past the last head. A stride the view never uses (its count is 1, or the view is empty)
 // may be anything, even near 2^63, and an empty view may have null data: such strides become 0
-// here, so no pointer arithmetic wraps or offsets a null pointer.
+// here, so no pointer arithmetic wraps or offsets a null pointer. A non-empty target starts at
+// the geometry's first rotated channel (`offset`, checked <= head_dim by check_view).
 template <class Arch, class T>
-rope_target<T> target_of(const head_view<T>& v) noexcept {
+rope_target<T> target_of(const head_view<T>& v, int offset = 0) noexcept {
     if (v.tokens <= 0 || v.heads <= 0) return {v.data, 0, 0, 0};
-    return {v.data, v.heads, v.tokens > 1 ? v.token_stride : 0, v.heads > 1 ? v.head_stride : 0};
+    return {v.data + offset, v.heads, v.tokens > 1 ? v.token_stride : 0,
+            v.heads > 1 ? v.head_stride : 0};
 }
 
 // The non-empty ones of q and k, in that order; returns how many. An empty view (k of a q-only
@@ -462,10 +515,11 @@ rope_target<T> target_of(const head_view<T>& v) noexcept {
 // token offset to every target's data before looking at its head count, and an offset added to
 // a null pointer is undefined behaviour.
 template <class Arch, class T>
-int targets_of(const head_view<T>& q, const head_view<T>& k, rope_target<T> (&out)[2]) noexcept {
+int targets_of(const head_view<T>& q, const head_view<T>& k, rope_target<T> (&out)[2],
+               int offset = 0) noexcept {
     int n = 0;
-    if (q.tokens > 0 && q.heads > 0) out[n++] = target_of<Arch>(q);
-    if (k.tokens > 0 && k.heads > 0) out[n++] = target_of<Arch>(k);
+    if (q.tokens > 0 && q.heads > 0) out[n++] = target_of<Arch>(q, offset);
+    if (k.tokens > 0 && k.heads > 0) out[n++] = target_of<Arch>(k, offset);
     return n;
 }
 
@@ -476,10 +530,10 @@ int targets_of(const head_view<T>& q, const head_view<T>& k, rope_target<T> (&ou
 
 /// Rotates tokens [token_begin, token_end) of `x` in place with angles from `table`
 /// (a range table looked up by position, or a list table with positions::table_rows()).
-/// The layout and rotary_dim are the table's.
-/// \pre rotary_dim <= x.head_dim; [token_begin, token_end) inside the view; with a range
-/// table every position inside it, with a list table `pos` is positions::table_rows() and the
-/// table has >= token_end rows; ids not null. These are checked with ROPEKIT_ASSERT only.
+/// The layout, rotary_dim and geometry (pair span, rotary offset) are the table's.
+/// \pre rotary_offset + rotated_extent <= x.head_dim; [token_begin, token_end) inside the view;
+/// with a range table every position inside it, with a list table `pos` is positions::table_rows()
+/// and the table has >= token_end rows; ids not null. These are checked with ROPEKIT_ASSERT only.
 /// **Release builds** (ROPEKIT_ASSERT compiled out, the default under NDEBUG): nothing is ever
 /// read or written out of bounds, but nothing reports the error either. A token whose position
 /// is outside a range table is silently left unrotated (the other tokens are rotated); a bad
@@ -495,22 +549,22 @@ void apply_rope(const cos_sin_table& table, head_view<T> x, const positions& pos
     ROPEKIT_TRACE_KERNEL("apply_rope", Arch::name());
     if (!detail::check_range<Arch>(x.tokens, token_begin, token_end)) return;
     if (token_begin == token_end || x.heads == 0) return;
-    if (!detail::check_view<Arch>(x, table.rotary_dim())) return;
+    if (!detail::check_view<Arch>(x, table)) return;
     if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg = detail::target_of<Arch>(x);
+    const detail::rope_target<T> tg = detail::target_of<Arch>(x, table.rotary_offset());
     detail::run_with_table<Arch, T>(table, &tg, 1, pos, token_begin, token_end);
 }
 
 /// Table-free: rotates tokens [token_begin, token_end) of `x` by `position * inv_freq[i]`,
 /// computed on the fly (exact double product and reduction, ~0.5 ulp float cos/sin).
-/// \pre freqs.rotary_dim <= x.head_dim; |position| < 2^29 (and |position * inv_freq| < 2^29
-/// if an inv_freq exceeds 1); the rest as the table overload. The position bound is not checked
-/// at all, in any build: beyond it the angle's error grows with |position| (measured up to
-/// 4e-7 rad at 2^32 and 0.5 rad at 2^52), and from about 2^55 the result is not even a
-/// rotation (magnitudes blow up, up to inf). The other preconditions are ROPEKIT_ASSERTed;
-/// in release builds a violation skips the whole call. Check untrusted input first with
-/// validate_rope_call(freqs, x, pos, token_begin, token_end) (frequencies, view, token range,
-/// rotary_dim and the position bound in one call), which throws ropekit::error naming the
+/// \pre freqs.rotary_offset + freqs.rotated_extent() <= x.head_dim; |position| < 2^29 (and
+/// |position * inv_freq| < 2^29 if an inv_freq exceeds 1); the rest as the table overload. The
+/// position bound is not checked at all, in any build: beyond it the angle's error grows with
+/// |position| (measured up to 4e-7 rad at 2^32 and 0.5 rad at 2^52), and from about 2^55 the result
+/// is not even a rotation (magnitudes blow up, up to inf). The other preconditions are
+/// ROPEKIT_ASSERTed; in release builds a violation skips the whole call. Check untrusted input
+/// first with validate_rope_call(freqs, x, pos, token_begin, token_end) (frequencies, view, token
+/// range, rotary_dim and the position bound in one call), which throws ropekit::error naming the
 /// field, or the token and position.
 template <class Arch, class T>
 void apply_rope(const rope_frequencies& freqs, head_view<T> x, const positions& pos,
@@ -519,9 +573,9 @@ void apply_rope(const rope_frequencies& freqs, head_view<T> x, const positions& 
     ROPEKIT_TRACE_KERNEL("apply_rope", Arch::name());
     if (!detail::check_range<Arch>(x.tokens, token_begin, token_end)) return;
     if (token_begin == token_end || x.heads == 0) return;
-    if (!detail::check_view<Arch>(x, freqs.rotary_dim)) return;
+    if (!detail::check_view<Arch>(x, freqs)) return;
     if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg = detail::target_of<Arch>(x);
+    const detail::rope_target<T> tg = detail::target_of<Arch>(x, freqs.rotary_offset);
     detail::run_table_free<Arch, T>(freqs, nullptr, &tg, 1, pos, token_begin, token_end);
 }
 
@@ -537,12 +591,10 @@ void apply_rope_qk(const cos_sin_table& table, head_view<T> q, head_view<T> k, c
     ROPEKIT_ASSERT(same_tokens, "q and k must have the same number of tokens");
     if (!same_tokens || !detail::check_range<Arch>(q.tokens, token_begin, token_end)) return;
     if (token_begin == token_end) return;
-    if (!detail::check_view<Arch>(q, table.rotary_dim()) ||
-        !detail::check_view<Arch>(k, table.rotary_dim()))
-        return;
+    if (!detail::check_view<Arch>(q, table) || !detail::check_view<Arch>(k, table)) return;
     if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
     detail::rope_target<T> tg[2];
-    const int n = detail::targets_of<Arch>(q, k, tg);
+    const int n = detail::targets_of<Arch>(q, k, tg, table.rotary_offset());
     if (n > 0) detail::run_with_table<Arch, T>(table, tg, n, pos, token_begin, token_end);
 }
 
@@ -556,12 +608,10 @@ void apply_rope_qk(const rope_frequencies& freqs, head_view<T> q, head_view<T> k
     ROPEKIT_ASSERT(same_tokens, "q and k must have the same number of tokens");
     if (!same_tokens || !detail::check_range<Arch>(q.tokens, token_begin, token_end)) return;
     if (token_begin == token_end) return;
-    if (!detail::check_view<Arch>(q, freqs.rotary_dim) ||
-        !detail::check_view<Arch>(k, freqs.rotary_dim))
-        return;
+    if (!detail::check_view<Arch>(q, freqs) || !detail::check_view<Arch>(k, freqs)) return;
     if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
     detail::rope_target<T> tg[2];
-    const int n = detail::targets_of<Arch>(q, k, tg);
+    const int n = detail::targets_of<Arch>(q, k, tg, freqs.rotary_offset);
     if (n > 0) detail::run_table_free<Arch, T>(freqs, nullptr, tg, n, pos, token_begin, token_end);
 }
 
@@ -577,13 +627,16 @@ void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_
     detail::check_arch<Arch>();
     ROPEKIT_TRACE_KERNEL("rebase_keys", Arch::name());
     const bool same = from.rotary_dim == to.rotary_dim && from.layout == to.layout &&
-                      from.inv_freq.size() == to.inv_freq.size();
-    ROPEKIT_ASSERT(same, "rebase_keys: from and to must have the same rotary_dim and layout");
+                      from.inv_freq.size() == to.inv_freq.size() &&
+                      from.neox_pair_span() == to.neox_pair_span() &&
+                      from.rotary_offset == to.rotary_offset;
+    ROPEKIT_ASSERT(same,
+                   "rebase_keys: from and to must have the same rotary_dim, layout and geometry");
     if (!same || !detail::check_range<Arch>(k.tokens, token_begin, token_end)) return;
     if (token_begin == token_end || k.heads == 0) return;
-    if (!detail::check_view<Arch>(k, to.rotary_dim)) return;
+    if (!detail::check_view<Arch>(k, to)) return;
     if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
-    const detail::rope_target<T> tg = detail::target_of<Arch>(k);
+    const detail::rope_target<T> tg = detail::target_of<Arch>(k, to.rotary_offset);
     detail::run_table_free<Arch, T>(to, from.inv_freq.data(), &tg, 1, pos, token_begin, token_end);
 }
 
@@ -685,12 +738,20 @@ ROPEKIT_END_NAMESPACE
         const ::ropekit::positions&, std::int64_t, std::int64_t);                                 \
     PREFIX template void ropekit::rebase_keys<ARCH, T>(                                           \
         const ::ropekit::rope_frequencies&, const ::ropekit::rope_frequencies&,                   \
-        ::ropekit::head_view<T>, const ::ropekit::positions&, std::int64_t, std::int64_t);
+        ::ropekit::head_view<T>, const ::ropekit::positions&, std::int64_t, std::int64_t);        \
+    PREFIX template void ropekit::apply_mrope<ARCH, T>(                                           \
+        const ::ropekit::cos_sin_table&, const ::ropekit::mrope_sections&,                        \
+        ::ropekit::head_view<T>, const ::ropekit::mrope_positions&, std::int64_t, std::int64_t);  \
+    PREFIX template void ropekit::apply_mrope_qk<ARCH, T>(                                        \
+        const ::ropekit::cos_sin_table&, const ::ropekit::mrope_sections&,                        \
+        ::ropekit::head_view<T>, ::ropekit::head_view<T>, const ::ropekit::mrope_positions&,      \
+        std::int64_t, std::int64_t);
 
 /// Declares (extern template) the rope kernels of architecture ARCH for float, bfloat16 and
 /// half, so a translation unit built without ARCH's compile flags can call
 /// `ropekit::apply_rope<ARCH>(...)` while the code lives in a TU built with them (which uses
-/// ROPEKIT_INSTANTIATE_ROPE_KERNELS(ARCH)). rerotate_keys forwards to apply_rope and is covered.
+/// ROPEKIT_INSTANTIATE_ROPE_KERNELS(ARCH)). rerotate_keys forwards to apply_rope and is covered;
+/// the M-RoPE kernels (apply_mrope, apply_mrope_qk, ropekit/mrope.hpp) are included.
 #define ROPEKIT_DECLARE_ROPE_KERNELS(ARCH)                            \
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(extern, ARCH, float)               \
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(extern, ARCH, ::ropekit::bfloat16) \
@@ -702,3 +763,6 @@ ROPEKIT_END_NAMESPACE
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(, ARCH, float)               \
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(, ARCH, ::ropekit::bfloat16) \
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(, ARCH, ::ropekit::half)
+
+// The M-RoPE kernels, named by the macros above (mrope.hpp includes this header first).
+#include "mrope.hpp"
