@@ -166,8 +166,12 @@ class attention_params {
     const float* sink_logits = nullptr;
     /// Optional output: log-sum-exp of each row's scaled scores (including the sink when one is
     /// given), laid out `[n_q][n_heads]` contiguous. -inf for a row that sees no key and has no
-    /// sink.
+    /// sink. With logit_softcap, of the capped scores (what merge_attention then combines).
     float* lse = nullptr;
+    /// Logit soft-capping (Gemma 2 `attn_logit_softcapping`): each scaled score s becomes
+    /// `cap * tanh(s / cap)` before the mask and the sink logits, as HF's eager attention does
+    /// (scores * scaling, then / cap, tanh, * cap, then + mask). 0: no cap. Finite and >= 0.
+    float logit_softcap = 0.0f;
 
   private:
     ROPEKIT_ALWAYS_INLINE attention_params(double scaling, double logit_scale, int head_dim) {
@@ -191,8 +195,14 @@ class attention_params {
 
 namespace detail::attn {
 
-/// Largest head_dim the fixed-size tiles hold.
-constexpr int max_head_dim = 256;
+/// Largest head_dim (of q / k, and of v / o) the fixed-size tiles hold: 576 is absorbed MLA's
+/// decode (DeepSeek V2 / V3: q and k are the 512-channel latent plus 64 rotary channels, v the
+/// latent). Rows of the tiles keep their compile-time strides, so a smaller head only touches
+/// the first part of each tile.
+constexpr int max_head_dim = 576;
+/// Largest head_dim of the position-rule kernels and the sink cache, which rotate q and k with
+/// fixed-size cos|sin rows (and require equal q / k / v head sizes).
+constexpr int max_rule_head_dim = 256;
 /// Query rows per block (all (token, head) pairs of one K/V head).
 constexpr int block_rows = 64;
 /// Keys per tile.
@@ -206,12 +216,12 @@ constexpr int tile_keys = 64;
 constexpr bool pack_f32_k = true;
 constexpr bool pack_f32_v = true;
 /// Largest number of rotation pairs (head_dim 256).
-constexpr int max_pairs = max_head_dim / 2;
+constexpr int max_pairs = max_rule_head_dim / 2;
 
 }  // namespace detail::attn
 
 /// Scratch memory of one attention call on one thread: every tile the kernel touches. Allocate
-/// one per worker thread (it is about 0.5 MB: `sizeof(attention_workspace)`) and reuse it; the
+/// one per worker thread (it is about 1 MB: `sizeof(attention_workspace)`) and reuse it; the
 /// kernels never allocate.
 struct alignas(64) attention_workspace {
     /// \cond INTERNAL
@@ -227,9 +237,9 @@ struct alignas(64) attention_workspace {
     alignas(64) float kc[C * D];    // ReRoPE: K tile for the capped scores
     alignas(64) float vt[C * D];    // V tile as float (16-bit storage)
     alignas(64) float m[R], l[R], alpha[R], ones[R];
-    alignas(64) float leaky_off[C * D];  // leaky ReRoPE: cos|sin of offsets o/k, o < C
-    alignas(64) float cs_tmp[D];
-    alignas(64) float cs_cap[D];  // ReRoPE: cos|sin at the window (q capped rotation)
+    alignas(64) float leaky_off[C * 2 * detail::attn::max_pairs];  // leaky ReRoPE: offsets o/k
+    alignas(64) float cs_tmp[2 * detail::attn::max_pairs];
+    alignas(64) float cs_cap[2 * detail::attn::max_pairs];  // ReRoPE: cos|sin at the window
     std::int64_t tok_pos[R], tok_idx[R];
     std::int64_t kpos[C];
     /// \endcond
@@ -644,6 +654,15 @@ inline void softmax_update(float* st, int nc, int nrv, float* m, float* l, float
     }
 }
 
+/// Logit soft-cap of `n` scores at `s` (whole vectors, aligned): `cap * tanh(s * inv_cap)`.
+template <class Ops>
+ROPEKIT_ALWAYS_INLINE void softcap_scores(float* s, int n, float cap, float inv_cap) noexcept {
+    using V = typename Ops::vec;
+    constexpr int W = Ops::width;
+    const V c = Ops::set1(cap), ic = Ops::set1(inv_cap);
+    for (int i = 0; i < n; i += W) Ops::store(s + i, c * Ops::tanh(Ops::load(s + i) * ic));
+}
+
 /// Query rows of a decode segment (one K/V head) rounded up to 1, 2, 4 or 8, so that the
 /// transpose-and-add tree (width / NR keys at once) always applies; padding rows hold zero
 /// queries and their results are never read.
@@ -800,11 +819,11 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
 }
 
 /// One decode step of one K/V head over one chunk of keys [0, nc): scores of its NR (padded)
-/// query rows, `hide(sd)` (the mask, for partially visible chunks), the online softmax, and
-/// P V for the `rows` real rows (4 at a time) and all D channels.
+/// query rows over D (q / k) channels, `hide(sd)` (the soft-cap and the mask), the online
+/// softmax, and P V for the `rows` real rows (4 at a time) and all DV (v) channels.
 template <class Ops, int NR, int P, class KV, class Hide>
 ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, const KV* vbase,
-                                       std::ptrdiff_t vstride, int nc, int D, int rows,
+                                       std::ptrdiff_t vstride, int nc, int D, int DV, int rows,
                                        const float* q, float* sd, float* m, float* l, float* alpha,
                                        float* orow, std::ptrdiff_t k_prefetch,
                                        std::ptrdiff_t v_prefetch, Hide&& hide) noexcept {
@@ -816,20 +835,20 @@ ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, 
     for (int r0 = 0; r0 < rows; r0 += 4)
         with_nr(rows - r0, [&](auto nrc) {
             constexpr int nrb = decltype(nrc)::value;
-            for (int d0 = 0; d0 < D; d0 += NDV * W) {
+            for (int d0 = 0; d0 < DV; d0 += NDV * W) {
                 auto pass = [&](auto nvc) {
                     decode_chunk_pv_micro<Ops, NR, nrb, decltype(nvc)::value, P>(
                         vbase, vstride, nc, sd, alpha, orow, r0, d0, r0 == 0 ? v_prefetch : 0);
                 };
                 if constexpr (P == 2) {
-                    // Pairs: D is a multiple of 2 x width, so every pass is 4 or 2 vectors.
+                    // Pairs: DV is a multiple of 2 x width, so every pass is 4 or 2 vectors.
                     static_assert(NDV == 4, "pairs are only used with 4 vectors per pass");
-                    if (D - d0 >= 4 * W)
+                    if (DV - d0 >= 4 * W)
                         pass(std::integral_constant<int, 4>{});
                     else
                         pass(std::integral_constant<int, 2>{});
                 } else {
-                    with_nv<NDV>((D - d0) / W, pass);
+                    with_nv<NDV>((DV - d0) / W, pass);
                 }
             }
         });
@@ -866,6 +885,10 @@ class kernel {
           q_src_(resolved_q_positions(p, q.tokens, k.tokens)),
           k_src_(resolved_k_positions(p)) {
         D_ = q.head_dim;
+        Dv_ = v.head_dim;
+        softcap_ = p.logit_softcap > 0.0f;
+        cap_ = p.logit_softcap;
+        inv_cap_ = softcap_ ? 1.0f / p.logit_softcap : 0.0f;
         group_ = q.heads / k.heads;
         n_q_ = q.tokens;
         n_kv_ = k.tokens;
@@ -881,7 +904,7 @@ class kernel {
         // The decode form exists only without in-kernel rotation of K and with vectors (a
         // constexpr guard: rules with unrotated inputs and scalar kernels never instantiate it).
         if constexpr (decode_form && W > 1) {
-            if (D_ % W == 0 && nq > 0 && group_ * nq <= 8) {
+            if (D_ % W == 0 && Dv_ % W == 0 && nq > 0 && group_ * nq <= 8) {
                 // Decode: one block spans several K/V heads (up to 64 padded rows), so the
                 // per-call setup and the chunk loop are shared by them.
                 const std::int64_t per_block =
@@ -1020,16 +1043,17 @@ class kernel {
 
     /// A K or V tile as float rows: the stored rows themselves when KV is float, else converted.
     /// `pack` copies fp32 rows too: a compact tile spans 8 pages instead of one page per row.
-    const float* float_tile(const head_view<const KV>& x, std::int64_t kvh, std::int64_t c0, int nc,
-                            float* buf, std::ptrdiff_t& stride, bool pack) noexcept {
+    const float* float_tile(const head_view<const KV>& x, int dim, std::int64_t kvh,
+                            std::int64_t c0, int nc, float* buf, std::ptrdiff_t& stride,
+                            bool pack) noexcept {
         if constexpr (std::is_same_v<KV, float>) {
             if (!pack) {
                 stride = x.token_stride;
                 return x.at(c0, kvh);
             }
         }
-        const int ds = (D_ + 15) / 16 * 16;
-        for (int c = 0; c < nc; ++c) convert_row<Arch, KV>(x.at(c0 + c, kvh), buf + c * ds, D_);
+        const int ds = (dim + 15) / 16 * 16;
+        for (int c = 0; c < nc; ++c) convert_row<Arch, KV>(x.at(c0 + c, kvh), buf + c * ds, dim);
         stride = ds;
         return buf;
     }
@@ -1060,7 +1084,7 @@ class kernel {
                index_range keys) noexcept {
         const int rows = nh * nt;
         if constexpr (decode_form && W > 1) {
-            if (D_ % W == 0 && rows <= 8) {
+            if (D_ % W == 0 && Dv_ % W == 0 && rows <= 8) {
                 // Few rows (a narrow head range with several queries): the decode form
                 // vectorises over head channels instead of rows, so a vector is not mostly
                 // padding.
@@ -1074,7 +1098,7 @@ class kernel {
             ws_.m[r] = -std::numeric_limits<float>::infinity();
             ws_.l[r] = 0.0f;
         }
-        for (int d = 0; d < D_; ++d)
+        for (int d = 0; d < Dv_; ++d)
             for (int r = 0; r < nrv * W; ++r) ws_.ot[d * R + r] = 0.0f;
 
         index_range ranges[2];
@@ -1104,12 +1128,15 @@ class kernel {
         if constexpr (!rotating) {
             prefetch_next(kvh, c0 + nc);
             std::ptrdiff_t ks = 0;
-            const float* kf = float_tile(k_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
+            const float* kf = float_tile(k_, D_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
             scores<Ops>(kf, ks, nc, D_, ws_.qt, st, nrv);
         } else {
             st = rule_scores(kvh, nrv, b, c0, nc, nt, nh);
         }
 
+        // Gemma 2: the cap applies to the scaled scores, before the mask.
+        if (softcap_)
+            for (int c = 0; c < nc; ++c) softcap_scores<Ops>(st + c * R, nrv * W, cap_, inv_cap_);
         if (vis == tile_visibility::partial) {
             constexpr float ninf = -std::numeric_limits<float>::infinity();
             for (int c = 0; c < nc; ++c) {
@@ -1123,8 +1150,8 @@ class kernel {
         }
         softmax_update<Ops>(st, nc, nrv, ws_.m, ws_.l, ws_.alpha);
         std::ptrdiff_t vs = 0;
-        const float* vf = float_tile(v_, kvh, c0, nc, ws_.vt, vs, pack_f32_v);
-        accumulate_pv<Ops>(vf, vs, nc, D_, st, ws_.alpha, ws_.ot, nrv);
+        const float* vf = float_tile(v_, Dv_, kvh, c0, nc, ws_.vt, vs, pack_f32_v);
+        accumulate_pv<Ops>(vf, vs, nc, Dv_, st, ws_.alpha, ws_.ot, nrv);
     }
 
     /// Asks for the next tile's K and V rows now. With a [token][head][d] cache every key row
@@ -1133,14 +1160,12 @@ class kernel {
     void prefetch_next(std::int64_t kvh, std::int64_t c_next) const noexcept {
 #if defined(__GNUC__) || defined(__clang__)
         const std::int64_t c_end = std::min<std::int64_t>(c_next + C, k_.tokens);
-        const int bytes = D_ * int(sizeof(KV));
+        const int kbytes = D_ * int(sizeof(KV)), vbytes = Dv_ * int(sizeof(KV));
         for (std::int64_t c = c_next; c < c_end; ++c) {
             const char* kr = reinterpret_cast<const char*>(k_.at(c, kvh));
             const char* vr = reinterpret_cast<const char*>(v_.at(c, kvh));
-            for (int off = 0; off < bytes; off += 64) {
-                __builtin_prefetch(kr + off, 0, 2);
-                __builtin_prefetch(vr + off, 0, 2);
-            }
+            for (int off = 0; off < kbytes; off += 64) __builtin_prefetch(kr + off, 0, 2);
+            for (int off = 0; off < vbytes; off += 64) __builtin_prefetch(vr + off, 0, 2);
         }
 #else
         (void)kvh, (void)c_next;
@@ -1186,7 +1211,7 @@ class kernel {
             std::ptrdiff_t ks = 0;
             if constexpr (!traits::rotate_inputs) {
                 prefetch_next(kvh, c0 + nc);
-                kf = float_tile(k_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
+                kf = float_tile(k_, D_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
             }
             if (need_ord) {
                 if constexpr (traits::rotate_inputs) {
@@ -1287,7 +1312,7 @@ class kernel {
         // Only channels [0, D) of a row are ever read; padding rows stay zero queries.
         for (int r = 0; r < rows; ++r) {
             zero_floats(ws_.kc + r * max_head_dim, D_);
-            zero_floats(ws_.ot + r * max_head_dim, D_);
+            zero_floats(ws_.ot + r * max_head_dim, Dv_);
         }
         // bf16 K/V on AVX-512 with whole 32-channel blocks: K and V are read as even / odd
         // pairs (vec_ops::load_bf16_pairs), so q is stored, and O accumulated, in that order.
@@ -1375,7 +1400,7 @@ class kernel {
                             constexpr int NR = decltype(nrc)::value;
                             decode_step<Ops, NR, decltype(pc)::value>(
                                 k_.at(c0, seg_g[sg]), k_.token_stride, v_.at(c0, seg_g[sg]),
-                                v_.token_stride, nc, D_, nr, q, sd, ws_.m + r0, ws_.l + r0,
+                                v_.token_stride, nc, D_, Dv_, nr, q, sd, ws_.m + r0, ws_.l + r0,
                                 ws_.alpha + r0, ws_.ot + r0 * max_head_dim, kpf, vpf,
                                 [&](float* s) {
                                     if constexpr (rotating) {
@@ -1394,6 +1419,9 @@ class kernel {
                                                                 s2[c * NR + tl * nh + hh];
                                         }
                                     }
+                                    // The whole tile (its padding is reset by the softmax).
+                                    if (softcap_)
+                                        softcap_scores<Ops>(s, decode_chunk * NR, cap_, inv_cap_);
                                     if (vis != tile_visibility::partial) return;
                                     for (int c = 0; c < nc; ++c)
                                         for (int tl = 0; tl < nt; ++tl)
@@ -1447,7 +1475,7 @@ class kernel {
                 scale[r] = row_scale(t0 + tl, h0 + hh, r);
                 dst[r] = o_.at(t0 + tl, h0 + hh);
             }
-        const int dv = D_ / W * W;
+        const int dv = Dv_ / W * W;
         alignas(64) float spill[max_head_dim];  // target of the padding rows' stores
         for (int r0 = 0; r0 < rows; r0 += W) {
             const int nr = std::min(W, rows - r0);
@@ -1462,7 +1490,7 @@ class kernel {
                 for (int j = 0; j < W; ++j) Ops::storeu((j < nr ? dst[r0 + j] : spill) + d0, v[j]);
             }
             for (int i = 0; i < nr; ++i)
-                for (int d = dv; d < D_; ++d)
+                for (int d = dv; d < Dv_; ++d)
                     dst[r0 + i][d] = ws_.ot[d * R + r0 + i] * scale[r0 + i];
         }
     }
@@ -1499,13 +1527,14 @@ class kernel {
         const float os = row_scale(t, h, r);
         float* out = o_.at(t, h);
         const float* acc = ws_.ot + r * max_head_dim;
-        for (int d = 0; d < D_; ++d) out[d] = acc[pairs_ ? pair_slot(d) : d] * os;
+        for (int d = 0; d < Dv_; ++d) out[d] = acc[pairs_ ? pair_slot(d) : d] * os;
     }
 
     /// Whether decode reads bf16 K/V as even / odd pairs: AVX-512 and head_dim a multiple of 32.
     /// Measured: 8-10% less time per (key, K/V head) from L2 at head_dim 128, GQA 4.
     bool use_pairs() const noexcept {
-        if constexpr (std::is_same_v<KV, bfloat16> && W == 16) return D_ % (2 * W) == 0;
+        if constexpr (std::is_same_v<KV, bfloat16> && W == 16)
+            return D_ % (2 * W) == 0 && Dv_ % (2 * W) == 0;
         return false;
     }
     /// Slot of channel d in pair order: in each block of 2 x width channels, the even channels
@@ -1532,7 +1561,10 @@ class kernel {
     attention_workspace& ws_;
     positions q_src_, k_src_;  // resolved query / key positions
     bool k_is_index_ = true;   // key position == key index: the mask's key ranges apply
-    int D_ = 0;
+    int D_ = 0;                // head_dim of q and k
+    int Dv_ = 0;               // head_dim of v and o
+    bool softcap_ = false;
+    float cap_ = 0.0f, inv_cap_ = 0.0f;
     std::int64_t group_ = 1, n_q_ = 0, n_kv_ = 0, q_index_offset_ = 0;
     bool pairs_ = false;
     // The current block's q rows and shape, for the far q loaded on demand (load_far_q).
