@@ -580,11 +580,16 @@ ROPEKIT_ALWAYS_INLINE void load_kv(const KV* p, typename Ops::vec* out) noexcept
     for (int i = 0; i < P; ++i) Ops::in_register(out[i]);
 }
 
-/// The dot products of NR query rows (`q[i * max_head_dim]`) with KB = width / NR key rows,
+/// Row strides of the decode tiles (q rows, O rows): 256 floats while both head sizes fit, so
+/// the rows of a block stay exactly as compact as before 576-channel heads existed, else
+/// max_head_dim.
+constexpr int decode_row_stride_small = 256;
+
+/// The dot products of NR query rows (`q[i * RS]`) with KB = width / NR key rows,
 /// reduced together by one transpose-and-add tree instead of one horizontal sum each: lane
 /// `c * NR + i` of the result is q_i . k_c. P = 2: K is read as bf16 even / odd pairs and q is
 /// stored in the same order (each 2 x width block: its even channels, then its odd ones).
-template <class Ops, int NR, int P, class KV>
+template <class Ops, int NR, int P, int RS, class KV>
 ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff_t kstride, int D,
                                                    const float* q,
                                                    std::ptrdiff_t prefetch_offset) noexcept {
@@ -603,7 +608,7 @@ ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff
         for (int i = 0; i < NR; ++i) {
             ROPEKIT_UNROLL
             for (int h = 0; h < P; ++h) {
-                qv[i][h] = Ops::load(q + i * max_head_dim + d + h * W);
+                qv[i][h] = Ops::load(q + i * RS + d + h * W);
                 // With 8 rows of pairs the q vectors would crowd out the accumulators: those
                 // stay memory operands.
                 if constexpr (NR * P <= 8) Ops::in_register(qv[i][h]);
@@ -670,11 +675,11 @@ inline int decode_padded_rows(int rows) noexcept {
     return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
 }
 
-/// Decode scores of NR query rows (`q[i * max_head_dim]`) against the keys [0, nc) of one K/V
+/// Decode scores of NR query rows (`q[i * RS]`) against the keys [0, nc) of one K/V
 /// head, nc <= decode_chunk, into the key-major tile `sd[c * NR + i]`. Each K row is read once,
 /// in its storage type, and shared by the NR rows; a transpose-and-add tree reduces W / NR keys
 /// at once and its result is exactly W consecutive entries of the tile (one aligned store).
-template <class Ops, int NR, int P, class KV>
+template <class Ops, int NR, int P, int RS, class KV>
 ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t kstride, int nc,
                                                int D, const float* q, float* sd,
                                                std::ptrdiff_t prefetch_offset) noexcept {
@@ -684,8 +689,8 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t k
     if constexpr (W >= 4 && W % NR == 0) {
         constexpr int KB = W / NR;
         for (; c + KB <= nc; c += KB)
-            Ops::store(sd + c * NR,
-                       score_tree<Ops, NR, P>(kbase + c * kstride, kstride, D, q, prefetch_offset));
+            Ops::store(sd + c * NR, score_tree<Ops, NR, P, RS>(kbase + c * kstride, kstride, D, q,
+                                                               prefetch_offset));
     }
     for (; c < nc; ++c) {
         const KV* kr = kbase + c * kstride;
@@ -700,7 +705,7 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t k
             for (int h = 0; h < P; ++h) {
                 ROPEKIT_UNROLL
                 for (int i = 0; i < NR; ++i)
-                    acc[i] = Ops::fma(Ops::load(q + i * max_head_dim + d + h * W), kv[h], acc[i]);
+                    acc[i] = Ops::fma(Ops::load(q + i * RS + d + h * W), kv[h], acc[i]);
             }
         }
         ROPEKIT_UNROLL
@@ -775,11 +780,11 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_softmax(float* sd, int nc, float* m, flo
     }
 }
 
-/// Decode O = alpha * O + P V for rows [r0, r0 + NRB) of NR (`orow[i * max_head_dim]`,
+/// Decode O = alpha * O + P V for rows [r0, r0 + NRB) of NR (`orow[i * RS]`,
 /// channels [d0, d0 + NDV * width)) over keys [0, nc), P in the key-major tile `p[c * NR + i]`:
 /// each V vector is loaded once and shared by the NRB rows. With bf16 pairs (P = 2) O holds
 /// each 2 x width block of channels as its even channels, then its odd ones.
-template <class Ops, int NR, int NRB, int NDV, int P, class KV>
+template <class Ops, int NR, int NRB, int NDV, int P, int RS, class KV>
 ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t vstride, int nc,
                                                  const float* p, const float* alpha, float* orow,
                                                  int r0, int d0,
@@ -791,8 +796,7 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
     for (int i = 0; i < NRB; ++i) {
         const V a = Ops::set1(alpha[r0 + i]);
         ROPEKIT_UNROLL
-        for (int n = 0; n < NDV; ++n)
-            acc[i][n] = Ops::load(orow + (r0 + i) * max_head_dim + d0 + n * W) * a;
+        for (int n = 0; n < NDV; ++n) acc[i][n] = Ops::load(orow + (r0 + i) * RS + d0 + n * W) * a;
     }
     const KV* vr = vbase + d0;
     for (int c = 0; c < nc; ++c, vr += vstride) {
@@ -813,15 +817,14 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
     ROPEKIT_UNROLL
     for (int i = 0; i < NRB; ++i) {
         ROPEKIT_UNROLL
-        for (int n = 0; n < NDV; ++n)
-            Ops::store(orow + (r0 + i) * max_head_dim + d0 + n * W, acc[i][n]);
+        for (int n = 0; n < NDV; ++n) Ops::store(orow + (r0 + i) * RS + d0 + n * W, acc[i][n]);
     }
 }
 
 /// One decode step of one K/V head over one chunk of keys [0, nc): scores of its NR (padded)
 /// query rows over D (q / k) channels, `hide(sd)` (the soft-cap and the mask), the online
 /// softmax, and P V for the `rows` real rows (4 at a time) and all DV (v) channels.
-template <class Ops, int NR, int P, class KV, class Hide>
+template <class Ops, int NR, int P, int RS, class KV, class Hide>
 ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, const KV* vbase,
                                        std::ptrdiff_t vstride, int nc, int D, int DV, int rows,
                                        const float* q, float* sd, float* m, float* l, float* alpha,
@@ -829,7 +832,7 @@ ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, 
                                        std::ptrdiff_t v_prefetch, Hide&& hide) noexcept {
     constexpr int W = Ops::width;
     constexpr int NDV = blocking<Ops>::nv;
-    decode_chunk_scores<Ops, NR, P>(kbase, kstride, nc, D, q, sd, k_prefetch);
+    decode_chunk_scores<Ops, NR, P, RS>(kbase, kstride, nc, D, q, sd, k_prefetch);
     hide(sd);
     decode_chunk_softmax<Ops, NR>(sd, nc, m, l, alpha);
     for (int r0 = 0; r0 < rows; r0 += 4)
@@ -837,7 +840,7 @@ ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, 
             constexpr int nrb = decltype(nrc)::value;
             for (int d0 = 0; d0 < DV; d0 += NDV * W) {
                 auto pass = [&](auto nvc) {
-                    decode_chunk_pv_micro<Ops, NR, nrb, decltype(nvc)::value, P>(
+                    decode_chunk_pv_micro<Ops, NR, nrb, decltype(nvc)::value, P, RS>(
                         vbase, vstride, nc, sd, alpha, orow, r0, d0, r0 == 0 ? v_prefetch : 0);
                 };
                 if constexpr (P == 2) {
@@ -886,6 +889,7 @@ class kernel {
           k_src_(resolved_k_positions(p)) {
         D_ = q.head_dim;
         Dv_ = v.head_dim;
+        rs_ = std::max(D_, Dv_) <= decode_row_stride_small ? decode_row_stride_small : max_head_dim;
         softcap_ = p.logit_softcap > 0.0f;
         cap_ = p.logit_softcap;
         inv_cap_ = softcap_ ? 1.0f / p.logit_softcap : 0.0f;
@@ -977,7 +981,7 @@ class kernel {
             for (int tl = 0; tl < nt; ++tl) {
                 for (int hh = 0; hh < nh; ++hh) {
                     const int r = tl * nh + hh;
-                    float* rot = ws_.kt + r * max_head_dim;
+                    float* rot = ws_.kt + r * max_rule_head_dim;
                     for (int d = 0; d < D_; ++d) tmp[d] = q_rows_[r][d] * scale;
                     rotate_head<Arch>(tmp, rot, table_row(ws_.tok_pos[tl]), pairs, D_, f.layout);
                     rot_rows[r] = rot;
@@ -1002,7 +1006,7 @@ class kernel {
                 const float* cs = far_q_row<Arch>(pos_, ws_.tok_pos[tl], ws_.cs_cap, ws_.cs_tmp);
                 for (int hh = 0; hh < nh; ++hh) {
                     const int r = tl * nh + hh;
-                    float* cap = ws_.kc + r * max_head_dim;
+                    float* cap = ws_.kc + r * max_rule_head_dim;
                     if (cs == nullptr) {  // the far q is the near one (no rotation)
                         for (int d = 0; d < D_; ++d) cap[d] = q_rows_[r][d] * scale;
                     } else {
@@ -1216,16 +1220,16 @@ class kernel {
             if (need_ord) {
                 if constexpr (traits::rotate_inputs) {
                     for (int c = 0; c < nc; ++c)
-                        rotate_head<Arch>(raw_row(c), ws_.kt + c * max_head_dim,
+                        rotate_head<Arch>(raw_row(c), ws_.kt + c * max_rule_head_dim,
                                           table_row(ws_.kpos[c]), pairs, D_, f.layout);
-                    scores<Ops>(ws_.kt, max_head_dim, nc, D_, ws_.qt, ws_.st, nrv);
+                    scores<Ops>(ws_.kt, max_rule_head_dim, nc, D_, ws_.qt, ws_.st, nrv);
                 } else {
                     scores<Ops>(kf, ks, nc, D_, ws_.qt, ws_.st, nrv);
                 }
             }
             if (need_cap) {
                 const float* kc = nullptr;
-                std::ptrdiff_t kcs = max_head_dim;
+                std::ptrdiff_t kcs = max_rule_head_dim;
                 if constexpr (fk == far_key_rotation::scaled) {
                     // k at j / k: the tile base angle composed with the per-call offset table.
                     const double kk = pos_.rule.k;
@@ -1240,14 +1244,14 @@ class kernel {
                         else
                             accurate_row<Arch>(double(ws_.kpos[c]) / kk, f.inv_freq.data(), pairs,
                                                cs);
-                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_head_dim, cs, pairs, D_,
+                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_rule_head_dim, cs, pairs, D_,
                                           f.layout);
                     }
                     kc = ws_.kc;
                 } else if constexpr (fk == far_key_rotation::integer) {
                     // Self-Extend: k at the table row floor(j / G) (a tile spans ~64 / G rows).
                     for (int c = 0; c < nc; ++c)
-                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_head_dim,
+                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_rule_head_dim,
                                           far_k_row<Arch>(pos_, ws_.kpos[c], ws_.cs_tmp), pairs, D_,
                                           f.layout);
                     kc = ws_.kc;
@@ -1260,8 +1264,8 @@ class kernel {
                         kcs = kraw_stride;
                     } else {
                         for (int c = 0; c < nc; ++c)
-                            convert_row<Arch, KV>(k_.at(c0 + c, kvh), ws_.kc + c * max_head_dim,
-                                                  D_);
+                            convert_row<Arch, KV>(k_.at(c0 + c, kvh),
+                                                  ws_.kc + c * max_rule_head_dim, D_);
                         kc = ws_.kc;
                     }
                 }
@@ -1291,6 +1295,17 @@ class kernel {
     /// read its K and V rows once, while the next chunks' rows are prefetched into L2.
     void decode_block(std::int64_t g0, std::int64_t g1, index_range heads, std::int64_t t0, int nt,
                       index_range keys) noexcept {
+        // The soft-cap is a template parameter here: as a runtime branch inside the chunk loop
+        // its inlined tanh made bf16 decode (head_dim 128, GQA 4) 1.3x slower without a cap.
+        if (softcap_)
+            decode_block_impl<true>(g0, g1, heads, t0, nt, keys);
+        else
+            decode_block_impl<false>(g0, g1, heads, t0, nt, keys);
+    }
+
+    template <bool Cap>
+    void decode_block_impl(std::int64_t g0, std::int64_t g1, index_range heads, std::int64_t t0,
+                           int nt, index_range keys) noexcept {
         int seg_r0[R], seg_rows[R], seg_nh[R];
         std::int64_t seg_g[R], seg_h0[R];
         int nseg = 0, rows = 0;
@@ -1311,8 +1326,8 @@ class kernel {
         for (int tl = 0; tl < nt; ++tl) ws_.tok_idx[tl] = q_index_offset_ + t0 + tl;
         // Only channels [0, D) of a row are ever read; padding rows stay zero queries.
         for (int r = 0; r < rows; ++r) {
-            zero_floats(ws_.kc + r * max_head_dim, D_);
-            zero_floats(ws_.ot + r * max_head_dim, Dv_);
+            zero_floats(ws_.kc + r * rs_, D_);
+            zero_floats(ws_.ot + r * rs_, Dv_);
         }
         // bf16 K/V on AVX-512 with whole 32-channel blocks: K and V are read as even / odd
         // pairs (vec_ops::load_bf16_pairs), so q is stored, and O accumulated, in that order.
@@ -1322,7 +1337,7 @@ class kernel {
                 for (int hh = 0; hh < seg_nh[sg]; ++hh) {
                     const int r = seg_r0[sg] + tl * seg_nh[sg] + hh;
                     const float* src = q_.at(t0 + tl, seg_h0[sg] + hh);
-                    float* dst = ws_.kc + r * max_head_dim;
+                    float* dst = ws_.kc + r * rs_;
                     for (int d = 0; d < D_; ++d) dst[pairs_ ? pair_slot(d) : d] = src[d] * scale;
                 }
         for (int r = 0; r < rows; ++r) {
@@ -1337,7 +1352,7 @@ class kernel {
             if constexpr (rotating) {
                 const rope_frequencies& f = *pos_.freqs;
                 alignas(64) float tmp[max_head_dim], rot[max_head_dim];
-                for (int r = 0; r < rows; ++r) zero_floats(ws_.qcap + r * max_head_dim, D_);
+                for (int r = 0; r < rows; ++r) zero_floats(ws_.qcap + r * rs_, D_);
                 for (int tl = 0; tl < nt; ++tl) {
                     const float* cs =
                         far_q_row<Arch>(pos_, ws_.tok_pos[tl], ws_.cs_cap, ws_.cs_tmp);
@@ -1351,7 +1366,7 @@ class kernel {
                                 rotate_head<Arch>(tmp, rot, cs, f.pairs(), D_, f.layout);
                                 x = rot;
                             }
-                            float* dst = ws_.qcap + r * max_head_dim;
+                            float* dst = ws_.qcap + r * rs_;
                             for (int d = 0; d < D_; ++d) dst[pairs_ ? pair_slot(d) : d] = x[d];
                         }
                 }
@@ -1388,48 +1403,51 @@ class kernel {
                 for (int sg = 0; sg < nseg; ++sg) {
                     const int nr = seg_rows[sg];
                     float* sd = ws_.st + seg_r0[sg] * decode_chunk;
-                    const float* q = ws_.kc + seg_r0[sg] * max_head_dim;
+                    const float* q = ws_.kc + seg_r0[sg] * rs_;
                     if constexpr (rotating) {
-                        if (!need_ord) q = ws_.qcap + seg_r0[sg] * max_head_dim;
+                        if (!need_ord) q = ws_.qcap + seg_r0[sg] * rs_;
                     }
-                    const float* qfar = ws_.qcap + seg_r0[sg] * max_head_dim;
+                    const float* qfar = ws_.qcap + seg_r0[sg] * rs_;
                     const int r0 = seg_r0[sg];
                     const int nh = seg_nh[sg];
-                    with_pairs([&](auto pc) {
-                        with_padded_rows(decode_padded_rows(nr), [&](auto nrc) {
-                            constexpr int NR = decltype(nrc)::value;
-                            decode_step<Ops, NR, decltype(pc)::value>(
-                                k_.at(c0, seg_g[sg]), k_.token_stride, v_.at(c0, seg_g[sg]),
-                                v_.token_stride, nc, D_, Dv_, nr, q, sd, ws_.m + r0, ws_.l + r0,
-                                ws_.alpha + r0, ws_.ot + r0 * max_head_dim, kpf, vpf,
-                                [&](float* s) {
-                                    if constexpr (rotating) {
-                                        if (need_ord && need_cap) {
-                                            // Band chunk: far scores with the far q rows, selected
-                                            // per element.
-                                            alignas(64) float s2[decode_chunk * NR];
-                                            decode_chunk_scores<Ops, NR, decltype(pc)::value>(
-                                                k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_, qfar,
-                                                s2, 0);
-                                            for (int c = 0; c < nc; ++c)
-                                                for (int tl = 0; tl < nt; ++tl)
-                                                    if (ws_.tok_pos[tl] - ws_.kpos[c] >= w)
-                                                        for (int hh = 0; hh < nh; ++hh)
-                                                            s[c * NR + tl * nh + hh] =
-                                                                s2[c * NR + tl * nh + hh];
+                    with_row_stride([&](auto rsc) {
+                        with_pairs([&](auto pc) {
+                            with_padded_rows(decode_padded_rows(nr), [&](auto nrc) {
+                                constexpr int NR = decltype(nrc)::value;
+                                decode_step<Ops, NR, decltype(pc)::value, decltype(rsc)::value>(
+                                    k_.at(c0, seg_g[sg]), k_.token_stride, v_.at(c0, seg_g[sg]),
+                                    v_.token_stride, nc, D_, Dv_, nr, q, sd, ws_.m + r0, ws_.l + r0,
+                                    ws_.alpha + r0, ws_.ot + r0 * rs_, kpf, vpf, [&](float* s) {
+                                        if constexpr (rotating) {
+                                            if (need_ord && need_cap) {
+                                                // Band chunk: far scores with the far q rows,
+                                                // selected per element.
+                                                alignas(64) float s2[decode_chunk * NR];
+                                                decode_chunk_scores<Ops, NR, decltype(pc)::value,
+                                                                    decltype(rsc)::value>(
+                                                    k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_,
+                                                    qfar, s2, 0);
+                                                for (int c = 0; c < nc; ++c)
+                                                    for (int tl = 0; tl < nt; ++tl)
+                                                        if (ws_.tok_pos[tl] - ws_.kpos[c] >= w)
+                                                            for (int hh = 0; hh < nh; ++hh)
+                                                                s[c * NR + tl * nh + hh] =
+                                                                    s2[c * NR + tl * nh + hh];
+                                            }
                                         }
-                                    }
-                                    // The whole tile (its padding is reset by the softmax).
-                                    if (softcap_)
-                                        softcap_scores<Ops>(s, decode_chunk * NR, cap_, inv_cap_);
-                                    if (vis != tile_visibility::partial) return;
-                                    for (int c = 0; c < nc; ++c)
-                                        for (int tl = 0; tl < nt; ++tl)
-                                            if (!mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl],
-                                                               ws_.kpos[c], c0 + c))
-                                                for (int hh = 0; hh < nh; ++hh)
-                                                    s[c * NR + tl * nh + hh] = ninf;
-                                });
+                                        // The whole tile (its padding is reset by the softmax).
+                                        if constexpr (Cap)
+                                            softcap_scores<Ops>(s, decode_chunk * NR, cap_,
+                                                                inv_cap_);
+                                        if (vis != tile_visibility::partial) return;
+                                        for (int c = 0; c < nc; ++c)
+                                            for (int tl = 0; tl < nt; ++tl)
+                                                if (!mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl],
+                                                                   ws_.kpos[c], c0 + c))
+                                                    for (int hh = 0; hh < nh; ++hh)
+                                                        s[c * NR + tl * nh + hh] = ninf;
+                                    });
+                            });
                         });
                     });
                 }
@@ -1526,7 +1544,7 @@ class kernel {
     void finish_decode_row(std::int64_t t, std::int64_t h, int r) noexcept {
         const float os = row_scale(t, h, r);
         float* out = o_.at(t, h);
-        const float* acc = ws_.ot + r * max_head_dim;
+        const float* acc = ws_.ot + r * rs_;
         for (int d = 0; d < Dv_; ++d) out[d] = acc[pairs_ ? pair_slot(d) : d] * os;
     }
 
@@ -1542,6 +1560,13 @@ class kernel {
     static int pair_slot(int d) noexcept {
         const int base = d / (2 * W) * (2 * W), i = d - base;
         return base + (i % 2) * W + i / 2;
+    }
+    /// Calls f with the decode row stride rs_ as a std::integral_constant.
+    template <class F>
+    void with_row_stride(F&& f) const {
+        if (rs_ == decode_row_stride_small)
+            return f(std::integral_constant<int, decode_row_stride_small>{});
+        f(std::integral_constant<int, max_head_dim>{});
     }
     /// Calls f with std::integral_constant<int, 2> (pairs) or <int, 1>.
     template <class F>
@@ -1563,6 +1588,7 @@ class kernel {
     bool k_is_index_ = true;   // key position == key index: the mask's key ranges apply
     int D_ = 0;                // head_dim of q and k
     int Dv_ = 0;               // head_dim of v and o
+    int rs_ = max_head_dim;    // decode row stride (q and O rows in ws_.kc / ws_.ot)
     bool softcap_ = false;
     float cap_ = 0.0f, inv_cap_ = 0.0f;
     std::int64_t group_ = 1, n_q_ = 0, n_kv_ = 0, q_index_offset_ = 0;
