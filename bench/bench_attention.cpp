@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Blocked attention: prefill (causal), decode (split keys + LSE merge), StreamingLLM sinks +
-// window at two cache lengths, and ReRoPE / Leaky ReRoPE prefill.
+// window at two cache lengths, ReRoPE / Leaky ReRoPE prefill, Gemma 2's soft-capped prefill
+// and absorbed-MLA decode (q / k 576, v 512 aliasing k).
 //
 // Counters (measured in the same run):
 //   GFLOP/s      4 * visible (i, j) pairs * head_dim * heads per second (masked pairs not counted)
@@ -18,6 +19,8 @@
 //                case alternates both cache lengths per iteration: long_over_short
 //   speedup_1t   (2-thread prefill) time of the whole problem on one thread / time on two,
 //                both measured in each iteration, back to back
+//   over_plain   (soft-capped prefill) its time / the plain prefill's on the same data, both
+//                timed in every iteration back to back
 // GCC 12 -Wmaybe-uninitialized false positives inside AVX-512 intrinsics (GCC PR 105593),
 // inlined here from Eigen's packet math.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -82,7 +85,7 @@ attention_params default_params(int head_dim) {
     return p;
 }
 
-/// One attention_workspace per thread (about 0.5 MB each, so on the heap).
+/// One attention_workspace per thread (about 1 MB each, so on the heap).
 std::vector<std::unique_ptr<ropekit::attention_workspace>> workspaces(int threads) {
     std::vector<std::unique_ptr<ropekit::attention_workspace>> ws;
     for (int i = 0; i < threads; ++i)
@@ -314,6 +317,119 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
     set_counters<KV>(st, secs, mask, 1, n_kv, H, D, threads, double(n_kv));
 }
 
+/// Soft-capped causal prefill (Gemma 2: attn_logit_softcapping 50) against the plain one on the
+/// same data and threads, both timed in every iteration back to back: over_plain = capped time
+/// / plain time (issue 11 goal: <= 1.3).
+template <class KV>
+void softcap_prefill(benchmark::State& st, std::int64_t n, std::int64_t H, std::int64_t KVH,
+                     int threads) {
+    const int D = 128;
+    data<KV> d(n, n, H, KVH, D);
+    const attention_params plain = default_params(D);
+    attention_params capped = plain;
+    capped.logit_softcap = 50.0f;
+    const ropekit::causal_mask mask;
+    const auto ws = workspaces(threads);
+    ropekit_bench::thread_team team(threads);
+    auto job = [&](const attention_params& p) {
+        return std::function<void(int)>([&, p](int ti) {
+            ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
+                                       d.ov(), mask, p,
+                                       head_range{H * ti / threads, H * (ti + 1) / threads},
+                                       query_range{0, n}, key_range{0, n}, *ws[ti]);
+        });
+    };
+    const std::function<void(int)> capped_job = job(capped), plain_job = job(plain);
+    double t_cap = 0, t_plain = 0;
+    for (auto _ : st) {
+        const auto a = ropekit_bench::clock::now();
+        team.run(capped_job);
+        benchmark::ClobberMemory();
+        const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+        st.SetIterationTime(t);
+        t_cap += t;
+        const auto b = ropekit_bench::clock::now();
+        team.run(plain_job);
+        benchmark::ClobberMemory();
+        t_plain += std::chrono::duration<double>(ropekit_bench::clock::now() - b).count();
+    }
+    st.counters["over_plain"] = t_cap / t_plain;
+    const double secs = t_cap / double(std::max<benchmark::IterationCount>(st.iterations(), 1));
+    set_counters<KV>(st, secs, mask, n, n, H, D, threads, visible_pairs(mask, n, n));
+}
+
+/// Absorbed MLA decode (DeepSeek V2 / V3): one latent K/V head of 576 channels (the 512-channel
+/// latent c_kv then the 64 rotary channels) shared by H query heads, 1 query token, and V a
+/// view of the first 512 channels of the same rows, as the latent cache stores it. Threads
+/// split the keys (split_keys) and the partials are merged by LSE. The bytes counted are the
+/// bytes actually read: the K rows (n_kv x 576 bf16); V's reads hit the same lines. The read
+/// sweep reads exactly those bytes with the same threads, back to back in every iteration.
+/// Decode does 2 * (576 + 512) FLOP per (key, q head) on 1152 bytes, so beyond a couple of
+/// heads it is bound by the FMA peak, not by memory: over_roofline says how close it is to
+/// min(read sweep, FMA peak).
+void mla_decode(benchmark::State& st, std::int64_t n_kv, int H, int threads) {
+    using KV = ropekit::bfloat16;
+    const int DK = 576, DV = 512;
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd;
+    std::vector<float> q(std::size_t(H) * DK);
+    for (auto& x : q) x = nd(rng);
+    std::vector<KV> kc(std::size_t(n_kv) * DK);
+    for (auto& x : kc) x = ropekit::from_float<KV>(nd(rng));
+    const auto qv = ropekit::packed_view(static_cast<const float*>(q.data()), 1, H, DK);
+    const auto kv = ropekit::packed_view(static_cast<const KV*>(kc.data()), n_kv, 1, DK);
+    const auto vv = ropekit::head_view<const KV>::padded(kc.data(), n_kv, 1, DV, DK);
+    const attention_params p = default_params(DK);
+    const auto ws = workspaces(threads);
+    std::vector<std::vector<float>> po(threads, std::vector<float>(std::size_t(H) * DV)),
+        pl(threads, std::vector<float>(std::size_t(H)));
+    const ropekit::causal_mask mask;
+    ropekit_bench::thread_team team(threads);
+    const std::size_t row_bytes = std::size_t(DK) * sizeof(KV);
+    double t_decode = 0, t_sweep = 0;
+    for (auto _ : st) {
+        auto a = ropekit_bench::clock::now();
+        team.run([&](int ti) {
+            attention_params pp = p;
+            pp.lse = pl[ti].data();
+            ropekit::attention_blocked(ropekit::default_arch{}, qv, kv, vv,
+                                       ropekit::packed_view(po[ti].data(), 1, H, DV), mask, pp,
+                                       head_range{0, H}, query_range{0, 1},
+                                       ropekit::split_keys(n_kv, threads, ti), *ws[ti]);
+        });
+        for (int ti = 1; ti < threads; ++ti)
+            ropekit::merge_attention(
+                ropekit::packed_view(po[0].data(), 1, H, DV), pl[0].data(),
+                ropekit::packed_view(static_cast<const float*>(po[ti].data()), 1, H, DV),
+                pl[ti].data(), head_range{0, H}, query_range{0, 1});
+        benchmark::ClobberMemory();
+        const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+        st.SetIterationTime(t);
+        t_decode += t;
+        a = ropekit_bench::clock::now();
+        team.run([&](int ti) {
+            const ropekit::key_range r = ropekit::split_keys(n_kv, threads, ti);
+            ropekit_bench::read_sweep(
+                reinterpret_cast<const char*>(kc.data()) + std::size_t(r.begin) * row_bytes,
+                std::size_t(r.size()) * row_bytes);
+        });
+        t_sweep += std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+    }
+    const double iters = double(std::max<benchmark::IterationCount>(st.iterations(), 1));
+    const double secs = t_decode / iters;
+    const double bytes = double(n_kv) * double(row_bytes);
+    const double read_bw = bytes / (t_sweep / iters);
+    st.counters["q_heads"] = H;
+    st.counters["GB/s"] = bytes / secs * 1e-9;
+    st.counters["read_GB/s"] = read_bw * 1e-9;
+    st.counters["over_read_bw"] = bytes / secs / read_bw;
+    const double flops = 2.0 * double(n_kv) * (DK + DV) * double(H);
+    st.counters["GFLOP/s"] = flops / secs * 1e-9;
+    st.counters["of_fma_peak"] = flops / secs / (threads * ropekit_bench::fma_peak_flops());
+    const double fma_bw = bytes * threads * ropekit_bench::fma_peak_flops() / flops;
+    st.counters["over_roofline"] = bytes / secs / std::min(read_bw, fma_bw);
+}
+
 /// The alternative tile arithmetic: the same blocked online softmax with each tile product an
 /// Eigen GEMM (S = Q_b K_t^T, O = diag(alpha) O + P V_t), fp32, causal, 64 x 64 tiles.
 void eigen_prefill(benchmark::State& st, std::int64_t n, std::int64_t H) {
@@ -433,8 +549,15 @@ void rule_prefill(benchmark::State& st, Rule rule, Mask mask, PlainMask plain_ma
     set_counters<KV>(st, secs, mask, n, n, H, D, threads, visible_pairs(mask, n, n));
 }
 
+/// q heads per latent K/V head in the MLA decode benchmark attention/decode/mla/...: 2, the
+/// largest count at which this decode is still bound by memory on Zen 5 (2 x 2176 FLOP per
+/// 1152-byte key, 3.8 FLOP/byte, against a machine balance of about 4 FLOP/byte at the
+/// kernel's FMA efficiency). DeepSeek-V2-Lite (16 heads) and V3 (128) are compute-bound:
+/// attention/decode/mla_h16 and mla_h128, whose figure of merit is of_fma_peak.
+constexpr int mla_heads = 2;
+
 template <class KV>
-std::string name(const char* kind, const char* mask, const std::string& sizes, int threads) {
+std::string name(const char* kind, const std::string& mask, const std::string& sizes, int threads) {
     return std::string("attention/") + kind + "/" + mask + "/" + ropekit::storage_name<KV>() + "/" +
            sizes + "/t" + std::to_string(threads);
 }
@@ -459,12 +582,40 @@ void register_all() {
             // per run keeps the whole binary near 2 minutes.
             if (s.n >= 4096) b->Iterations(1);
         }
+        // Gemma 2's soft-cap on the plain prefill's n = 1024 shapes and n4096/h8 (goal: <= 1.3x
+        // the plain prefill, over_plain).
+        for (shape s :
+             {shape{1024, 32, 32}, shape{1024, 8, 8}, shape{1024, 32, 8}, shape{4096, 8, 8}}) {
+            const std::string sz = "n" + std::to_string(s.n) + "/h" + std::to_string(s.H) +
+                                   (s.KVH != s.H ? "kv" + std::to_string(s.KVH) : "");
+            benchmark::RegisterBenchmark(
+                name<KV>("prefill", "softcap50", sz, th).c_str(),
+                [=](benchmark::State& st) { softcap_prefill<KV>(st, s.n, s.H, s.KVH, th); })
+                ->UseManualTime()
+                ->Unit(benchmark::kMillisecond);
+        }
         for (std::int64_t n : {4096, 32768}) {
             benchmark::RegisterBenchmark(
                 name<KV>("decode", "causal", "q1/n" + std::to_string(n) + "/h32kv8", th).c_str(),
                 [=](benchmark::State& st) { decode<KV>(st, n, 32, 8, th); })
                 ->UseManualTime()
                 ->Unit(benchmark::kMicrosecond);
+        }
+        if (std::is_same_v<KV, bfloat16>) {
+            // Absorbed MLA decode: MLA_HEADS q heads on the one latent head (see mla_decode);
+            // mla_h16 / mla_h128 are DeepSeek-V2-Lite's and V3's full head counts, h1..h4 where
+            // decode is still bound by memory rather than by the FMA peak.
+            benchmark::RegisterBenchmark(
+                name<KV>("decode", "mla", "q1/n32768", th).c_str(),
+                [=](benchmark::State& st) { mla_decode(st, 32768, mla_heads, th); })
+                ->UseManualTime()
+                ->Unit(benchmark::kMicrosecond);
+            for (int h : {1, 2, 4, 16, 128})
+                benchmark::RegisterBenchmark(
+                    name<KV>("decode", "mla_h" + std::to_string(h), "q1/n32768", th).c_str(),
+                    [=](benchmark::State& st) { mla_decode(st, 32768, h, th); })
+                    ->UseManualTime()
+                    ->Unit(benchmark::kMicrosecond);
         }
         if (std::is_same_v<KV, float>) {
             for (std::int64_t n : {4096, 32768}) {

@@ -5,8 +5,9 @@
 /// log-sum-exp, and the relative-position rules of position_rules.hpp (ReRoPE, Leaky ReRoPE,
 /// Self-Extend, StreamingLLM cache positions) fused into the same single pass.
 ///
-/// Shapes: Q is n_q x n_heads x head_dim (float), K and V are n_kv x n_kv_heads x head_dim
-/// (float, bfloat16 or half), O is n_q x n_heads x head_dim (float); n_heads is a multiple of
+/// Shapes: Q is n_q x n_heads x head_dim (float), K is n_kv x n_kv_heads x head_dim and V
+/// n_kv x n_kv_heads x v_head_dim (float, bfloat16 or half; V may alias K's first channels, as
+/// MLA's latent cache does), O is n_q x n_heads x v_head_dim (float); n_heads is a multiple of
 /// n_kv_heads and query head h reads K/V head `h / (n_heads / n_kv_heads)`. Memory is
 /// O(tile): the scores are never materialised beyond a 64 x 64 tile (see attention_workspace).
 ///
@@ -38,6 +39,7 @@
 #include <type_traits>
 
 #include "arch.hpp"
+#include "attention_temperature.hpp"
 #include "detail/attention_kernel.hpp"
 #include "error.hpp"
 #include "mask.hpp"
@@ -94,12 +96,19 @@ void validate_attention(const head_view<const float>& q, const head_view<const K
                         const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
                         const attention_params& p) {
     static_assert(is_storage_type_v<KV>, "K/V storage is float, bfloat16 or half");
-    require(q.head_dim > 0 && q.head_dim <= max_head_dim, "head_dim", "must be in [1, 256]",
+    // q / k share one head size and v / o another (MLA: 192 / 128 in prefill, 576 / 512 in the
+    // absorbed decode, where v may be a view of k's first 512 channels).
+    require(q.head_dim > 0 && q.head_dim <= max_head_dim, "head_dim", "must be in [1, 576]",
             q.head_dim);
-    require(k.head_dim == q.head_dim && v.head_dim == q.head_dim && o.head_dim == q.head_dim,
-            "head_dim", "must be the same for q, k, v and o", k.head_dim);
+    require(k.head_dim == q.head_dim, "k.head_dim", "must equal q's head_dim", k.head_dim);
+    require(v.head_dim > 0 && v.head_dim <= max_head_dim, "v.head_dim", "must be in [1, 576]",
+            v.head_dim);
+    require(o.head_dim == v.head_dim, "o.head_dim", "must equal v's head_dim", o.head_dim);
     require(p.head_dim() == 0 || p.head_dim() == q.head_dim, "head_dim",
-            "must equal that of the frequencies attention_params were built from", q.head_dim);
+            "(of q and k) must equal that of the frequencies attention_params were built from",
+            q.head_dim);
+    require(std::isfinite(p.logit_softcap) && p.logit_softcap >= 0.0f, "logit_softcap",
+            "must be finite and >= 0 (0: no cap)", p.logit_softcap);
     require(q.heads > 0, "n_heads", "must be > 0", q.heads);
     require(k.heads > 0 && q.heads % k.heads == 0, "n_kv_heads", "must be > 0 and divide n_heads",
             k.heads);
@@ -140,8 +149,8 @@ bool shapes_ok(const head_view<const float>& q, const head_view<const KV>& k,
                const head_view<const KV>& v, const head_view<float>& o, head_range heads,
                query_range queries, key_range keys) noexcept {
     return q.head_dim > 0 && q.head_dim <= max_head_dim && k.head_dim == q.head_dim &&
-           v.head_dim == q.head_dim && o.head_dim == q.head_dim && k.heads > 0 &&
-           q.heads >= k.heads && q.heads % k.heads == 0 && v.heads == k.heads &&
+           v.head_dim > 0 && v.head_dim <= max_head_dim && o.head_dim == v.head_dim &&
+           k.heads > 0 && q.heads >= k.heads && q.heads % k.heads == 0 && v.heads == k.heads &&
            o.heads == q.heads && v.tokens == k.tokens && o.tokens == q.tokens && heads.begin >= 0 &&
            heads.begin <= heads.end && heads.end <= q.heads && queries.begin >= 0 &&
            queries.begin <= queries.end && queries.end <= q.tokens && keys.begin >= 0 &&
@@ -157,7 +166,9 @@ bool params_ok(const attention_params& p, head_range heads, query_range queries,
                key_range keys) noexcept {
     (void)heads;  // the decode form reads query positions even for an empty head range
     const bool rows = queries.size() > 0;
-    return p.softmax_scale() > 0.0f && (!p.q_positions || positions_usable(*p.q_positions, rows)) &&
+    return p.softmax_scale() > 0.0f && p.logit_softcap >= 0.0f &&
+           p.logit_softcap < std::numeric_limits<float>::infinity() &&
+           (!p.q_positions || positions_usable(*p.q_positions, rows)) &&
            (!p.k_positions || positions_usable(*p.k_positions, rows && keys.size() > 0));
 }
 
@@ -222,7 +233,7 @@ void attention(head_view<const float> q, head_view<KT> k, head_view<VT> v, head_
                       query_range{0, q.tokens}, key_range{0, k.tokens}, ws);
 }
 
-/// attention() in a freshly allocated workspace (about 0.5 MB, one allocation per call); pass
+/// attention() in a freshly allocated workspace (about 1 MB, one allocation per call); pass
 /// one to the overload above to reuse it.
 template <class KT, class VT, class Mask>
 void attention(head_view<const float> q, head_view<KT> k, head_view<VT> v, head_view<float> o,
@@ -259,6 +270,14 @@ void validate_position_rule(const Rule& rule, const rope_frequencies& freqs,
     freqs.validate();
     require(freqs.head_dim == q.head_dim, "head_dim", "must equal rope_frequencies::head_dim",
             q.head_dim);
+    require(q.head_dim <= max_rule_head_dim, "head_dim", "must be <= 256 with a position rule",
+            q.head_dim);
+    // The fused rotations are the ordinary (partial) rotary of the first rotary_dim channels;
+    // a slice at an offset (MLA) or a wider NeoX span (Gemma 4 proportional) is not done here.
+    require(freqs.rotary_offset == 0, "rotary_offset", "must be 0 with a position rule",
+            freqs.rotary_offset);
+    require(freqs.ordinary_geometry(), "pair_span",
+            "must be 0 or rotary_dim / 2 with a position rule", freqs.pair_span);
     require(logit_scale_matches<isa_tag>(p, freqs), "logit_scale",
             "of attention_params must be the frequencies' logit_scale(): build them with "
             "attention_params::for_model(freqs)",
@@ -338,7 +357,9 @@ void position_rule_attention_blocked(Arch, head_view<const float> q, head_view<c
     ROPEKIT_ASSERT(usable,
                    "position_rule_attention_blocked: params without the frequencies' attention "
                    "factor, or unusable positions");
-    const bool tables_match = freqs.head_dim == q.head_dim && freqs.rotary_dim > 0 &&
+    const bool tables_match = freqs.head_dim == q.head_dim && v.head_dim == q.head_dim &&
+                              q.head_dim <= detail::attn::max_rule_head_dim &&
+                              freqs.ordinary_geometry() && freqs.rotary_dim > 0 &&
                               freqs.rotary_dim <= q.head_dim &&
                               freqs.inv_freq.size() == std::size_t(freqs.pairs()) &&
                               table.pairs() == freqs.pairs() && table.is_range();
@@ -439,6 +460,8 @@ void position_rule_attention(head_view<const float> q, head_view<KT> k, head_vie
     using KV = detail::attn::kv_element_t<KT, VT>;
     const head_view<const KV> kc = k, vc = v;
     detail::attn::validate_attention(q, kc, vc, o, mask, params);
+    detail::require(v.head_dim == q.head_dim, "v.head_dim",
+                    "must equal q's head_dim with a position rule", v.head_dim);
     detail::attn::validate_position_rule(rule, freqs, table, q, k.tokens, params);
     position_rule_attention_blocked(default_arch{}, q, kc, vc, o, mask, params, rule, freqs, table,
                                     head_range{0, q.heads}, query_range{0, q.tokens},
@@ -546,6 +569,57 @@ inline key_range split_keys(std::int64_t n_kv, int parts, int part) noexcept {
 }
 
 ROPEKIT_END_ISA_NAMESPACE
+
+/// Llama 4 temperature tuning on the NoPE layers: multiplies every head of query token t in
+/// `tokens` by `temp.scale_at(position of t)` in place (HF: `q * attn_scales` in float32, the
+/// scale computed from the token's cache position). Hot path: no allocation, no throw;
+/// unusable positions (table_rows(), null ids) or ranges outside q are a ROPEKIT_ASSERT and,
+/// with it compiled out, write nothing. Positions must be >= 0
+/// (apply_attention_temperature() checks).
+template <class Arch>
+void attention_temperature_blocked(Arch, head_view<float> q, const positions& pos,
+                                   const attention_temperature& temp, query_range tokens) {
+    ROPEKIT_TRACE_KERNEL("attention_temperature_blocked", Arch::name());
+    const bool ok = tokens.begin >= 0 && tokens.begin <= tokens.end && tokens.end <= q.tokens &&
+                    (tokens.size() == 0 || q.data != nullptr) &&
+                    detail::attn::positions_usable(pos, tokens.size() > 0 && q.heads > 0);
+    ROPEKIT_ASSERT(ok, "attention_temperature_blocked: range outside q or unusable positions");
+    if (!ok) return;
+    using Ops = detail::attn::vec_ops<Arch>;
+    constexpr int W = Ops::width;
+    const int D = q.head_dim;
+    for (std::int64_t t = tokens.begin; t < tokens.end; ++t) {
+        const float f = temp.scale_at(pos.at(t));
+        const auto fv = Ops::set1(f);
+        for (int h = 0; h < q.heads; ++h) {
+            float* row = q.at(t, h);
+            int d = 0;
+            for (; d + W <= D; d += W) Ops::storeu(row + d, Ops::loadu(row + d) * fv);
+            for (; d < D; ++d) row[d] *= f;
+        }
+    }
+}
+
+ROPEKIT_BEGIN_ISA_NAMESPACE
+
+/// attention_temperature_blocked over all of q (front door: validates q, `temp`, and that the
+/// positions are by value with every position in [0, 2^62); throws ropekit::error naming the
+/// field).
+inline void apply_attention_temperature(head_view<float> q, const positions& pos,
+                                        const attention_temperature& temp) {
+    q.validate();
+    temp.validate();
+    detail::attn::validate_attention_positions(pos, q.tokens, "positions");
+    if (q.tokens > 0)
+        detail::for_each_position(
+            pos, 0, q.tokens, 0, attention_position_limit - 1, [](std::int64_t t, std::int64_t p) {
+                detail::fail("positions", "must be >= 0",
+                             "token " + detail::format_value(t) + " at " + detail::format_value(p));
+            });
+    attention_temperature_blocked(default_arch{}, q, pos, temp, query_range{0, q.tokens});
+}
+
+ROPEKIT_END_ISA_NAMESPACE
 ROPEKIT_END_NAMESPACE
 
 /// \cond INTERNAL
@@ -566,7 +640,21 @@ ROPEKIT_END_NAMESPACE
 // is what the 0.2 macros need to do.
 #define ROPEKIT_REROPE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE) \
     ROPEKIT_POSITION_RULE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE)
+#define ROPEKIT_ATTENTION_TEMPERATURE_KERNELS_(PREFIX, ARCH)            \
+    PREFIX template void ropekit::attention_temperature_blocked<ARCH>(  \
+        ARCH, ::ropekit::head_view<float>, const ::ropekit::positions&, \
+        const ::ropekit::attention_temperature&, ::ropekit::query_range);
 /// \endcond
+
+/// Declares (extern template) attention_temperature_blocked of ARCH (see
+/// ROPEKIT_DECLARE_ATTENTION_KERNELS).
+#define ROPEKIT_DECLARE_ATTENTION_TEMPERATURE_KERNELS(ARCH) \
+    ROPEKIT_ATTENTION_TEMPERATURE_KERNELS_(extern, ARCH)
+
+/// Explicitly instantiates attention_temperature_blocked of ARCH (in a translation unit compiled
+/// with ARCH's flags).
+#define ROPEKIT_INSTANTIATE_ATTENTION_TEMPERATURE_KERNELS(ARCH) \
+    ROPEKIT_ATTENTION_TEMPERATURE_KERNELS_(, ARCH)
 
 /// Declares (extern template) attention_blocked of architecture ARCH for K/V storage KV and mask
 /// type MASK, so a translation unit built without ARCH's flags can call

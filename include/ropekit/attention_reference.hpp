@@ -70,14 +70,17 @@ void finish_row(const std::vector<double>& s, const head_view<const KV>& v, std:
     lse = mx + std::log(den);
 }
 
-/// Generic driver: `score(t, h, j)` gives the scaled, unmasked score in double.
+/// Generic driver: `score(t, h, j)` gives the scaled, unmasked score in double; the soft-cap
+/// (attention_params::logit_softcap) applies to it before the mask, as in HF's eager attention.
+/// O has v's head size (q / k may have another: MLA).
 template <class KV, class Mask, class Score>
 void run(const head_view<const float>& q, const head_view<const KV>& k,
          const head_view<const KV>& v, std::vector<double>& o, std::vector<double>& lse,
          const Mask& mask, const attention_params& p, Score&& score) {
     const std::int64_t n_q = q.tokens, n_kv = k.tokens, H = q.heads;
     const std::int64_t group = H / k.heads;
-    const int D = q.head_dim;
+    const int D = v.head_dim;
+    const double cap = double(p.logit_softcap);
     const std::int64_t qoff = p.query_index_offset >= 0 ? p.query_index_offset : n_kv - n_q;
     const positions qpos = detail::attn::resolved_q_positions(p, n_q, n_kv);
     const positions kpos = detail::attn::resolved_k_positions(p);
@@ -90,8 +93,12 @@ void run(const head_view<const float>& q, const head_view<const KV>& k,
             const std::int64_t qp = qpos.at(t);
             for (std::int64_t j = 0; j < n_kv; ++j) {
                 const std::int64_t kp = kpos.at(j);
-                s[j] = mask.visible(qp, qoff + t, kp, j) ? score(t, h, j, qp, kp)
-                                                         : -std::numeric_limits<double>::infinity();
+                if (!mask.visible(qp, qoff + t, kp, j)) {
+                    s[j] = -std::numeric_limits<double>::infinity();
+                    continue;
+                }
+                const double x = score(t, h, j, qp, kp);
+                s[j] = cap > 0.0 ? cap * std::tanh(x / cap) : x;
             }
             finish_row(s, v, h / group, p.sink_logits ? p.sink_logits + h : nullptr, D,
                        o.data() + (t * H + h) * D, lse[t * H + h]);
@@ -101,8 +108,9 @@ void run(const head_view<const float>& q, const head_view<const KV>& k,
 
 }  // namespace detail::attn_ref
 
-/// softmax(scale * Q K^T + mask) V in double with the full score matrix. Outputs o as
-/// `[n_q][n_heads][head_dim]` and lse as `[n_q][n_heads]` (double). Same semantics as
+/// softmax(softcap(scale * Q K^T) + mask) V in double with the full score matrix. Q and K may
+/// have another head size than V (MLA). Outputs o as `[n_q][n_heads][v.head_dim]` and lse as
+/// `[n_q][n_heads]` (double). Same semantics as
 /// ropekit::attention (sinks, positions, empty rows -> zeros and LSE -inf). No validation: give
 /// it what attention() accepts.
 /// \tparam KT, VT K and V element types (float, bfloat16 or half, const or not).

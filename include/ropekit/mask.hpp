@@ -200,6 +200,49 @@ struct sink_window_mask {
     }
 };
 
+/// Chunked local attention (Llama 4 `attention_chunk_size`, HF masking_utils' chunked overlay
+/// on the causal mask): key j is visible to query i when `k_pos <= q_pos` and both lie in the
+/// same chunk, `floor(q_pos / C) == floor(k_pos / C)`. Positions are the cache positions HF
+/// compares (no left padding here), so a query sees at most C keys: the key-range hint starts
+/// at its chunk, and the cost per query is O(C), not O(n).
+struct chunked_mask {
+    std::int64_t attention_chunk_size = 8192;  ///< C, tokens per chunk, in [1, 2^62]
+
+    /// Throws ropekit::error unless 1 <= attention_chunk_size <= 2^62.
+    ROPEKIT_ALWAYS_INLINE void validate() const {
+        detail::require(
+            attention_chunk_size >= 1 && attention_chunk_size <= attention_position_limit,
+            "attention_chunk_size", "must be in [1, 2^62]", attention_chunk_size);
+    }
+    /// Chunk of position `pos`: floor(pos / C), also for negative positions.
+    ROPEKIT_ALWAYS_INLINE std::int64_t chunk(std::int64_t pos) const noexcept {
+        const std::int64_t c = pos / attention_chunk_size;
+        return c * attention_chunk_size > pos ? c - 1 : c;
+    }
+    /// `k_pos <= q_pos && chunk(k_pos) == chunk(q_pos)`.
+    ROPEKIT_ALWAYS_INLINE bool visible(std::int64_t q_pos, std::int64_t, std::int64_t k_pos,
+                                       std::int64_t) const noexcept {
+        return k_pos <= q_pos && chunk(k_pos) == chunk(q_pos);
+    }
+    /// Causal classification when the whole block and tile lie in one chunk, `none` when every
+    /// key lies in an earlier chunk than every query (or after it), else `partial`.
+    ROPEKIT_ALWAYS_INLINE tile_visibility classify(const block_bounds& b) const noexcept {
+        const tile_visibility causal = detail::classify_distance(b, detail::no_window);
+        if (causal == tile_visibility::none) return causal;
+        const std::int64_t q0 = chunk(b.q_pos_min), q1 = chunk(b.q_pos_max);
+        const std::int64_t k0 = chunk(b.k_pos_min), k1 = chunk(b.k_pos_max);
+        if (k1 < q0) return tile_visibility::none;
+        if (q0 == q1 && k0 == q0 && k1 == q0) return causal;
+        return tile_visibility::partial;
+    }
+    /// Keys [chunk start of q_pos_min, q_pos_max].
+    ROPEKIT_ALWAYS_INLINE int key_ranges(const block_bounds& b, index_range out[2]) const noexcept {
+        out[0] = {std::max<std::int64_t>(0, chunk(b.q_pos_min) * attention_chunk_size),
+                  b.q_pos_max + 1};
+        return 1;
+    }
+};
+
 /// Parallel context windows (Ratner et al. 2023, "PCW"): the sequence is split by index into
 /// context windows [0, e0), [e0, e1), ..., [e_{n-1}, e_n) followed by task tokens [e_n, ...).
 /// A context token sees the earlier tokens of its own window only; a task token sees every

@@ -111,8 +111,8 @@ class sink_cache {
     ROPEKIT_ALWAYS_INLINE sink_cache(const rope_frequencies& freqs, const sink_cache_options& opt)
         : opt_(opt), freqs_(freqs) {
         detail::require(opt.n_kv_heads > 0, "n_kv_heads", "must be > 0", opt.n_kv_heads);
-        detail::require(opt.head_dim > 0 && opt.head_dim <= detail::attn::max_head_dim, "head_dim",
-                        "must be in [1, 256]", opt.head_dim);
+        detail::require(opt.head_dim > 0 && opt.head_dim <= detail::attn::max_rule_head_dim,
+                        "head_dim", "must be in [1, 256]", opt.head_dim);
         detail::require(opt.n_sink >= 0 && opt.n_sink < max_slots, "n_sink", "must be in [0, 2^28)",
                         opt.n_sink);
         detail::require(opt.window >= 1 && opt.window < max_slots - opt.n_sink, "window",
@@ -120,6 +120,12 @@ class sink_cache {
         freqs.validate();
         detail::require(freqs.head_dim == opt.head_dim, "head_dim",
                         "of the frequencies must equal the cache's head_dim", freqs.head_dim);
+        // The cache rotates keys and queries itself with the ordinary (partial) rotary of the
+        // first rotary_dim channels: a slice at an offset or a wider NeoX span is rejected.
+        detail::require(freqs.rotary_offset == 0, "rotary_offset", "must be 0 for the sink cache",
+                        freqs.rotary_offset);
+        detail::require(freqs.ordinary_geometry(), "pair_span",
+                        "must be 0 or rotary_dim / 2 for the sink cache", freqs.pair_span);
         const std::int64_t c = opt.n_sink + opt.window - 1;
         detail::require(
             opt.rebase_interval >= 1 && opt.rebase_interval < table_free_position_limit - c,
@@ -415,7 +421,7 @@ struct sink_workspace {
     int n_heads = 0;                            ///< query heads it was sized for
     int head_dim = 0;                           ///< channels per head
     std::int64_t slots = 0;                     ///< cache slots it was sized for
-    std::unique_ptr<attention_workspace> attn;  ///< attention tiles (~0.5 MB)
+    std::unique_ptr<attention_workspace> attn;  ///< attention tiles (~1 MB)
     std::vector<float> q_window, q_sink;        ///< q rotated for the window / for the sinks
     sink_partial sinks;                         ///< rotated_once: the sink keys' partial
     std::vector<KV> k_rotated;                  ///< unrotated: keys rotated for this step
@@ -641,6 +647,8 @@ void sink_attention(const sink_cache<KV>& cache, head_view<const float> q, head_
                     "of attention_params must be the frequencies' logit_scale(): build them "
                     "with attention_params::for_model(freqs)",
                     params.logit_scale());
+    detail::require(std::isfinite(params.logit_softcap) && params.logit_softcap >= 0.0f,
+                    "logit_softcap", "must be finite and >= 0 (0: no cap)", params.logit_softcap);
     detail::require(params.sink_logits == nullptr, "sink_logits",
                     "must be null (StreamingLLM sinks are tokens of the cache)", "non-null");
     detail::require(

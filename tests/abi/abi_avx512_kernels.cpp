@@ -15,3 +15,4 @@ ROPEKIT_INSTANTIATE_POSITION_RULE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::
 ROPEKIT_INSTANTIATE_POSITION_RULE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16,
                                                     ::ropekit::sink_window_mask,
                                                     ::ropekit::streaming_llm)
+ROPEKIT_INSTANTIATE_ATTENTION_TEMPERATURE_KERNELS(xsimd::avx512bw)

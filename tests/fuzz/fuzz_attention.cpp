@@ -331,8 +331,8 @@ void run(FuzzedDataProvider& in) {
     const int kv_heads = in.ConsumeIntegralInRange<int>(1, 3);
     const int group = in.ConsumeIntegralInRange<int>(1, 4);
     const int H = kv_heads * group;
-    static constexpr int dims[] = {1,  2,  3,  8,  15,  16,  17, 31, 32,
-                                   33, 64, 80, 96, 128, 256, 0,  257};
+    static constexpr int dims[] = {1,  2,  3,  8,   15,  16,  17, 31,  32, 33,
+                                   64, 80, 96, 128, 256, 576, 0,  257, 577};
     const int D = dims[in.ConsumeIntegralInRange<std::size_t>(0, std::size(dims) - 1)];
     const std::int64_t n_q = in.ConsumeIntegralInRange<std::int64_t>(0, 70);
     const std::int64_t n_kv = in.ConsumeIntegralInRange<std::int64_t>(0, 140);

@@ -166,8 +166,12 @@ class attention_params {
     const float* sink_logits = nullptr;
     /// Optional output: log-sum-exp of each row's scaled scores (including the sink when one is
     /// given), laid out `[n_q][n_heads]` contiguous. -inf for a row that sees no key and has no
-    /// sink.
+    /// sink. With logit_softcap, of the capped scores (what merge_attention then combines).
     float* lse = nullptr;
+    /// Logit soft-capping (Gemma 2 `attn_logit_softcapping`): each scaled score s becomes
+    /// `cap * tanh(s / cap)` before the mask and the sink logits, as HF's eager attention does
+    /// (scores * scaling, then / cap, tanh, * cap, then + mask). 0: no cap. Finite and >= 0.
+    float logit_softcap = 0.0f;
 
   private:
     ROPEKIT_ALWAYS_INLINE attention_params(double scaling, double logit_scale, int head_dim) {
@@ -191,8 +195,14 @@ class attention_params {
 
 namespace detail::attn {
 
-/// Largest head_dim the fixed-size tiles hold.
-constexpr int max_head_dim = 256;
+/// Largest head_dim (of q / k, and of v / o) the fixed-size tiles hold: 576 is absorbed MLA's
+/// decode (DeepSeek V2 / V3: q and k are the 512-channel latent plus 64 rotary channels, v the
+/// latent). Rows of the tiles keep their compile-time strides, so a smaller head only touches
+/// the first part of each tile.
+constexpr int max_head_dim = 576;
+/// Largest head_dim of the position-rule kernels and the sink cache, which rotate q and k with
+/// fixed-size cos|sin rows (and require equal q / k / v head sizes).
+constexpr int max_rule_head_dim = 256;
 /// Query rows per block (all (token, head) pairs of one K/V head).
 constexpr int block_rows = 64;
 /// Keys per tile.
@@ -206,12 +216,12 @@ constexpr int tile_keys = 64;
 constexpr bool pack_f32_k = true;
 constexpr bool pack_f32_v = true;
 /// Largest number of rotation pairs (head_dim 256).
-constexpr int max_pairs = max_head_dim / 2;
+constexpr int max_pairs = max_rule_head_dim / 2;
 
 }  // namespace detail::attn
 
 /// Scratch memory of one attention call on one thread: every tile the kernel touches. Allocate
-/// one per worker thread (it is about 0.5 MB: `sizeof(attention_workspace)`) and reuse it; the
+/// one per worker thread (it is about 1 MB: `sizeof(attention_workspace)`) and reuse it; the
 /// kernels never allocate.
 struct alignas(64) attention_workspace {
     /// \cond INTERNAL
@@ -227,9 +237,9 @@ struct alignas(64) attention_workspace {
     alignas(64) float kc[C * D];    // ReRoPE: K tile for the capped scores
     alignas(64) float vt[C * D];    // V tile as float (16-bit storage)
     alignas(64) float m[R], l[R], alpha[R], ones[R];
-    alignas(64) float leaky_off[C * D];  // leaky ReRoPE: cos|sin of offsets o/k, o < C
-    alignas(64) float cs_tmp[D];
-    alignas(64) float cs_cap[D];  // ReRoPE: cos|sin at the window (q capped rotation)
+    alignas(64) float leaky_off[C * 2 * detail::attn::max_pairs];  // leaky ReRoPE: offsets o/k
+    alignas(64) float cs_tmp[2 * detail::attn::max_pairs];
+    alignas(64) float cs_cap[2 * detail::attn::max_pairs];  // ReRoPE: cos|sin at the window
     std::int64_t tok_pos[R], tok_idx[R];
     std::int64_t kpos[C];
     /// \endcond
@@ -570,11 +580,16 @@ ROPEKIT_ALWAYS_INLINE void load_kv(const KV* p, typename Ops::vec* out) noexcept
     for (int i = 0; i < P; ++i) Ops::in_register(out[i]);
 }
 
-/// The dot products of NR query rows (`q[i * max_head_dim]`) with KB = width / NR key rows,
+/// Row strides of the decode tiles (q rows, O rows): 256 floats while both head sizes fit, so
+/// the rows of a block stay exactly as compact as before 576-channel heads existed, else
+/// max_head_dim.
+constexpr int decode_row_stride_small = 256;
+
+/// The dot products of NR query rows (`q[i * RS]`) with KB = width / NR key rows,
 /// reduced together by one transpose-and-add tree instead of one horizontal sum each: lane
 /// `c * NR + i` of the result is q_i . k_c. P = 2: K is read as bf16 even / odd pairs and q is
 /// stored in the same order (each 2 x width block: its even channels, then its odd ones).
-template <class Ops, int NR, int P, class KV>
+template <class Ops, int NR, int P, int RS, class KV>
 ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff_t kstride, int D,
                                                    const float* q,
                                                    std::ptrdiff_t prefetch_offset) noexcept {
@@ -593,7 +608,7 @@ ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff
         for (int i = 0; i < NR; ++i) {
             ROPEKIT_UNROLL
             for (int h = 0; h < P; ++h) {
-                qv[i][h] = Ops::load(q + i * max_head_dim + d + h * W);
+                qv[i][h] = Ops::load(q + i * RS + d + h * W);
                 // With 8 rows of pairs the q vectors would crowd out the accumulators: those
                 // stay memory operands.
                 if constexpr (NR * P <= 8) Ops::in_register(qv[i][h]);
@@ -644,6 +659,15 @@ inline void softmax_update(float* st, int nc, int nrv, float* m, float* l, float
     }
 }
 
+/// Logit soft-cap of `n` scores at `s` (whole vectors, aligned): `cap * tanh(s * inv_cap)`.
+template <class Ops>
+ROPEKIT_ALWAYS_INLINE void softcap_scores(float* s, int n, float cap, float inv_cap) noexcept {
+    using V = typename Ops::vec;
+    constexpr int W = Ops::width;
+    const V c = Ops::set1(cap), ic = Ops::set1(inv_cap);
+    for (int i = 0; i < n; i += W) Ops::store(s + i, c * Ops::tanh(Ops::load(s + i) * ic));
+}
+
 /// Query rows of a decode segment (one K/V head) rounded up to 1, 2, 4 or 8, so that the
 /// transpose-and-add tree (width / NR keys at once) always applies; padding rows hold zero
 /// queries and their results are never read.
@@ -651,11 +675,11 @@ inline int decode_padded_rows(int rows) noexcept {
     return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
 }
 
-/// Decode scores of NR query rows (`q[i * max_head_dim]`) against the keys [0, nc) of one K/V
+/// Decode scores of NR query rows (`q[i * RS]`) against the keys [0, nc) of one K/V
 /// head, nc <= decode_chunk, into the key-major tile `sd[c * NR + i]`. Each K row is read once,
 /// in its storage type, and shared by the NR rows; a transpose-and-add tree reduces W / NR keys
 /// at once and its result is exactly W consecutive entries of the tile (one aligned store).
-template <class Ops, int NR, int P, class KV>
+template <class Ops, int NR, int P, int RS, class KV>
 ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t kstride, int nc,
                                                int D, const float* q, float* sd,
                                                std::ptrdiff_t prefetch_offset) noexcept {
@@ -665,8 +689,8 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t k
     if constexpr (W >= 4 && W % NR == 0) {
         constexpr int KB = W / NR;
         for (; c + KB <= nc; c += KB)
-            Ops::store(sd + c * NR,
-                       score_tree<Ops, NR, P>(kbase + c * kstride, kstride, D, q, prefetch_offset));
+            Ops::store(sd + c * NR, score_tree<Ops, NR, P, RS>(kbase + c * kstride, kstride, D, q,
+                                                               prefetch_offset));
     }
     for (; c < nc; ++c) {
         const KV* kr = kbase + c * kstride;
@@ -681,7 +705,7 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t k
             for (int h = 0; h < P; ++h) {
                 ROPEKIT_UNROLL
                 for (int i = 0; i < NR; ++i)
-                    acc[i] = Ops::fma(Ops::load(q + i * max_head_dim + d + h * W), kv[h], acc[i]);
+                    acc[i] = Ops::fma(Ops::load(q + i * RS + d + h * W), kv[h], acc[i]);
             }
         }
         ROPEKIT_UNROLL
@@ -756,11 +780,11 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_softmax(float* sd, int nc, float* m, flo
     }
 }
 
-/// Decode O = alpha * O + P V for rows [r0, r0 + NRB) of NR (`orow[i * max_head_dim]`,
+/// Decode O = alpha * O + P V for rows [r0, r0 + NRB) of NR (`orow[i * RS]`,
 /// channels [d0, d0 + NDV * width)) over keys [0, nc), P in the key-major tile `p[c * NR + i]`:
 /// each V vector is loaded once and shared by the NRB rows. With bf16 pairs (P = 2) O holds
 /// each 2 x width block of channels as its even channels, then its odd ones.
-template <class Ops, int NR, int NRB, int NDV, int P, class KV>
+template <class Ops, int NR, int NRB, int NDV, int P, int RS, class KV>
 ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t vstride, int nc,
                                                  const float* p, const float* alpha, float* orow,
                                                  int r0, int d0,
@@ -772,8 +796,7 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
     for (int i = 0; i < NRB; ++i) {
         const V a = Ops::set1(alpha[r0 + i]);
         ROPEKIT_UNROLL
-        for (int n = 0; n < NDV; ++n)
-            acc[i][n] = Ops::load(orow + (r0 + i) * max_head_dim + d0 + n * W) * a;
+        for (int n = 0; n < NDV; ++n) acc[i][n] = Ops::load(orow + (r0 + i) * RS + d0 + n * W) * a;
     }
     const KV* vr = vbase + d0;
     for (int c = 0; c < nc; ++c, vr += vstride) {
@@ -794,42 +817,41 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
     ROPEKIT_UNROLL
     for (int i = 0; i < NRB; ++i) {
         ROPEKIT_UNROLL
-        for (int n = 0; n < NDV; ++n)
-            Ops::store(orow + (r0 + i) * max_head_dim + d0 + n * W, acc[i][n]);
+        for (int n = 0; n < NDV; ++n) Ops::store(orow + (r0 + i) * RS + d0 + n * W, acc[i][n]);
     }
 }
 
 /// One decode step of one K/V head over one chunk of keys [0, nc): scores of its NR (padded)
-/// query rows, `hide(sd)` (the mask, for partially visible chunks), the online softmax, and
-/// P V for the `rows` real rows (4 at a time) and all D channels.
-template <class Ops, int NR, int P, class KV, class Hide>
+/// query rows over D (q / k) channels, `hide(sd)` (the soft-cap and the mask), the online
+/// softmax, and P V for the `rows` real rows (4 at a time) and all DV (v) channels.
+template <class Ops, int NR, int P, int RS, class KV, class Hide>
 ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, const KV* vbase,
-                                       std::ptrdiff_t vstride, int nc, int D, int rows,
+                                       std::ptrdiff_t vstride, int nc, int D, int DV, int rows,
                                        const float* q, float* sd, float* m, float* l, float* alpha,
                                        float* orow, std::ptrdiff_t k_prefetch,
                                        std::ptrdiff_t v_prefetch, Hide&& hide) noexcept {
     constexpr int W = Ops::width;
     constexpr int NDV = blocking<Ops>::nv;
-    decode_chunk_scores<Ops, NR, P>(kbase, kstride, nc, D, q, sd, k_prefetch);
+    decode_chunk_scores<Ops, NR, P, RS>(kbase, kstride, nc, D, q, sd, k_prefetch);
     hide(sd);
     decode_chunk_softmax<Ops, NR>(sd, nc, m, l, alpha);
     for (int r0 = 0; r0 < rows; r0 += 4)
         with_nr(rows - r0, [&](auto nrc) {
             constexpr int nrb = decltype(nrc)::value;
-            for (int d0 = 0; d0 < D; d0 += NDV * W) {
+            for (int d0 = 0; d0 < DV; d0 += NDV * W) {
                 auto pass = [&](auto nvc) {
-                    decode_chunk_pv_micro<Ops, NR, nrb, decltype(nvc)::value, P>(
+                    decode_chunk_pv_micro<Ops, NR, nrb, decltype(nvc)::value, P, RS>(
                         vbase, vstride, nc, sd, alpha, orow, r0, d0, r0 == 0 ? v_prefetch : 0);
                 };
                 if constexpr (P == 2) {
-                    // Pairs: D is a multiple of 2 x width, so every pass is 4 or 2 vectors.
+                    // Pairs: DV is a multiple of 2 x width, so every pass is 4 or 2 vectors.
                     static_assert(NDV == 4, "pairs are only used with 4 vectors per pass");
-                    if (D - d0 >= 4 * W)
+                    if (DV - d0 >= 4 * W)
                         pass(std::integral_constant<int, 4>{});
                     else
                         pass(std::integral_constant<int, 2>{});
                 } else {
-                    with_nv<NDV>((D - d0) / W, pass);
+                    with_nv<NDV>((DV - d0) / W, pass);
                 }
             }
         });
@@ -866,6 +888,11 @@ class kernel {
           q_src_(resolved_q_positions(p, q.tokens, k.tokens)),
           k_src_(resolved_k_positions(p)) {
         D_ = q.head_dim;
+        Dv_ = v.head_dim;
+        rs_ = std::max(D_, Dv_) <= decode_row_stride_small ? decode_row_stride_small : max_head_dim;
+        softcap_ = p.logit_softcap > 0.0f;
+        cap_ = p.logit_softcap;
+        inv_cap_ = softcap_ ? 1.0f / p.logit_softcap : 0.0f;
         group_ = q.heads / k.heads;
         n_q_ = q.tokens;
         n_kv_ = k.tokens;
@@ -881,7 +908,7 @@ class kernel {
         // The decode form exists only without in-kernel rotation of K and with vectors (a
         // constexpr guard: rules with unrotated inputs and scalar kernels never instantiate it).
         if constexpr (decode_form && W > 1) {
-            if (D_ % W == 0 && nq > 0 && group_ * nq <= 8) {
+            if (D_ % W == 0 && Dv_ % W == 0 && nq > 0 && group_ * nq <= 8) {
                 // Decode: one block spans several K/V heads (up to 64 padded rows), so the
                 // per-call setup and the chunk loop are shared by them.
                 const std::int64_t per_block =
@@ -954,7 +981,7 @@ class kernel {
             for (int tl = 0; tl < nt; ++tl) {
                 for (int hh = 0; hh < nh; ++hh) {
                     const int r = tl * nh + hh;
-                    float* rot = ws_.kt + r * max_head_dim;
+                    float* rot = ws_.kt + r * max_rule_head_dim;
                     for (int d = 0; d < D_; ++d) tmp[d] = q_rows_[r][d] * scale;
                     rotate_head<Arch>(tmp, rot, table_row(ws_.tok_pos[tl]), pairs, D_, f.layout);
                     rot_rows[r] = rot;
@@ -979,7 +1006,7 @@ class kernel {
                 const float* cs = far_q_row<Arch>(pos_, ws_.tok_pos[tl], ws_.cs_cap, ws_.cs_tmp);
                 for (int hh = 0; hh < nh; ++hh) {
                     const int r = tl * nh + hh;
-                    float* cap = ws_.kc + r * max_head_dim;
+                    float* cap = ws_.kc + r * max_rule_head_dim;
                     if (cs == nullptr) {  // the far q is the near one (no rotation)
                         for (int d = 0; d < D_; ++d) cap[d] = q_rows_[r][d] * scale;
                     } else {
@@ -1020,16 +1047,17 @@ class kernel {
 
     /// A K or V tile as float rows: the stored rows themselves when KV is float, else converted.
     /// `pack` copies fp32 rows too: a compact tile spans 8 pages instead of one page per row.
-    const float* float_tile(const head_view<const KV>& x, std::int64_t kvh, std::int64_t c0, int nc,
-                            float* buf, std::ptrdiff_t& stride, bool pack) noexcept {
+    const float* float_tile(const head_view<const KV>& x, int dim, std::int64_t kvh,
+                            std::int64_t c0, int nc, float* buf, std::ptrdiff_t& stride,
+                            bool pack) noexcept {
         if constexpr (std::is_same_v<KV, float>) {
             if (!pack) {
                 stride = x.token_stride;
                 return x.at(c0, kvh);
             }
         }
-        const int ds = (D_ + 15) / 16 * 16;
-        for (int c = 0; c < nc; ++c) convert_row<Arch, KV>(x.at(c0 + c, kvh), buf + c * ds, D_);
+        const int ds = (dim + 15) / 16 * 16;
+        for (int c = 0; c < nc; ++c) convert_row<Arch, KV>(x.at(c0 + c, kvh), buf + c * ds, dim);
         stride = ds;
         return buf;
     }
@@ -1060,7 +1088,7 @@ class kernel {
                index_range keys) noexcept {
         const int rows = nh * nt;
         if constexpr (decode_form && W > 1) {
-            if (D_ % W == 0 && rows <= 8) {
+            if (D_ % W == 0 && Dv_ % W == 0 && rows <= 8) {
                 // Few rows (a narrow head range with several queries): the decode form
                 // vectorises over head channels instead of rows, so a vector is not mostly
                 // padding.
@@ -1074,7 +1102,7 @@ class kernel {
             ws_.m[r] = -std::numeric_limits<float>::infinity();
             ws_.l[r] = 0.0f;
         }
-        for (int d = 0; d < D_; ++d)
+        for (int d = 0; d < Dv_; ++d)
             for (int r = 0; r < nrv * W; ++r) ws_.ot[d * R + r] = 0.0f;
 
         index_range ranges[2];
@@ -1104,12 +1132,15 @@ class kernel {
         if constexpr (!rotating) {
             prefetch_next(kvh, c0 + nc);
             std::ptrdiff_t ks = 0;
-            const float* kf = float_tile(k_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
+            const float* kf = float_tile(k_, D_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
             scores<Ops>(kf, ks, nc, D_, ws_.qt, st, nrv);
         } else {
             st = rule_scores(kvh, nrv, b, c0, nc, nt, nh);
         }
 
+        // Gemma 2: the cap applies to the scaled scores, before the mask.
+        if (softcap_)
+            for (int c = 0; c < nc; ++c) softcap_scores<Ops>(st + c * R, nrv * W, cap_, inv_cap_);
         if (vis == tile_visibility::partial) {
             constexpr float ninf = -std::numeric_limits<float>::infinity();
             for (int c = 0; c < nc; ++c) {
@@ -1123,8 +1154,8 @@ class kernel {
         }
         softmax_update<Ops>(st, nc, nrv, ws_.m, ws_.l, ws_.alpha);
         std::ptrdiff_t vs = 0;
-        const float* vf = float_tile(v_, kvh, c0, nc, ws_.vt, vs, pack_f32_v);
-        accumulate_pv<Ops>(vf, vs, nc, D_, st, ws_.alpha, ws_.ot, nrv);
+        const float* vf = float_tile(v_, Dv_, kvh, c0, nc, ws_.vt, vs, pack_f32_v);
+        accumulate_pv<Ops>(vf, vs, nc, Dv_, st, ws_.alpha, ws_.ot, nrv);
     }
 
     /// Asks for the next tile's K and V rows now. With a [token][head][d] cache every key row
@@ -1133,14 +1164,12 @@ class kernel {
     void prefetch_next(std::int64_t kvh, std::int64_t c_next) const noexcept {
 #if defined(__GNUC__) || defined(__clang__)
         const std::int64_t c_end = std::min<std::int64_t>(c_next + C, k_.tokens);
-        const int bytes = D_ * int(sizeof(KV));
+        const int kbytes = D_ * int(sizeof(KV)), vbytes = Dv_ * int(sizeof(KV));
         for (std::int64_t c = c_next; c < c_end; ++c) {
             const char* kr = reinterpret_cast<const char*>(k_.at(c, kvh));
             const char* vr = reinterpret_cast<const char*>(v_.at(c, kvh));
-            for (int off = 0; off < bytes; off += 64) {
-                __builtin_prefetch(kr + off, 0, 2);
-                __builtin_prefetch(vr + off, 0, 2);
-            }
+            for (int off = 0; off < kbytes; off += 64) __builtin_prefetch(kr + off, 0, 2);
+            for (int off = 0; off < vbytes; off += 64) __builtin_prefetch(vr + off, 0, 2);
         }
 #else
         (void)kvh, (void)c_next;
@@ -1186,21 +1215,21 @@ class kernel {
             std::ptrdiff_t ks = 0;
             if constexpr (!traits::rotate_inputs) {
                 prefetch_next(kvh, c0 + nc);
-                kf = float_tile(k_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
+                kf = float_tile(k_, D_, kvh, c0, nc, ws_.kt, ks, pack_f32_k);
             }
             if (need_ord) {
                 if constexpr (traits::rotate_inputs) {
                     for (int c = 0; c < nc; ++c)
-                        rotate_head<Arch>(raw_row(c), ws_.kt + c * max_head_dim,
+                        rotate_head<Arch>(raw_row(c), ws_.kt + c * max_rule_head_dim,
                                           table_row(ws_.kpos[c]), pairs, D_, f.layout);
-                    scores<Ops>(ws_.kt, max_head_dim, nc, D_, ws_.qt, ws_.st, nrv);
+                    scores<Ops>(ws_.kt, max_rule_head_dim, nc, D_, ws_.qt, ws_.st, nrv);
                 } else {
                     scores<Ops>(kf, ks, nc, D_, ws_.qt, ws_.st, nrv);
                 }
             }
             if (need_cap) {
                 const float* kc = nullptr;
-                std::ptrdiff_t kcs = max_head_dim;
+                std::ptrdiff_t kcs = max_rule_head_dim;
                 if constexpr (fk == far_key_rotation::scaled) {
                     // k at j / k: the tile base angle composed with the per-call offset table.
                     const double kk = pos_.rule.k;
@@ -1215,14 +1244,14 @@ class kernel {
                         else
                             accurate_row<Arch>(double(ws_.kpos[c]) / kk, f.inv_freq.data(), pairs,
                                                cs);
-                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_head_dim, cs, pairs, D_,
+                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_rule_head_dim, cs, pairs, D_,
                                           f.layout);
                     }
                     kc = ws_.kc;
                 } else if constexpr (fk == far_key_rotation::integer) {
                     // Self-Extend: k at the table row floor(j / G) (a tile spans ~64 / G rows).
                     for (int c = 0; c < nc; ++c)
-                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_head_dim,
+                        rotate_head<Arch>(raw_row(c), ws_.kc + c * max_rule_head_dim,
                                           far_k_row<Arch>(pos_, ws_.kpos[c], ws_.cs_tmp), pairs, D_,
                                           f.layout);
                     kc = ws_.kc;
@@ -1235,8 +1264,8 @@ class kernel {
                         kcs = kraw_stride;
                     } else {
                         for (int c = 0; c < nc; ++c)
-                            convert_row<Arch, KV>(k_.at(c0 + c, kvh), ws_.kc + c * max_head_dim,
-                                                  D_);
+                            convert_row<Arch, KV>(k_.at(c0 + c, kvh),
+                                                  ws_.kc + c * max_rule_head_dim, D_);
                         kc = ws_.kc;
                     }
                 }
@@ -1266,6 +1295,17 @@ class kernel {
     /// read its K and V rows once, while the next chunks' rows are prefetched into L2.
     void decode_block(std::int64_t g0, std::int64_t g1, index_range heads, std::int64_t t0, int nt,
                       index_range keys) noexcept {
+        // The soft-cap is a template parameter here: as a runtime branch inside the chunk loop
+        // its inlined tanh made bf16 decode (head_dim 128, GQA 4) 1.3x slower without a cap.
+        if (softcap_)
+            decode_block_impl<true>(g0, g1, heads, t0, nt, keys);
+        else
+            decode_block_impl<false>(g0, g1, heads, t0, nt, keys);
+    }
+
+    template <bool Cap>
+    void decode_block_impl(std::int64_t g0, std::int64_t g1, index_range heads, std::int64_t t0,
+                           int nt, index_range keys) noexcept {
         int seg_r0[R], seg_rows[R], seg_nh[R];
         std::int64_t seg_g[R], seg_h0[R];
         int nseg = 0, rows = 0;
@@ -1286,8 +1326,8 @@ class kernel {
         for (int tl = 0; tl < nt; ++tl) ws_.tok_idx[tl] = q_index_offset_ + t0 + tl;
         // Only channels [0, D) of a row are ever read; padding rows stay zero queries.
         for (int r = 0; r < rows; ++r) {
-            zero_floats(ws_.kc + r * max_head_dim, D_);
-            zero_floats(ws_.ot + r * max_head_dim, D_);
+            zero_floats(ws_.kc + r * rs_, D_);
+            zero_floats(ws_.ot + r * rs_, Dv_);
         }
         // bf16 K/V on AVX-512 with whole 32-channel blocks: K and V are read as even / odd
         // pairs (vec_ops::load_bf16_pairs), so q is stored, and O accumulated, in that order.
@@ -1297,7 +1337,7 @@ class kernel {
                 for (int hh = 0; hh < seg_nh[sg]; ++hh) {
                     const int r = seg_r0[sg] + tl * seg_nh[sg] + hh;
                     const float* src = q_.at(t0 + tl, seg_h0[sg] + hh);
-                    float* dst = ws_.kc + r * max_head_dim;
+                    float* dst = ws_.kc + r * rs_;
                     for (int d = 0; d < D_; ++d) dst[pairs_ ? pair_slot(d) : d] = src[d] * scale;
                 }
         for (int r = 0; r < rows; ++r) {
@@ -1312,7 +1352,7 @@ class kernel {
             if constexpr (rotating) {
                 const rope_frequencies& f = *pos_.freqs;
                 alignas(64) float tmp[max_head_dim], rot[max_head_dim];
-                for (int r = 0; r < rows; ++r) zero_floats(ws_.qcap + r * max_head_dim, D_);
+                for (int r = 0; r < rows; ++r) zero_floats(ws_.qcap + r * rs_, D_);
                 for (int tl = 0; tl < nt; ++tl) {
                     const float* cs =
                         far_q_row<Arch>(pos_, ws_.tok_pos[tl], ws_.cs_cap, ws_.cs_tmp);
@@ -1326,7 +1366,7 @@ class kernel {
                                 rotate_head<Arch>(tmp, rot, cs, f.pairs(), D_, f.layout);
                                 x = rot;
                             }
-                            float* dst = ws_.qcap + r * max_head_dim;
+                            float* dst = ws_.qcap + r * rs_;
                             for (int d = 0; d < D_; ++d) dst[pairs_ ? pair_slot(d) : d] = x[d];
                         }
                 }
@@ -1363,45 +1403,51 @@ class kernel {
                 for (int sg = 0; sg < nseg; ++sg) {
                     const int nr = seg_rows[sg];
                     float* sd = ws_.st + seg_r0[sg] * decode_chunk;
-                    const float* q = ws_.kc + seg_r0[sg] * max_head_dim;
+                    const float* q = ws_.kc + seg_r0[sg] * rs_;
                     if constexpr (rotating) {
-                        if (!need_ord) q = ws_.qcap + seg_r0[sg] * max_head_dim;
+                        if (!need_ord) q = ws_.qcap + seg_r0[sg] * rs_;
                     }
-                    const float* qfar = ws_.qcap + seg_r0[sg] * max_head_dim;
+                    const float* qfar = ws_.qcap + seg_r0[sg] * rs_;
                     const int r0 = seg_r0[sg];
                     const int nh = seg_nh[sg];
-                    with_pairs([&](auto pc) {
-                        with_padded_rows(decode_padded_rows(nr), [&](auto nrc) {
-                            constexpr int NR = decltype(nrc)::value;
-                            decode_step<Ops, NR, decltype(pc)::value>(
-                                k_.at(c0, seg_g[sg]), k_.token_stride, v_.at(c0, seg_g[sg]),
-                                v_.token_stride, nc, D_, nr, q, sd, ws_.m + r0, ws_.l + r0,
-                                ws_.alpha + r0, ws_.ot + r0 * max_head_dim, kpf, vpf,
-                                [&](float* s) {
-                                    if constexpr (rotating) {
-                                        if (need_ord && need_cap) {
-                                            // Band chunk: far scores with the far q rows, selected
-                                            // per element.
-                                            alignas(64) float s2[decode_chunk * NR];
-                                            decode_chunk_scores<Ops, NR, decltype(pc)::value>(
-                                                k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_, qfar,
-                                                s2, 0);
-                                            for (int c = 0; c < nc; ++c)
-                                                for (int tl = 0; tl < nt; ++tl)
-                                                    if (ws_.tok_pos[tl] - ws_.kpos[c] >= w)
-                                                        for (int hh = 0; hh < nh; ++hh)
-                                                            s[c * NR + tl * nh + hh] =
-                                                                s2[c * NR + tl * nh + hh];
+                    with_row_stride([&](auto rsc) {
+                        with_pairs([&](auto pc) {
+                            with_padded_rows(decode_padded_rows(nr), [&](auto nrc) {
+                                constexpr int NR = decltype(nrc)::value;
+                                decode_step<Ops, NR, decltype(pc)::value, decltype(rsc)::value>(
+                                    k_.at(c0, seg_g[sg]), k_.token_stride, v_.at(c0, seg_g[sg]),
+                                    v_.token_stride, nc, D_, Dv_, nr, q, sd, ws_.m + r0, ws_.l + r0,
+                                    ws_.alpha + r0, ws_.ot + r0 * rs_, kpf, vpf, [&](float* s) {
+                                        if constexpr (rotating) {
+                                            if (need_ord && need_cap) {
+                                                // Band chunk: far scores with the far q rows,
+                                                // selected per element.
+                                                alignas(64) float s2[decode_chunk * NR];
+                                                decode_chunk_scores<Ops, NR, decltype(pc)::value,
+                                                                    decltype(rsc)::value>(
+                                                    k_.at(c0, seg_g[sg]), k_.token_stride, nc, D_,
+                                                    qfar, s2, 0);
+                                                for (int c = 0; c < nc; ++c)
+                                                    for (int tl = 0; tl < nt; ++tl)
+                                                        if (ws_.tok_pos[tl] - ws_.kpos[c] >= w)
+                                                            for (int hh = 0; hh < nh; ++hh)
+                                                                s[c * NR + tl * nh + hh] =
+                                                                    s2[c * NR + tl * nh + hh];
+                                            }
                                         }
-                                    }
-                                    if (vis != tile_visibility::partial) return;
-                                    for (int c = 0; c < nc; ++c)
-                                        for (int tl = 0; tl < nt; ++tl)
-                                            if (!mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl],
-                                                               ws_.kpos[c], c0 + c))
-                                                for (int hh = 0; hh < nh; ++hh)
-                                                    s[c * NR + tl * nh + hh] = ninf;
-                                });
+                                        // The whole tile (its padding is reset by the softmax).
+                                        if constexpr (Cap)
+                                            softcap_scores<Ops>(s, decode_chunk * NR, cap_,
+                                                                inv_cap_);
+                                        if (vis != tile_visibility::partial) return;
+                                        for (int c = 0; c < nc; ++c)
+                                            for (int tl = 0; tl < nt; ++tl)
+                                                if (!mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl],
+                                                                   ws_.kpos[c], c0 + c))
+                                                    for (int hh = 0; hh < nh; ++hh)
+                                                        s[c * NR + tl * nh + hh] = ninf;
+                                    });
+                            });
                         });
                     });
                 }
@@ -1447,7 +1493,7 @@ class kernel {
                 scale[r] = row_scale(t0 + tl, h0 + hh, r);
                 dst[r] = o_.at(t0 + tl, h0 + hh);
             }
-        const int dv = D_ / W * W;
+        const int dv = Dv_ / W * W;
         alignas(64) float spill[max_head_dim];  // target of the padding rows' stores
         for (int r0 = 0; r0 < rows; r0 += W) {
             const int nr = std::min(W, rows - r0);
@@ -1462,7 +1508,7 @@ class kernel {
                 for (int j = 0; j < W; ++j) Ops::storeu((j < nr ? dst[r0 + j] : spill) + d0, v[j]);
             }
             for (int i = 0; i < nr; ++i)
-                for (int d = dv; d < D_; ++d)
+                for (int d = dv; d < Dv_; ++d)
                     dst[r0 + i][d] = ws_.ot[d * R + r0 + i] * scale[r0 + i];
         }
     }
@@ -1498,14 +1544,15 @@ class kernel {
     void finish_decode_row(std::int64_t t, std::int64_t h, int r) noexcept {
         const float os = row_scale(t, h, r);
         float* out = o_.at(t, h);
-        const float* acc = ws_.ot + r * max_head_dim;
-        for (int d = 0; d < D_; ++d) out[d] = acc[pairs_ ? pair_slot(d) : d] * os;
+        const float* acc = ws_.ot + r * rs_;
+        for (int d = 0; d < Dv_; ++d) out[d] = acc[pairs_ ? pair_slot(d) : d] * os;
     }
 
     /// Whether decode reads bf16 K/V as even / odd pairs: AVX-512 and head_dim a multiple of 32.
     /// Measured: 8-10% less time per (key, K/V head) from L2 at head_dim 128, GQA 4.
     bool use_pairs() const noexcept {
-        if constexpr (std::is_same_v<KV, bfloat16> && W == 16) return D_ % (2 * W) == 0;
+        if constexpr (std::is_same_v<KV, bfloat16> && W == 16)
+            return D_ % (2 * W) == 0 && Dv_ % (2 * W) == 0;
         return false;
     }
     /// Slot of channel d in pair order: in each block of 2 x width channels, the even channels
@@ -1513,6 +1560,13 @@ class kernel {
     static int pair_slot(int d) noexcept {
         const int base = d / (2 * W) * (2 * W), i = d - base;
         return base + (i % 2) * W + i / 2;
+    }
+    /// Calls f with the decode row stride rs_ as a std::integral_constant.
+    template <class F>
+    void with_row_stride(F&& f) const {
+        if (rs_ == decode_row_stride_small)
+            return f(std::integral_constant<int, decode_row_stride_small>{});
+        f(std::integral_constant<int, max_head_dim>{});
     }
     /// Calls f with std::integral_constant<int, 2> (pairs) or <int, 1>.
     template <class F>
@@ -1532,7 +1586,11 @@ class kernel {
     attention_workspace& ws_;
     positions q_src_, k_src_;  // resolved query / key positions
     bool k_is_index_ = true;   // key position == key index: the mask's key ranges apply
-    int D_ = 0;
+    int D_ = 0;                // head_dim of q and k
+    int Dv_ = 0;               // head_dim of v and o
+    int rs_ = max_head_dim;    // decode row stride (q and O rows in ws_.kc / ws_.ot)
+    bool softcap_ = false;
+    float cap_ = 0.0f, inv_cap_ = 0.0f;
     std::int64_t group_ = 1, n_q_ = 0, n_kv_ = 0, q_index_offset_ = 0;
     bool pairs_ = false;
     // The current block's q rows and shape, for the far q loaded on demand (load_far_q).

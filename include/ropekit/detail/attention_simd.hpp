@@ -58,6 +58,7 @@ struct vec_ops<scalar_arch> {
         return m == -std::numeric_limits<float>::infinity() ? 0.0f : m;
     }
     static ROPEKIT_ALWAYS_INLINE vec exp(vec x) noexcept { return std::exp(x); }
+    static ROPEKIT_ALWAYS_INLINE vec tanh(vec x) noexcept { return std::tanh(x); }
     static ROPEKIT_ALWAYS_INLINE float reduce_max(vec v) noexcept { return v; }
     static ROPEKIT_ALWAYS_INLINE void in_register(vec&) noexcept {}
     static ROPEKIT_ALWAYS_INLINE void transpose(vec*) noexcept {}
@@ -134,6 +135,31 @@ struct vec_ops {
         const ivec e = (xsimd::to_int(n) + ivec(127)) << 23;
         const vec scale = detail::simd::bit_cast<float>(e);
         return xsimd::select(x < lo, vec(0.0f), p * scale);
+    }
+    /// tanh(x) for the logit soft-cap (Gemma 2's `cap * tanh(s / cap)`), within 3 ulp of the
+    /// float-rounded truth (tests/isa/test_attention_families.cpp sweeps it against std::tanh).
+    ///
+    /// |x| < 0.625: `x + x^3 P(x^2)`, P of degree 4 fitted here (weighted least squares on
+    /// Chebyshev nodes for the relative error; 0.83 ulp in float arithmetic), where the other
+    /// form would lose bits to cancellation. Beyond: `1 - 2 / (e^{2|x|} + 1)` with the softmax
+    /// exp above (its 2 ulp shrink by the derivative), sign restored; e^{2|x|} saturates at
+    /// e^88, so |x| >= 9 (and +-inf) gives exactly +-1. NaN stays NaN (the exp's clamps would
+    /// turn it into a number).
+    static ROPEKIT_ALWAYS_INLINE vec tanh(const vec& x) noexcept {
+        const vec ax = xsimd::abs(x);
+        const vec z = x * x;
+        vec p(-0.005718957632780075f);
+        p = detail::simd::fma(p, z, vec(0.020653119310736656f));
+        p = detail::simd::fma(p, z, vec(-0.05374465510249138f));
+        p = detail::simd::fma(p, z, vec(0.13331513106822968f));
+        p = detail::simd::fma(p, z, vec(-0.3333328664302826f));
+        const vec small = detail::simd::fma(x * z, p, x);
+        const vec e = exp(ax + ax);
+        const vec big = vec(1.0f) - vec(2.0f) / (e + vec(1.0f));
+        const vec big_signed = xsimd::select(x < vec(0.0f), -big, big);
+        const vec r = xsimd::select(ax < vec(0.625f), small, big_signed);
+        // x == x is false only for NaN (an ordered compare; xsimd's != is ordered too on AVX-512).
+        return xsimd::select(x == x, r, x);
     }
     static ROPEKIT_ALWAYS_INLINE float reduce_max(const vec& v) noexcept {
         return detail::simd::reduce_max(v);
