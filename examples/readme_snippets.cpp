@@ -4,11 +4,21 @@
 // tests/readme_snippets.py checks that the README's code blocks are exactly these lines. So the
 // README cannot show code that does not compile or no longer does what it says.
 #include <ropekit/ropekit.hpp>
+#if __has_include(<nlohmann/json.hpp>)
+#include <ropekit/config_json.hpp>
+#define ROPEKIT_SNIPPETS_HAVE_JSON 1
+#endif
 
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
+
+// Where the shipped example configs are (CMake passes the source folder).
+#ifndef ROPEKIT_EXAMPLE_CONFIGS
+#define ROPEKIT_EXAMPLE_CONFIGS "examples/configs"
+#endif
 
 namespace {
 
@@ -122,6 +132,46 @@ void position_rules_snippet(const ropekit::rope_frequencies& freqs) {
                 (long long)cache.next_position());
 }
 
+#if ROPEKIT_SNIPPETS_HAVE_JSON
+void families_snippet() {
+    const std::string config_path = ROPEKIT_EXAMPLE_CONFIGS "/gemma4.json";
+    const std::int64_t max_positions = 4096;
+    const ropekit::model_layers_config qwen_model =
+        ropekit::load_model_config(ROPEKIT_EXAMPLE_CONFIGS "/qwen2_5_vl.json");
+    const ropekit::layer_config& qwen = qwen_model.layer(0);
+    const auto qwen_table = ropekit::cos_sin_table::for_range(qwen.frequencies(), 0, max_positions);
+    const std::int64_t n = 8 + 80 + 40;  // the tokens of the segments below
+    std::vector<float> qb(std::size_t(n) * 4 * 128, 0.5f), kb(std::size_t(n) * 2 * 128, 0.25f);
+    const auto q = ropekit::packed_view(qb.data(), n, 4, 128);
+    const auto k = ropekit::packed_view(kb.data(), n, 2, 128);
+    // clang-format off
+    // README snippet 5
+    // Gemma 2/3/4, gpt-oss, Llama 4, Qwen-VL, DeepSeek: one layer_config per layer type, and the map
+    const ropekit::model_layers_config model = ropekit::load_model_config(config_path);  // Gemma 4
+    std::vector<ropekit::cos_sin_table> tables;         // one per layer type, shared by its layers
+    std::vector<ropekit::attention_params> params;
+    for (const ropekit::layer_config& layer : model.types) {
+        const ropekit::rope_frequencies freqs = layer.frequencies();  // rotary_dim, pair_span, rotary_offset
+        tables.push_back(ropekit::cos_sin_table::for_range(freqs, 0, max_positions));
+        auto p = ropekit::attention_params::for_model(freqs).with_scaling(layer.scaling);
+        if (layer.attn_logit_softcapping) p.logit_softcap = float(*layer.attn_logit_softcapping);  // Gemma 2
+        params.push_back(p);  // masks: sliding_window_mask{*layer.sliding_window}, chunked_mask{...}, causal_mask{}
+    }
+    // Qwen2.5-VL / Qwen3-VL: three ids per token for text and vision segments; each pair reads its axis
+    const ropekit::mrope_index ids = ropekit::get_rope_index(
+        {ropekit::mrope_segment::text(8), ropekit::mrope_segment::image(1, 16, 20), ropekit::mrope_segment::text(40)},
+        {ropekit::mrope_model::qwen2_5_vl});
+    ropekit::apply_mrope_qk(qwen_table, *qwen.rope.mrope, q, k, ids.positions(), 0, ids.tokens);
+    // end README snippet 5
+    // clang-format on
+    std::printf("snippet 5: %s; %zu tables, full-attention rotary_dim %d of %d (span %d); %lld "
+                "M-RoPE tokens, next position %lld\n",
+                ropekit::layer_map_summary(model).c_str(), tables.size(), tables.back().rotary_dim(),
+                model.types.back().head_dim, tables.back().pair_span(), (long long)ids.tokens,
+                (long long)(ids.tokens + ids.rope_delta));
+}
+#endif
+
 }  // namespace
 
 int main() {
@@ -130,6 +180,9 @@ int main() {
         rope_snippet(freqs);
         attention_snippet(freqs);
         position_rules_snippet(freqs);
+#if ROPEKIT_SNIPPETS_HAVE_JSON
+        families_snippet();
+#endif
     } catch (const ropekit::error& e) {
         std::fprintf(stderr, "%s\n", e.what());
         return 2;
