@@ -46,17 +46,7 @@ std::string example(const std::string& file) {
 /// Requires a ropekit::error whose field() is `field` and whose message contains `text`.
 void expect_error(const std::function<void()>& f, const std::string& field,
                   const std::string& text) {
-    bool thrown = false;
-    try {
-        f();
-    } catch (const ropekit::error& e) {
-        thrown = true;
-        INFO("message: " << e.what());
-        CHECK(e.field() == field);
-        CHECK(std::string(e.what()).find(text) != std::string::npos);
-    }
-    INFO("expected ropekit::error for field " << field);
-    CHECK(thrown);
+    ropekit_test::expect_error<ropekit::error>(f, field, text);
 }
 
 void expect_model_error(const std::string& text, const std::string& field,

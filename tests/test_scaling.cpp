@@ -51,18 +51,8 @@ rope_params geometry(int head_dim, int rotary_dim, double base) {
 /// Runs `f`, requires a ropekit::error naming `field` whose message contains `value_text`.
 void expect_error(const std::function<void()>& f, const std::string& field,
                   const std::string& value_text) {
-    bool thrown = false;
-    try {
-        f();
-    } catch (const ropekit::error& e) {
-        thrown = true;
-        INFO("message: " << e.what());
-        CHECK(e.field() == field);
-        CHECK(std::string(e.what()).find(field) != std::string::npos);
-        CHECK(std::string(e.what()).find(value_text) != std::string::npos);
-    }
-    INFO("expected ropekit::error for field " << field);
-    CHECK(thrown);
+    ropekit_test::expect_error<ropekit::error>(f, field, value_text);
+    ropekit_test::expect_error<ropekit::error>(f, field, field);  // the message names the field
 }
 
 // ---------------------------------------------------------------------------------------------

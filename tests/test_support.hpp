@@ -30,3 +30,22 @@ std::string thrown_field(Call&& call) {
             : throw ::ropekit_test::assert_failure(std::string("ROPEKIT_ASSERT: ") + (msg)))
 
 #include "catch.hpp"
+
+namespace ropekit_test {
+/// Requires `f()` to throw an `Error` (ropekit::error) whose field() is `field` and whose
+/// message contains `text`.
+template <class Error, class F>
+void expect_error(F&& f, const std::string& field, const std::string& text) {
+    bool thrown = false;
+    try {
+        f();
+    } catch (const Error& e) {
+        thrown = true;
+        INFO("message: " << e.what());
+        CHECK(e.field() == field);
+        CHECK(std::string(e.what()).find(text) != std::string::npos);
+    }
+    INFO("expected an error for field " << field);
+    CHECK(thrown);
+}
+}  // namespace ropekit_test

@@ -332,6 +332,15 @@ inline rope_frequencies make_rope_frequencies(const rope_params& p, std::vector<
     return f;
 }
 
+/// The frequencies of linear PI and proportional RoPE: hf_geometry_inv_freq divided by `factor`
+/// with one float32 division per pair (HF's in-place `inv_freq /= factor`), attention factor 1.
+inline rope_frequencies hf_divided_frequencies(const rope_params& p, double factor) {
+    std::vector<float> inv = hf_geometry_inv_freq(p);
+    const float f = f32::round(factor);
+    for (float& v : inv) v = f32::div(v, f);
+    return make_rope_frequencies(p, std::move(inv), 1.0);
+}
+
 ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail
 
@@ -386,10 +395,7 @@ struct linear_scaling {
     frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
-        std::vector<float> inv = detail::hf_geometry_inv_freq(p);
-        const float f = detail::f32::round(factor);
-        for (float& v : inv) v = detail::f32::div(v, f);
-        return detail::make_rope_frequencies(p, std::move(inv), 1.0);
+        return detail::hf_divided_frequencies(p, factor);
     }
 };
 
@@ -893,10 +899,7 @@ struct proportional_rope {
     frequencies(const rope_params& p, std::optional<std::int64_t> seq_len = {}) const {
         validate(p);
         detail::check_seq_len(seq_len);
-        std::vector<float> inv = detail::hf_geometry_inv_freq(p);
-        const float f = detail::f32::round(factor);
-        for (float& v : inv) v = detail::f32::div(v, f);
-        return detail::make_rope_frequencies(p, std::move(inv), 1.0);
+        return detail::hf_divided_frequencies(p, factor);
     }
 };
 
