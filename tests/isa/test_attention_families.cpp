@@ -249,7 +249,7 @@ TEMPLATE_TEST_CASE("attention families: MLA head sizes (192/128 prefill, 576/512
         }
     }
     // Absorbed MLA decode: one latent K/V head shared by all q heads, V aliasing K.
-    for (int heads : {1, 8, 16}) {
+    for (int heads : {1, 2, 8, 16}) {
         DYNAMIC_SECTION("decode 576/512 heads=" << heads) {
             check_case<KV>(ropekit::causal_mask{}, heads, 576, 512, 1, 300, 0.0f, false, true, 1);
             check_case<KV>(ropekit::causal_mask{}, heads, 576, 512, 2, 300, 0.0f, true, true, 1);
