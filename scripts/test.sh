@@ -3,17 +3,20 @@
 #   scripts/test.sh                  g++, every ISA variant of the kernel tests, consumer projects
 #   scripts/test.sh --compiler clang clang++ instead
 #   scripts/test.sh --sanitize       AddressSanitizer + UBSan build (clang)
-# Build trees: build/test-<compiler>[-asan]. Extra arguments after -- go to ctest.
+#   scripts/test.sh --no-isa-variants  kernel tests once, for the compiler's default target (SSE2)
+# Build trees: build/test-<compiler>[-baseline][-asan]. Extra arguments after -- go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 compiler=gcc
 sanitize=OFF
+isa_variants=ON
 while (($#)); do
   case "$1" in
     --compiler) compiler="$2"; shift 2 ;;
     --sanitize) sanitize=ON; shift ;;
+    --no-isa-variants) isa_variants=OFF; shift ;;
     --) shift; break ;;
-    *) echo "usage: scripts/test.sh [--compiler gcc|clang] [--sanitize] [-- ctest args]" >&2; exit 2 ;;
+    *) echo "usage: scripts/test.sh [--compiler gcc|clang] [--sanitize] [--no-isa-variants] [-- ctest args]" >&2; exit 2 ;;
   esac
 done
 bash scripts/deps.sh
@@ -24,6 +27,10 @@ case "$compiler" in
 esac
 dir="build/test-$compiler"
 extra=()
+if [ "$isa_variants" = OFF ]; then
+  dir="$dir-baseline"
+  extra+=(-DROPEKIT_ISA_TESTS=OFF)
+fi
 if [ "$sanitize" = ON ]; then
   dir="$dir-asan"
   # Sanitized runs check memory and UB, not ISA coverage: the native variant is enough.
@@ -32,7 +39,13 @@ if [ "$sanitize" = ON ]; then
           -DROPEKIT_BUILD_BENCHMARKS=OFF)
 fi
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$cxx" \
+# Optimised (the kernels' code paths as engines build them), asserts on through the tests' own
+# ROPEKIT_ASSERT, no debug info: full -g made the template-heavy kernel tests much slower to
+# build. Sanitizer reports keep file:line through -g1.
+opt="-O2 -DNDEBUG"
+if [ "$sanitize" = ON ]; then opt="-O2 -g1 -DNDEBUG"; fi
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="$opt" \
+  -DCMAKE_CXX_COMPILER="$cxx" \
   -DROPEKIT_WERROR=ON -DROPEKIT_REQUIRE_DEV_DEPS=ON -DROPEKIT_BUILD_BENCHMARKS=ON \
   -DROPEKIT_BUILD_EXAMPLES=ON "${extra[@]}"
 cmake --build "$dir" -j "$jobs"
