@@ -164,11 +164,12 @@ void families_snippet() {
     ropekit::apply_mrope_qk(qwen_table, *qwen.rope.mrope, q, k, ids.positions(), 0, ids.tokens);
     // end README snippet 5
     // clang-format on
-    std::printf("snippet 5: %s; %zu tables, full-attention rotary_dim %d of %d (span %d); %lld "
-                "M-RoPE tokens, next position %lld\n",
-                ropekit::layer_map_summary(model).c_str(), tables.size(), tables.back().rotary_dim(),
-                model.types.back().head_dim, tables.back().pair_span(), (long long)ids.tokens,
-                (long long)(ids.tokens + ids.rope_delta));
+    std::printf(
+        "snippet 5: %s; %zu tables, full-attention rotary_dim %d of %d (span %d); %lld "
+        "M-RoPE tokens, next position %lld\n",
+        ropekit::layer_map_summary(model).c_str(), tables.size(), tables.back().rotary_dim(),
+        model.types.back().head_dim, tables.back().pair_span(), (long long)ids.tokens,
+        (long long)(ids.tokens + ids.rope_delta));
 }
 #endif
 
