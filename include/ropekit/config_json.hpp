@@ -68,6 +68,22 @@ struct model_rope_config {
     /// Keys read but ignored, defaults and overrides applied, guesses made (layout, M-RoPE).
     std::vector<std::string> warnings;
 
+    // Spelled out so that they are always inlined: the per-layer reader move-assigns configs, and
+    // clang emitted the implicit move assignment out of line with flag-dependent (AVX) code, one
+    // copy per ISA flag set under the same name (tests/abi/check_symbols.py).
+    /// The default configuration (default RoPE, no geometry).
+    ROPEKIT_ALWAYS_INLINE model_rope_config() = default;
+    /// Copies.
+    ROPEKIT_ALWAYS_INLINE model_rope_config(const model_rope_config&) = default;
+    /// Moves.
+    ROPEKIT_ALWAYS_INLINE model_rope_config(model_rope_config&&) = default;
+    /// Copies.
+    ROPEKIT_ALWAYS_INLINE model_rope_config& operator=(const model_rope_config&) = default;
+    /// Moves.
+    ROPEKIT_ALWAYS_INLINE model_rope_config& operator=(model_rope_config&&) = default;
+    /// Destroys.
+    ROPEKIT_ALWAYS_INLINE ~model_rope_config() = default;
+
     /// The frequencies at sequence length `seq_len` (only dynamic NTK and LongRoPE use it).
     ROPEKIT_ALWAYS_INLINE rope_frequencies
     frequencies(std::optional<std::int64_t> seq_len = {}) const {
