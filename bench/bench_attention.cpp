@@ -317,6 +317,28 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
     set_counters<KV>(st, secs, mask, 1, n_kv, H, D, threads, double(n_kv));
 }
 
+/// Runs `candidate` then `plain` once per benchmark iteration on the team; the iteration time is
+/// the candidate's. Returns the two summed times (seconds), so a same-run ratio can be reported.
+template <class Team>
+std::pair<double, double> time_against_plain(benchmark::State& st, Team& team,
+                                             const std::function<void(int)>& candidate,
+                                             const std::function<void(int)>& plain) {
+    double t_candidate = 0, t_plain = 0;
+    for (auto _ : st) {
+        const auto a = ropekit_bench::clock::now();
+        team.run(candidate);
+        benchmark::ClobberMemory();
+        const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+        st.SetIterationTime(t);
+        t_candidate += t;
+        const auto b = ropekit_bench::clock::now();
+        team.run(plain);
+        benchmark::ClobberMemory();
+        t_plain += std::chrono::duration<double>(ropekit_bench::clock::now() - b).count();
+    }
+    return {t_candidate, t_plain};
+}
+
 /// Soft-capped causal prefill (Gemma 2: attn_logit_softcapping 50) against the plain one on the
 /// same data and threads, both timed in every iteration back to back: over_plain = capped time
 /// / plain time (issue 11 goal: <= 1.3).
@@ -340,19 +362,7 @@ void softcap_prefill(benchmark::State& st, std::int64_t n, std::int64_t H, std::
         });
     };
     const std::function<void(int)> capped_job = job(capped), plain_job = job(plain);
-    double t_cap = 0, t_plain = 0;
-    for (auto _ : st) {
-        const auto a = ropekit_bench::clock::now();
-        team.run(capped_job);
-        benchmark::ClobberMemory();
-        const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
-        st.SetIterationTime(t);
-        t_cap += t;
-        const auto b = ropekit_bench::clock::now();
-        team.run(plain_job);
-        benchmark::ClobberMemory();
-        t_plain += std::chrono::duration<double>(ropekit_bench::clock::now() - b).count();
-    }
+    const auto [t_cap, t_plain] = time_against_plain(st, team, capped_job, plain_job);
     st.counters["over_plain"] = t_cap / t_plain;
     const double secs = t_cap / double(std::max<benchmark::IterationCount>(st.iterations(), 1));
     set_counters<KV>(st, secs, mask, n, n, H, D, threads, visible_pairs(mask, n, n));
@@ -531,19 +541,7 @@ void rule_prefill(benchmark::State& st, Rule rule, Mask mask, PlainMask plain_ma
                                    head_range{H * ti / threads, H * (ti + 1) / threads},
                                    query_range{0, n}, key_range{0, n}, *ws[ti]);
     };
-    double t_rule = 0, t_plain = 0;
-    for (auto _ : st) {
-        const auto a = ropekit_bench::clock::now();
-        team.run(rule_job);
-        benchmark::ClobberMemory();
-        const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
-        st.SetIterationTime(t);
-        t_rule += t;
-        const auto b = ropekit_bench::clock::now();
-        team.run(plain_job);
-        benchmark::ClobberMemory();
-        t_plain += std::chrono::duration<double>(ropekit_bench::clock::now() - b).count();
-    }
+    const auto [t_rule, t_plain] = time_against_plain(st, team, rule_job, plain_job);
     st.counters[ratio_name] = t_rule / t_plain;
     const double secs = t_rule / double(std::max<benchmark::IterationCount>(st.iterations(), 1));
     set_counters<KV>(st, secs, mask, n, n, H, D, threads, visible_pairs(mask, n, n));
