@@ -5,25 +5,30 @@
 #   scripts/fuzz.sh                        every target, 60 s each
 #   scripts/fuzz.sh --seconds 600 table    fuzz_table only, 10 minutes
 #   scripts/fuzz.sh --jobs 1               one target at a time (default: one per core)
+#   scripts/fuzz.sh --opt 0                build at -O0 (default -O1): builds several times
+#                                          faster, runs fewer inputs per second (CI's choice)
 # Exits non-zero when a target finds anything (crash, sanitizer report, leak, timeout, OOM) or
 # does not build; the reproducer is left in build/fuzz/findings/<target>/. Prints per target the
 # seconds it ran and its final `cov:`. Installs nothing beyond scripts/deps.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=60
+opt=1
 jobs=$(nproc 2>/dev/null || echo 1)
 targets=()
 while (($#)); do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    -*) echo "usage: scripts/fuzz.sh [--seconds N] [--jobs N] [target...]" >&2; exit 2 ;;
+    --opt) opt="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -*) echo "usage: scripts/fuzz.sh [--seconds N] [--jobs N] [--opt 0|1|2] [target...]" >&2; exit 2 ;;
     *) targets+=("${1#fuzz_}"); shift ;;
   esac
 done
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "scripts/fuzz.sh: --seconds takes an integer" >&2; exit 2; }
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "scripts/fuzz.sh: --jobs takes a positive integer" >&2; exit 2; }
+[[ "$opt" =~ ^[012]$ ]] || { echo "scripts/fuzz.sh: --opt takes 0, 1 or 2" >&2; exit 2; }
 bash scripts/deps.sh
 if ((${#targets[@]} == 0)); then
   for f in tests/fuzz/fuzz_*.cpp; do
@@ -40,7 +45,7 @@ done
 dir=build/fuzz
 cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE= -DROPEKIT_FUZZ=ON \
   -DROPEKIT_WERROR=ON -DROPEKIT_BUILD_TESTS=OFF -DROPEKIT_BUILD_BENCHMARKS=OFF \
-  -DROPEKIT_BUILD_EXAMPLES=OFF -DROPEKIT_INSTALL=OFF >/dev/null
+  -DROPEKIT_BUILD_EXAMPLES=OFF -DROPEKIT_INSTALL=OFF "-DROPEKIT_FUZZ_OPT=-O$opt" >/dev/null
 names=()
 for t in "${targets[@]}"; do names+=("fuzz_$t"); done
 cmake --build "$dir" -j "$(nproc 2>/dev/null || echo 2)" --target "${names[@]}"
