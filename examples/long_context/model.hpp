@@ -21,6 +21,13 @@
 #include <ropekit/config_json.hpp>
 #include <ropekit/view.hpp>
 
+// GCC 12 -W(maybe-)uninitialized false positives inside AVX-512 intrinsics (GCC PR 105593),
+// inlined from Eigen's packet math (ptranspose) under -march=native, as in
+// bench/bench_attention.cpp.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <Eigen/Core>
 #include <nlohmann/json.hpp>
 
