@@ -241,11 +241,13 @@ inline void rms_norm(const matrix& x, const row_vector& weight, float eps, matri
     }
 }
 
-/// ws.hidden = the embeddings of `tokens[0 .. n)` (each in [0, vocab); the caller checks).
+/// Starts a call of `n` tokens: ws.hidden = the embeddings of `tokens[0 .. n)` (each in
+/// [0, vocab); the caller checks) and ws.attn sized for the attention output.
 inline void embed_tokens(const model& m, const std::int32_t* tokens, std::int64_t n,
                          workspace& ws) {
     ws.hidden.resize(n, m.config.hidden_size);
     for (std::int64_t t = 0; t < n; ++t) ws.hidden.row(t) = m.embed.row(tokens[t]);
+    ws.attn.resize(n, m.config.attention_width());
 }
 
 /// Layer `l`'s attention input: ws.qkv = [q | k | v] of rms_norm(ws.hidden), unrotated, in
@@ -290,7 +292,6 @@ void forward(const model& m, const std::int32_t* tokens, std::int64_t n, workspa
              const Attend& attend) {
     const ropekit::qkv_layout layout = m.config.qkv_layout();
     embed_tokens(m, tokens, n, ws);
-    ws.attn.resize(n, m.config.attention_width());
     for (int l = 0; l < m.config.num_hidden_layers; ++l) {
         attention_input(m, l, ws);
         attend(l, layout, ws.qkv.data(), n, ws.attn.data(), *ws.attention);
