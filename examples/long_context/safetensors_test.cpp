@@ -35,20 +35,24 @@ bytes make_file(const std::string& header, const bytes& data, std::uint64_t leng
     return out;
 }
 
-/// Runs `f`, which must throw load_error whose field is `field`.
-void expect_error(const std::string& name, const std::string& field,
-                  const std::function<void()>& f) {
+/// Runs `f`, which must throw load_error whose field is `field` and whose message contains
+/// `text`.
+void expect_error(const std::string& name, const std::string& field, const std::function<void()>& f,
+                  const std::string& text = "") {
     try {
         f();
         expect(false, name + ": no error (expected field " + field + ")");
     } catch (const load_error& e) {
-        expect(e.field() == field, name + ": field \"" + e.field() + "\", expected \"" + field +
-                                       "\" (" + e.what() + ")");
+        expect(e.field() == field && std::string(e.what()).find(text) != std::string::npos,
+               name + ": field \"" + e.field() + "\", expected \"" + field + "\" with \"" + text +
+                   "\" (" + e.what() + ")");
     }
 }
 
-void expect_parse_error(const std::string& name, const std::string& field, const bytes& file) {
-    expect_error(name, field, [&] { safetensors_file::parse(file); });
+void expect_parse_error(const std::string& name, const std::string& field, const bytes& file,
+                        const std::string& text = "") {
+    expect_error(
+        name, field, [&] { safetensors_file::parse(file); }, text);
 }
 
 }  // namespace
@@ -82,9 +86,10 @@ int main() {
     }
 
     expect_parse_error("shorter than 8 bytes", "header_length", bytes{1, 0, 0});
-    expect_parse_error("length beyond the file", "header_length", make_file("{}", {}, 1000));
+    expect_parse_error("length beyond the file", "header_length", make_file("{}", {}, 1000),
+                       "exceeds the file");
     expect_parse_error("length > 100 MB", "header_length",
-                       make_file("{}", {}, 0x4141414141414141ull));
+                       make_file("{}", {}, 0x4141414141414141ull), "100 MB");
     expect_parse_error("zero length", "header_length", make_file("", {}));
     expect_parse_error("not JSON", "header", make_file("{\"a\": ", {}));
     expect_parse_error("not an object", "header", make_file("[1, 2]", {}));
