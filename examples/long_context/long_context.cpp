@@ -190,7 +190,7 @@ void write_svg(const std::string& path, const std::vector<method_id>& methods,
     if (clipped) y1 = clip;
     const double span0 = std::max(y1 - y0, 0.05);
     double step = 0.01;
-    for (double s : {0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0})
+    for (double s : {0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0})
         if (span0 / s <= 8) {
             step = s;
             break;
@@ -220,7 +220,10 @@ void write_svg(const std::string& path, const std::vector<method_id>& methods,
         out("<line x1=\"%g\" y1=\"%.2f\" x2=\"%g\" y2=\"%.2f\" stroke=\"#e4e4e4\"/>\n", ml, Y(v),
             ml + pw, Y(v));
         out("<text x=\"%g\" y=\"%.2f\" text-anchor=\"end\">%.*f</text>\n", ml - 6, Y(v) + 4,
-            step < 0.1 ? 2 : 1, v);
+            step < 0.1   ? 2
+            : step < 1.0 ? 1
+                         : 0,
+            v);
     }
     for (std::int64_t L : lengths) {
         const double x = X(std::log2(double(L)));
