@@ -300,16 +300,19 @@ void forward(const model& m, const std::int32_t* tokens, std::int64_t n, workspa
     output_logits(m, ws);
 }
 
+/// `-log softmax(logits.row(t))[target]` (natural log), the softmax's log-sum-exp in double.
+inline double token_nll(const matrix& logits, Eigen::Index t, std::int32_t target) {
+    const auto row = logits.row(t);
+    const float mx = row.maxCoeff();
+    const double sum = (row.array() - mx).exp().cast<double>().sum();
+    return double(mx) + std::log(sum) - double(row(target));
+}
+
 /// Sum over rows t of `-log softmax(logits.row(t))[targets[t]]` (natural log), the softmax's
 /// log-sum-exp in double.
 inline double sum_nll(const matrix& logits, const std::int32_t* targets) {
     double total = 0.0;
-    for (Eigen::Index t = 0; t < logits.rows(); ++t) {
-        const auto row = logits.row(t);
-        const float mx = row.maxCoeff();
-        const double sum = (row.array() - mx).exp().cast<double>().sum();
-        total += double(mx) + std::log(sum) - double(row(targets[t]));
-    }
+    for (Eigen::Index t = 0; t < logits.rows(); ++t) total += token_nll(logits, t, targets[t]);
     return total;
 }
 
