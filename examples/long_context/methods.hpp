@@ -4,18 +4,16 @@
 /// parameters at an evaluation length L (training length L0, s = L / L0), and the attention
 /// step each one gives the model's forward pass, entirely through ropekit:
 ///
-/// | method        | ropekit                                       | at L (s = L / L0) |
-/// |---------------|-----------------------------------------------|----------------------------------|
-/// | none          | default_rope, causal_mask                     | plain RoPE | | linear        |
-/// linear_scaling (PI)                           | factor s                         | | ntk |
-/// ntk_scaling                                   | alpha s                          | | dynamic |
-/// dynamic_ntk_scaling, seq_len = L              | factor 2, L0                     | | yarn |
-/// yarn_scaling, attention factor on the scale   | factor s, L0, beta 32 / 1        | | rerope |
-/// position rule rerope                          | window 64                        | |
-/// leaky_rerope  | position rule leaky_rerope                    | window 64, k = max(1, (L-65)/63)
-/// | | self_extend   | position rule self_extend                     | window 64, group 1 or L / 64
-/// | | streaming_llm | position rule streaming_llm, sink_window_mask | 4 sinks + window 124 | |
-/// window        | sliding_window_mask                           | 128 keys |
+/// - none: default_rope, causal_mask (plain RoPE)
+/// - linear: linear_scaling (PI), factor s
+/// - ntk: ntk_scaling, alpha s
+/// - dynamic: dynamic_ntk_scaling with seq_len = L, factor 2, L0
+/// - yarn: yarn_scaling, factor s, L0, beta_fast 32 / beta_slow 1 (attention factor on the scale)
+/// - rerope: position rule rerope, window 64
+/// - leaky_rerope: position rule leaky_rerope, window 64, k = max(1, (L - 65) / 63)
+/// - self_extend: position rule self_extend, window 64, group 1 (L = L0) or L / 64
+/// - streaming_llm: position rule streaming_llm with its sink_window_mask, 4 sinks + window 124
+/// - window: sliding_window_mask, 128 keys
 ///
 /// The frequency methods rotate q and k in place (apply_rope_qk from a cos/sin table) and run
 /// attention(); the relative-position rules take q and k unrotated (ReRoPE, Leaky ReRoPE,
