@@ -19,4 +19,3 @@ cmake --build "$dir" --target long-context -j "$(nproc 2>/dev/null || echo 2)" >
   { cat "$dir/build.log"; exit 1; }
 "$dir/examples/long_context/long-context" examples/long_context/model \
   examples/long_context/data/tinyshakespeare.txt --grid full --svg "$dir/long_context.svg" "$@"
-echo "plot: $dir/long_context.svg"
