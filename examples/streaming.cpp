@@ -40,6 +40,31 @@ long resident_kb() {
     return 0;
 }
 
+/// The flat-memory check both modes make at every report: the first report is the baseline
+/// (every page of the caches has been written by then); a later one above it by more than a few
+/// pages (stdio buffers) means something grew.
+struct memory_watch {
+    long baseline_kb = -1;  ///< VmRSS at the first report
+    bool grew = false;      ///< a later report exceeded the baseline + slack
+
+    /// Samples VmRSS at a report and returns it.
+    long sample() {
+        const long kb = resident_kb();
+        if (baseline_kb < 0) baseline_kb = kb;
+        if (kb > baseline_kb + 64) grew = true;
+        return kb;
+    }
+    /// The last line of a run: exit code 1 when memory grew.
+    int verdict(const char* note) const {
+        if (grew) {
+            std::printf("resident memory grew beyond %ld kB\n", baseline_kb + 64);
+            return 1;
+        }
+        std::printf("memory stayed flat (%ld kB)%s\n", baseline_kb, note);
+        return 0;
+    }
+};
+
 /// Cheap deterministic noise in [-1, 1) (an LCG): the "projections" of each token.
 void fill(std::vector<float>& x, std::uint32_t& seed) {
     for (float& e : x) {
@@ -83,8 +108,7 @@ int stream_synthetic(std::int64_t tokens) {
                 static_cast<long long>(opt.window), resident_kb());
     std::fflush(stdout);
     const std::int64_t report_every = 100000;
-    long baseline_kb = -1;
-    bool grew = false;
+    memory_watch memory;
     auto t0 = std::chrono::steady_clock::now();
     std::int64_t since = 0;
     for (std::int64_t t = 0; t < tokens; ++t) {
@@ -111,11 +135,7 @@ int stream_synthetic(std::int64_t tokens) {
         if ((t + 1) % report_every == 0 || t + 1 == tokens) {
             const auto now = std::chrono::steady_clock::now();
             const double secs = std::chrono::duration<double>(now - t0).count();
-            const long kb = resident_kb();
-            // The first report is the baseline (every page of the caches has been written by
-            // then); later ones must not exceed it. A few pages of slack for stdio buffers.
-            if (baseline_kb < 0) baseline_kb = kb;
-            if (kb > baseline_kb + 64) grew = true;
+            const long kb = memory.sample();
             std::fprintf(stderr, "\n");
             std::printf(
                 "%10lld tokens  %9.0f tokens/s  VmRSS %ld kB  (position %lld, offset %lld)\n",
@@ -127,12 +147,7 @@ int stream_synthetic(std::int64_t tokens) {
             since = 0;
         }
     }
-    if (grew) {
-        std::printf("resident memory grew beyond %ld kB\n", baseline_kb + 64);
-        return 1;
-    }
-    std::printf("memory stayed flat (%ld kB)\n", baseline_kb);
-    return 0;
+    return memory.verdict("");
 }
 
 #ifdef ROPEKIT_STREAMING_MODEL
@@ -264,8 +279,7 @@ int stream_model(const std::string& dir, const std::string& text_path, std::int6
     // reallocated (with 64, the 32-token chunk at each report resized them, and glibc's heap
     // grew by 260 kB over the first 500k tokens).
     const std::int64_t chunk = 80, report_every = 100000;
-    long baseline_kb = -1;
-    bool grew = false;
+    memory_watch memory;
     auto t0 = std::chrono::steady_clock::now();
     std::int64_t since = 0, done = 0;
     while (done < tokens) {
@@ -292,9 +306,7 @@ int stream_model(const std::string& dir, const std::string& text_path, std::int6
         if (done % report_every == 0 || done == tokens) {
             const auto now = std::chrono::steady_clock::now();
             const double secs = std::chrono::duration<double>(now - t0).count();
-            const long kb = resident_kb();
-            if (baseline_kb < 0) baseline_kb = kb;
-            if (kb > baseline_kb + 64) grew = true;
+            const long kb = memory.sample();
             std::fprintf(stderr, "\n");
             std::printf("%10lld  %14.4f  %14.4f  %10.0f  %10ld\n", static_cast<long long>(done),
                         streams[0].nll_sum / double(since), streams[1].nll_sum / double(since),
@@ -305,13 +317,7 @@ int stream_model(const std::string& dir, const std::string& text_path, std::int6
             since = 0;
         }
     }
-    if (grew) {
-        std::printf("resident memory grew beyond %ld kB\n", baseline_kb + 64);
-        return 1;
-    }
-    std::printf("memory stayed flat (%ld kB); NLL is nats per byte over each 100k-token stretch\n",
-                baseline_kb);
-    return 0;
+    return memory.verdict("; NLL is nats per byte over each 100k-token stretch");
 }
 #endif
 

@@ -35,6 +35,9 @@ import time
 import numpy as np
 import torch
 
+# The evaluation protocol's windows are train.py's (the held-out NLL it prints is a cell).
+from train import heldout_windows
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BOS = 256
 L0 = 128
@@ -319,16 +322,9 @@ class Evaluator:
         return m.lin(x, "lm_head.weight"), probs
 
 
-def windows(held, L, T):
-    n = T // L
-    tgt = held[: n * L].view(n, L)
-    inp = torch.cat([torch.full((n, 1), BOS, dtype=torch.long), tgt[:, :-1]], dim=1)
-    return inp, tgt
-
-
 @torch.no_grad()
 def cell_nll(ev, held, method, L, T, direct=False, batch_tokens=4096):
-    inp, tgt = windows(held, L, T)
+    inp, tgt = heldout_windows(held, L, T)
     bs = max(1, batch_tokens // L)
     tot = 0.0
     for i in range(0, len(inp), bs):
@@ -340,7 +336,7 @@ def cell_nll(ev, held, method, L, T, direct=False, batch_tokens=4096):
 
 @torch.no_grad()
 def sink_mass(ev, held, T=16384, min_query=16):
-    inp, _ = windows(held, L0, T)
+    inp, _ = heldout_windows(held, L0, T)
     sums = [0.0] * ev.m.n_layers
     cnt = 0
     for i in range(0, len(inp), 32):
