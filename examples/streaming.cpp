@@ -289,11 +289,12 @@ int stream_model(const std::string& dir, const std::string& text_path, std::int6
         done += n;
         since += n;
         if (check && done >= check_tokens && !streams[0].token_nll.empty()) {
-            bool ok = check_against_prefill(m, s, check_tokens,
-                                            long_context::method_id::streaming_llm, streams[0]) &
-                      check_against_prefill(m, s, check_tokens, long_context::method_id::window,
-                                            streams[1]);
-            if (!ok) return 1;
+            // Both checks run (and print) before the verdict.
+            const bool sinks_ok = check_against_prefill(
+                m, s, check_tokens, long_context::method_id::streaming_llm, streams[0]);
+            const bool window_ok = check_against_prefill(
+                m, s, check_tokens, long_context::method_id::window, streams[1]);
+            if (!sinks_ok || !window_ok) return 1;
             for (auto& st : streams) {
                 st.keep = 0;
                 st.token_nll.clear();
