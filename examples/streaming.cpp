@@ -153,7 +153,6 @@ int stream_synthetic(std::int64_t tokens) {
 #ifdef ROPEKIT_STREAMING_MODEL
 /// One eviction policy streamed through the model: a sink_cache per layer and the running NLL.
 struct model_stream {
-    const char* name;                                                 ///< what the column says
     std::vector<std::unique_ptr<ropekit::sink_cache<float>>> caches;  ///< one per layer
     std::unique_ptr<ropekit::sink_workspace<float>> sink_ws;  ///< decode scratch (all layers)
     std::unique_ptr<ropekit::sink_partial> partial;           ///< decode scratch (all layers)
@@ -162,9 +161,8 @@ struct model_stream {
     std::size_t keep = 0;           ///< per-token NLLs to keep (--check), from the start
     std::vector<double> token_nll;  ///< the first `keep` tokens' NLL
 
-    model_stream(const char* name_, const long_context::model& m,
-                 const ropekit::rope_frequencies& freqs, std::int64_t n_sink, std::int64_t window)
-        : name(name_) {
+    model_stream(const long_context::model& m, const ropekit::rope_frequencies& freqs,
+                 std::int64_t n_sink, std::int64_t window) {
         const auto& c = m.config;
         ropekit::sink_cache_options opt;  // rotated_once: keys rotated once, at the stream position
         opt.n_kv_heads = c.num_key_value_heads;
@@ -188,7 +186,6 @@ struct model_stream {
         const auto& c = m.config;
         const ropekit::qkv_layout layout = c.qkv_layout();
         long_context::embed_tokens(m, tokens, n, ws);
-        ws.attn.resize(n, c.attention_width());
         for (int l = 0; l < c.num_hidden_layers; ++l) {
             long_context::attention_input(m, l, ws);
             const float* qkv = ws.qkv.data();
@@ -257,9 +254,8 @@ int stream_model(const std::string& dir, const std::string& text_path, std::int6
     const long_context::method_settings set;
     // StreamingLLM's cache is the training length: 4 sinks + 124 recent tokens (query
     // included); window-only keeps the 128 most recent, no sink.
-    model_stream streams[2] = {
-        model_stream("sinks 4 + 124", m, freqs, set.n_sink, set.streaming_window),
-        model_stream("window 128", m, freqs, 0, set.window)};
+    model_stream streams[2] = {model_stream(m, freqs, set.n_sink, set.streaming_window),
+                               model_stream(m, freqs, 0, set.window)};
     const std::int64_t check_tokens = std::min<std::int64_t>(tokens, 512);
     if (check)
         for (auto& st : streams) {

@@ -487,15 +487,14 @@ int run(int argc, char** argv) {
     for (method_id meth : methods)
         for (std::int64_t L : lengths) {
             const std::string mk = long_context::method_name(meth), lk = std::to_string(L);
-            const auto& g = grid;
-            if (!g.contains("nll") || !g["nll"].contains(mk) || !g["nll"][mk].contains(lk) ||
-                !g["nll"][mk][lk].is_number()) {
+            if (!grid.contains("nll") || !grid["nll"].contains(mk) ||
+                !grid["nll"][mk].contains(lk) || !grid["nll"][mk][lk].is_number()) {
                 std::printf("check: cell %s L=%s missing from %s grid \"%s\"\n", mk.c_str(),
                             lk.c_str(), opt.check.c_str(), grid_name.c_str());
                 ++bad;
                 continue;
             }
-            const double r = g["nll"][mk][lk].get<double>(), v = nll[{int(meth), L}];
+            const double r = grid["nll"][mk][lk].get<double>(), v = nll[{int(meth), L}];
             const double d = std::abs(v - r);
             max_diff = std::max(max_diff, std::isfinite(d) ? d : 1e300);
             if (!(d <= tolerance)) {
@@ -531,13 +530,7 @@ int main(int argc, char** argv) {
     } catch (const usage_error& e) {
         std::fprintf(stderr, "long-context: %s\n%s", e.what(), usage_text);
         return 2;
-    } catch (const long_context::load_error& e) {
-        std::fprintf(stderr, "long-context: %s\n", e.what());
-        return 2;
-    } catch (const ropekit::error& e) {
-        std::fprintf(stderr, "long-context: %s\n", e.what());
-        return 2;
-    } catch (const std::exception& e) {
+    } catch (const std::exception& e) {  // load_error, ropekit::error, a worker's error
         std::fprintf(stderr, "long-context: %s\n", e.what());
         return 2;
     }

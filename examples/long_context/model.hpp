@@ -224,11 +224,6 @@ struct workspace {
     /// ropekit's attention scratch (about 1 MB), reused by every call.
     std::unique_ptr<ropekit::attention_workspace> attention =
         std::make_unique<ropekit::attention_workspace>();
-
-    /// Number of tokens of the current call (rows of hidden).
-    std::int64_t tokens() const { return hidden.rows(); }
-    /// The packed q/k/v buffer of the current call (for qkv_layout views).
-    float* qkv_data() { return qkv.data(); }
 };
 
 /// HF LlamaRMSNorm in float32: `x * rsqrt(mean(x^2) + eps) * weight`, row by row.

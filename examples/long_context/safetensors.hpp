@@ -12,6 +12,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <ropekit/storage.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -93,38 +94,6 @@ inline std::string format_shape(const std::vector<std::int64_t>& shape) {
 
 namespace detail {
 
-/// bfloat16 bits to float: the upper half of a float32, exactly.
-inline float bf16_to_float(std::uint16_t h) noexcept {
-    const std::uint32_t bits = std::uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/// IEEE half bits to float, exactly (subnormals, infinities and NaN included).
-inline float f16_to_float(std::uint16_t h) noexcept {
-    const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
-    std::uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (mant << 13);  // inf / NaN
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112u) << 23) | (mant << 13);  // normal: rebias 15 -> 127
-    } else if (mant == 0) {
-        bits = sign;  // +-0
-    } else {
-        // Subnormal: shift the mantissa up to an implicit leading 1, lowering the exponent.
-        exp = 113;
-        while (!(mant & 0x400u)) {
-            mant <<= 1;
-            --exp;
-        }
-        bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
-    }
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 /// Largest header the reader accepts: 100 MB (the format's own limit; ours is a few KB).
 inline constexpr std::uint64_t max_header_bytes = 100u * 1000u * 1000u;
 
@@ -187,11 +156,11 @@ class safetensors_file {
         switch (t.type) {
             case dtype::bf16:
                 for (std::int64_t i = 0; i < n; ++i, p += 2)
-                    out[i] = detail::bf16_to_float(std::uint16_t(p[0] | (p[1] << 8)));
+                    out[i] = float(ropekit::bfloat16::from_bits(std::uint16_t(p[0] | (p[1] << 8))));
                 break;
             case dtype::f16:
                 for (std::int64_t i = 0; i < n; ++i, p += 2)
-                    out[i] = detail::f16_to_float(std::uint16_t(p[0] | (p[1] << 8)));
+                    out[i] = ropekit::half::to_float(std::uint16_t(p[0] | (p[1] << 8)));
                 break;
             case dtype::f32:
                 for (std::int64_t i = 0; i < n; ++i, p += 4) {
