@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// 16-bit storage types for q, k and v: bfloat16 and IEEE half. Math is always float; these
-/// types only say how a value is stored. Conversions to 16 bits round to nearest, ties to even
-/// (what torch's `.to(bfloat16)` and F16C's `vcvtps2ph` with rounding mode 0 do).
+/// Storage types for q, k and v: bfloat16 and IEEE half (16 bits per value), and block_q8_0
+/// (8-bit values in blocks of 32 with one half scale, byte-compatible with ggml's q8_0). Math is
+/// always float; these types only say how a value is stored. Conversions to 16 bits round to
+/// nearest, ties to even (what torch's `.to(bfloat16)` and F16C's `vcvtps2ph` with rounding mode
+/// 0 do).
 #pragma once
 
 #include "config.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -106,10 +110,86 @@ struct half {
 
 static_assert(sizeof(bfloat16) == 2 && sizeof(half) == 2, "16-bit storage types must be 2 bytes");
 
+/// Values in one block_q8_0.
+inline constexpr int q8_0_block_values = 32;
+
+/// 32 values stored as 8-bit integers with one IEEE half scale: value j is `float(d) * qs[j]`.
+///
+/// The layout (34 bytes: `d`, then `qs`, no padding, 2-byte alignment) is ggml's `block_q8_0`
+/// (ggml-common.h: `ggml_half d; int8_t qs[QK8_0];`, QK8_0 = 32), so an engine's q8_0 K/V cache
+/// can be handed to ropekit as it is. A head row of head_dim values is head_dim / 32
+/// consecutive blocks (head_dim must be a multiple of 32); a head_view of blocks counts its
+/// strides in blocks and its head_dim in values (view.hpp).
+struct block_q8_0 {
+    half d;                                ///< scale: amax / 127 of the 32 values, rounded to half
+    std::int8_t qs[q8_0_block_values];     ///< quantised values, in [-127, 127]
+};
+
+static_assert(sizeof(block_q8_0) == 34 && alignof(block_q8_0) == 2,
+              "block_q8_0 must have ggml's 34-byte layout");
+
+/// Quantises 32 floats into one block exactly as ggml's `quantize_row_q8_0_ref` does, so the
+/// bytes match a cache llama.cpp wrote: `d = amax / 127` in float, `id = 1 / d` (0 when d is 0),
+/// stored d = half(d) (nearest even), `qs[j] = roundf(x[j] * id)` (ties away from zero).
+///
+/// ggml leaves non-finite input (and amax < 4e-37) undefined (a NaN cast to int8); here a block with a NaN or an
+/// infinity stores d = NaN and qs = 0, so it dequantises to NaN (a poisoned key stays visible,
+/// as it would in float storage). A block whose amax exceeds 127 * 65504 stores d = +inf, as
+/// ggml does.
+ROPEKIT_ALWAYS_INLINE block_q8_0 quantize_block_q8_0(const float* x) noexcept {
+    block_q8_0 b;
+    float amax = 0.0f;
+    bool finite = true;
+    for (int j = 0; j < q8_0_block_values; ++j) {
+        finite = finite && std::isfinite(x[j]);
+        amax = std::max(amax, std::fabs(x[j]));
+    }
+    if (!finite) {
+        b.d = half::from_bits(0x7e00u);
+        for (int j = 0; j < q8_0_block_values; ++j) b.qs[j] = 0;
+        return b;
+    }
+    const float d = amax / 127.0f;
+    // 1 / d overflows for d below 2^-128 (amax < 4e-37), where ggml's x * inf would be an
+    // undefined cast; half(d) is 0 there anyway, so qs = 0 decodes to the same zeros.
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    if (!std::isfinite(id)) id = 0.0f;
+    b.d = half(d);
+    // |x * id| <= 127 up to rounding of id (at most 127.00002, which rounds to 127).
+    for (int j = 0; j < q8_0_block_values; ++j) b.qs[j] = std::int8_t(std::round(x[j] * id));
+    return b;
+}
+
+/// Quantises `n` floats (a multiple of 32) into n / 32 blocks (quantize_block_q8_0 each).
+ROPEKIT_ALWAYS_INLINE void quantize_q8_0(const float* x, block_q8_0* y, std::int64_t n) noexcept {
+    for (std::int64_t i = 0; i + q8_0_block_values <= n; i += q8_0_block_values)
+        y[i / q8_0_block_values] = quantize_block_q8_0(x + i);
+}
+
+/// Value `j` (0 <= j < 32) of a block: `float(d) * qs[j]`.
+ROPEKIT_ALWAYS_INLINE float dequantize_q8_0(const block_q8_0& b, int j) noexcept {
+    return float(b.d) * float(b.qs[j]);
+}
+
+/// Dequantises n / 32 blocks into `n` floats (n a multiple of 32).
+ROPEKIT_ALWAYS_INLINE void dequantize_q8_0(const block_q8_0* x, float* y, std::int64_t n) noexcept {
+    for (std::int64_t i = 0; i < n; ++i)
+        y[i] = dequantize_q8_0(x[i / q8_0_block_values], int(i % q8_0_block_values));
+}
+
 /// True for the element types ropekit kernels accept as storage: float, bfloat16, half.
 template <class T>
 inline constexpr bool is_storage_type_v =
     std::is_same_v<T, float> || std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
+
+/// True for the K/V storage of attention: float, bfloat16, half, or block_q8_0 blocks.
+template <class T>
+inline constexpr bool is_kv_storage_type_v = is_storage_type_v<T> || std::is_same_v<T, block_q8_0>;
+
+/// Values one element of T holds: 32 for block_q8_0, 1 for the scalar storage types.
+template <class T>
+inline constexpr int values_per_element_v =
+    std::is_same_v<std::remove_const_t<T>, block_q8_0> ? q8_0_block_values : 1;
 
 /// Widens a stored value to float.
 template <class T>
@@ -131,15 +211,17 @@ ROPEKIT_ALWAYS_INLINE T from_float(float f) noexcept {
         return T(f);
 }
 
-/// Short name for logs and benchmark labels: "f32", "bf16", "f16".
+/// Short name for logs and benchmark labels: "f32", "bf16", "f16", "q8_0".
 template <class T>
 constexpr const char* storage_name() noexcept {
     if constexpr (std::is_same_v<T, float>)
         return "f32";
     else if constexpr (std::is_same_v<T, bfloat16>)
         return "bf16";
-    else
+    else if constexpr (std::is_same_v<T, half>)
         return "f16";
+    else
+        return "q8_0";
 }
 
 ROPEKIT_END_NAMESPACE

@@ -12,6 +12,7 @@
 
 #include "config.hpp"
 #include "error.hpp"
+#include "storage.hpp"
 
 ROPEKIT_BEGIN_NAMESPACE
 
@@ -38,6 +39,8 @@ constexpr std::ptrdiff_t saturating_product(std::int64_t a, std::int64_t b) noex
 /// stride of a dimension of count 1 is never used. Every product is checked before it is formed
 /// (strides near 2^63 would wrap), and the span must fit in max_view_bytes.
 /// \param elem_size sizeof the element type
+/// \param values_per_element values one element holds (32 for block_q8_0, else 1): head_dim
+/// counts values and must be a multiple of it, the strides and the span count elements
 /// \param span_out when not null and the view is usable: elements from `data` to one past the
 /// last element of the view (0 for an empty view)
 /// \tparam Tag the calling kernel's architecture (void elsewhere): a kernel TU built with AVX
@@ -45,10 +48,15 @@ constexpr std::ptrdiff_t saturating_product(std::int64_t a, std::int64_t b) noex
 template <class Tag = void>
 const char* view_problem(const void* data, std::int64_t tokens, int heads, int head_dim,
                          std::ptrdiff_t token_stride, std::ptrdiff_t head_stride,
-                         std::size_t elem_size, std::int64_t* span_out = nullptr) noexcept {
+                         std::size_t elem_size, std::int64_t* span_out = nullptr,
+                         int values_per_element = 1) noexcept {
     if (tokens < 0) return "tokens must be >= 0";
     if (heads < 0) return "heads must be >= 0";
     if (head_dim <= 0) return "head_dim must be > 0";
+    if (values_per_element > 1 && head_dim % values_per_element != 0)
+        return "head_dim must be a multiple of 32 (the values of one block_q8_0)";
+    // From here on head_dim is the row's length in elements (blocks for block_q8_0).
+    if (values_per_element > 1) head_dim /= values_per_element;
     if (tokens == 0 || heads == 0) {
         if (span_out) *span_out = 0;
         return nullptr;
@@ -91,6 +99,10 @@ const char* view_problem(const void* data, std::int64_t tokens, int heads, int h
 /// row (t, h) starts at `data + t * token_stride + h * head_stride` (see at()), and its
 /// `head_dim` elements are contiguous.
 ///
+/// For T = block_q8_0 (8-bit K/V blocks, storage.hpp) `head_dim` still counts values, a
+/// multiple of 32, while the strides count blocks: a row is head_dim / 32 blocks (row_elements()),
+/// and the named constructors below compute the strides in blocks.
+///
 /// **Build views with the named constructors**, never by passing the six fields positionally
 /// (two swapped strides still describe non-overlapping rows, so validate() cannot tell, and
 /// the kernels then write outside the buffer):
@@ -125,8 +137,8 @@ struct head_view {
     /// \param head_dim channels per head
     ROPEKIT_ALWAYS_INLINE static head_view packed(T* data, std::int64_t tokens, int heads,
                                                   int head_dim) noexcept {
-        return {data,    tokens, heads, head_dim, detail::saturating_product(heads, head_dim),
-                head_dim};
+        const int row = row_elements(head_dim);
+        return {data, tokens, heads, head_dim, detail::saturating_product(heads, row), row};
     }
 
     /// A head-major `[heads][tokens][head_dim]` tensor (a per-head KV cache, or q transposed
@@ -141,8 +153,8 @@ struct head_view {
     /// \param head_dim channels per head
     ROPEKIT_ALWAYS_INLINE static head_view head_major(T* data, int heads, std::int64_t tokens,
                                                       int head_dim) noexcept {
-        return {data,     tokens,   heads,
-                head_dim, head_dim, detail::saturating_product(tokens, head_dim)};
+        const int row = row_elements(head_dim);
+        return {data, tokens, heads, head_dim, row, detail::saturating_product(tokens, row)};
     }
 
     /// Token rows of `row_stride` elements, each holding `heads` packed heads followed by
@@ -158,7 +170,13 @@ struct head_view {
     ROPEKIT_ALWAYS_INLINE static head_view padded(T* data, std::int64_t tokens, int heads,
                                                   int head_dim,
                                                   std::ptrdiff_t row_stride) noexcept {
-        return {data, tokens, heads, head_dim, row_stride, head_dim};
+        return {data, tokens, heads, head_dim, row_stride, row_elements(head_dim)};
+    }
+
+    /// Elements of one row: head_dim, or head_dim / 32 blocks for block_q8_0 (a head_dim that
+    /// is not a multiple of 32 there fails validate()).
+    ROPEKIT_ALWAYS_INLINE static constexpr int row_elements(int head_dim) noexcept {
+        return head_dim / values_per_element_v<T>;
     }
 
     /// Start of row (t, h): `data + t * token_stride + h * head_stride`. No bounds check.
@@ -207,7 +225,7 @@ struct head_view {
     ROPEKIT_ALWAYS_INLINE std::int64_t span() const {
         std::int64_t n = 0;
         check(detail::view_problem(data, tokens, heads, head_dim, token_stride, head_stride,
-                                   sizeof(T), &n));
+                                   sizeof(T), &n, values_per_element_v<T>));
         return n;
     }
 
