@@ -65,10 +65,21 @@ struct data {
         std::normal_distribution<float> nd;
         q.resize(std::size_t(nq * h * d));
         for (auto& x : q) x = nd(rng);
-        k.resize(std::size_t(nkv * kvh * d));
-        v.resize(k.size());
-        for (auto& x : k) x = ropekit::from_float<KV>(nd(rng));
-        for (auto& x : v) x = ropekit::from_float<KV>(nd(rng));
+        const std::size_t values = std::size_t(nkv * kvh * d);
+        if constexpr (std::is_same_v<KV, ropekit::block_q8_0>) {
+            std::vector<float> f(values);
+            k.resize(values / ropekit::q8_0_block_values);
+            v.resize(k.size());
+            for (auto& x : f) x = nd(rng);
+            ropekit::quantize_q8_0(f.data(), k.data(), std::int64_t(values));
+            for (auto& x : f) x = nd(rng);
+            ropekit::quantize_q8_0(f.data(), v.data(), std::int64_t(values));
+        } else {
+            k.resize(values);
+            v.resize(k.size());
+            for (auto& x : k) x = ropekit::from_float<KV>(nd(rng));
+            for (auto& x : v) x = ropekit::from_float<KV>(nd(rng));
+        }
         o.resize(q.size());
         lse.resize(std::size_t(nq * h));
     }
@@ -132,7 +143,8 @@ double naive_seconds_per_pair(const Mask& m, std::int64_t n_q, std::int64_t n_kv
                     }
                     pairs += 1;
                     float acc = 0;
-                    for (int c = 0; c < D; ++c) acc += qi[c] * ropekit::to_float(d.k[j * D + c]);
+                    for (int c = 0; c < D; ++c)
+                        acc += qi[c] * ropekit::stored_value(d.k.data(), j * D + c);
                     s[j] = acc * scale;
                     mx = std::max(mx, s[j]);
                 }
@@ -143,7 +155,7 @@ double naive_seconds_per_pair(const Mask& m, std::int64_t n_q, std::int64_t n_kv
                 for (std::int64_t j = 0; j < n_kv; ++j)
                     if (s[j] != 0)
                         for (int c = 0; c < D; ++c)
-                            oi[c] += s[j] / den * ropekit::to_float(d.v[j * D + c]);
+                            oi[c] += s[j] / den * ropekit::stored_value(d.v.data(), j * D + c);
             }
             benchmark::DoNotOptimize(d.o.data());
         },
@@ -269,14 +281,17 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
         pl(threads, std::vector<float>(d.lse.size()));
     const ropekit::causal_mask mask;
     ropekit_bench::thread_team team(threads);
-    const std::size_t row_bytes = std::size_t(KVH * D) * sizeof(KV);
-    double t_decode = 0, t_sweep = 0;
-    for (auto _ : st) {
-        auto a = ropekit_bench::clock::now();
+    const std::size_t row_bytes =
+        std::size_t(KVH) * std::size_t(ropekit::head_view<const KV>::row_elements(D)) * sizeof(KV);
+    // q8_0: the same decode on bf16 K/V, timed in every iteration (over_bf16).
+    constexpr bool quantised = std::is_same_v<KV, ropekit::block_q8_0>;
+    std::unique_ptr<data<ropekit::bfloat16>> d16;
+    if (quantised) d16 = std::make_unique<data<ropekit::bfloat16>>(1, n_kv, H, KVH, D);
+    auto run_decode = [&](const auto& dd) {
         team.run([&](int ti) {
             attention_params pp = p;
             pp.lse = pl[ti].data();
-            ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), d.kv(d.k), d.kv(d.v),
+            ropekit::attention_blocked(ropekit::default_arch{}, dd.qv(), dd.kv(dd.k), dd.kv(dd.v),
                                        ropekit::packed_view(po[ti].data(), 1, H, D), mask, pp,
                                        head_range{0, H}, query_range{0, 1},
                                        ropekit::split_keys(n_kv, threads, ti), *ws[ti]);
@@ -286,9 +301,19 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
                                      ropekit::packed_view(po[ti].data(), 1, H, D), pl[ti].data(),
                                      head_range{0, H}, query_range{0, 1});
         benchmark::ClobberMemory();
+    };
+    double t_decode = 0, t_sweep = 0, t_bf16 = 0;
+    for (auto _ : st) {
+        auto a = ropekit_bench::clock::now();
+        run_decode(d);
         const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
         st.SetIterationTime(t);
         t_decode += t;
+        if (quantised) {
+            a = ropekit_bench::clock::now();
+            run_decode(*d16);
+            t_bf16 += std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+        }
         // The limit, back to back on the same machine state: the same threads read the same
         // K and V bytes (each its own key range) once, doing nothing else.
         a = ropekit_bench::clock::now();
@@ -303,8 +328,9 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
     }
     const double iters = double(std::max<benchmark::IterationCount>(st.iterations(), 1));
     const double secs = t_decode / iters;
-    const double bytes = 2.0 * double(n_kv) * KVH * D * sizeof(KV);
+    const double bytes = 2.0 * double(n_kv) * double(row_bytes);
     const double read_bw = bytes / (t_sweep / iters);
+    if (quantised) st.counters["over_bf16"] = t_bf16 / t_decode;
     st.counters["GB/s"] = bytes / secs * 1e-9;
     st.counters["read_GB/s"] = read_bw * 1e-9;
     st.counters["over_read_bw"] = bytes / secs / read_bw;
@@ -598,6 +624,17 @@ void register_all() {
                 [=](benchmark::State& st) { decode<KV>(st, n, 32, 8, th); })
                 ->UseManualTime()
                 ->Unit(benchmark::kMicrosecond);
+            if (std::is_same_v<KV, bfloat16>) {
+                // 8-bit K/V (ggml's q8_0 blocks) beside bf16: over_bf16 is tokens/s over bf16's
+                // on the same shape, both timed in every iteration.
+                using q8 = ropekit::block_q8_0;
+                benchmark::RegisterBenchmark(
+                    name<q8>("decode", "causal", "q1/n" + std::to_string(n) + "/h32kv8", th)
+                        .c_str(),
+                    [=](benchmark::State& st) { decode<q8>(st, n, 32, 8, th); })
+                    ->UseManualTime()
+                    ->Unit(benchmark::kMicrosecond);
+            }
         }
         if (std::is_same_v<KV, bfloat16>) {
             // Absorbed MLA decode: MLA_HEADS q heads on the one latent head (see mla_decode);

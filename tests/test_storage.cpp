@@ -7,6 +7,7 @@
 #include "test_support.hpp"
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -208,3 +209,68 @@ TEST_CASE("SIMD storage conversions under the default flags equal the scalar typ
     }
 }
 #endif
+
+TEST_CASE("block_q8_0 has ggml's byte layout and quantize_row_q8_0_ref's rounding",
+          "[storage][q8_0]") {
+    // ggml-common.h: struct { ggml_half d; int8_t qs[32]; }, 34 bytes, d first (little endian).
+    STATIC_REQUIRE(sizeof(ropekit::block_q8_0) == 34);
+    STATIC_REQUIRE(offsetof(ropekit::block_q8_0, qs) == 2);
+    // amax 127: d = 1 exactly (half 0x3c00), id = 1, so qs = roundf(x): ties away from zero
+    // (2.5 -> 3, -0.5 -> -1, -126.5 -> -127), just below a tie stays (0.49999997 -> 0).
+    float x[32] = {127.0f, 2.5f, -0.5f, 0.49999997f, -126.5f, 1.5f, -2.5f, 0.0f};
+    for (int j = 8; j < 32; ++j) x[j] = float(j) - 20.0f;
+    const ropekit::block_q8_0 b = ropekit::quantize_block_q8_0(x);
+    unsigned char bytes[34];
+    std::memcpy(bytes, &b, sizeof bytes);
+    CHECK(bytes[0] == 0x00);
+    CHECK(bytes[1] == 0x3c);
+    const int expect[8] = {127, 3, -1, 0, -127, 2, -3, 0};
+    for (int j = 0; j < 8; ++j) CHECK(int(std::int8_t(bytes[2 + j])) == expect[j]);
+    for (int j = 8; j < 32; ++j) CHECK(int(std::int8_t(bytes[2 + j])) == j - 20);
+
+    // x = j - 15.5: amax 15.5, d = 15.5 / 127 rounds to half 0x2fd0 (0.1220703125); the values
+    // use id = 127 / 15.5 in float (not 1 / half(d)), as ggml does: -15.5 -> -127, -0.5 -> -4.
+    float y[32];
+    for (int j = 0; j < 32; ++j) y[j] = float(j) - 15.5f;
+    const ropekit::block_q8_0 c = ropekit::quantize_block_q8_0(y);
+    CHECK(c.d.bits == 0x2fd0);
+    CHECK(c.qs[0] == -127);
+    CHECK(c.qs[31] == 127);
+    CHECK(c.qs[15] == -4);
+    CHECK(c.qs[16] == 4);
+    for (int j = 0; j < 32; ++j) {
+        const float id = 1.0f / (15.5f / 127.0f);
+        CHECK(int(c.qs[j]) == int(std::round(y[j] * id)));
+        CHECK(ropekit::dequantize_q8_0(c, j) == float(c.d) * float(c.qs[j]));
+    }
+
+    // All zeros: d = 0, qs = 0 (ggml's id = 0 branch). Tiny amax (1 / d overflows): zeros.
+    float z[32] = {};
+    const ropekit::block_q8_0 zb = ropekit::quantize_block_q8_0(z);
+    CHECK(zb.d.bits == 0);
+    z[5] = 1e-38f;
+    const ropekit::block_q8_0 tb = ropekit::quantize_block_q8_0(z);
+    CHECK(tb.d.bits == 0);
+    for (int j = 0; j < 32; ++j) CHECK(tb.qs[j] == 0);
+    // Non-finite input: d = NaN, qs = 0, so every value of the block dequantises to NaN.
+    z[7] = std::numeric_limits<float>::infinity();
+    const ropekit::block_q8_0 nb = ropekit::quantize_block_q8_0(z);
+    CHECK(std::isnan(float(nb.d)));
+    for (int j = 0; j < 32; ++j) CHECK(std::isnan(ropekit::dequantize_q8_0(nb, j)));
+    // Rows of blocks round-trip through quantize_q8_0 / dequantize_q8_0 / stored_value.
+    std::vector<float> row(96), back(96);
+    for (int j = 0; j < 96; ++j) row[j] = std::sin(0.37f * float(j)) * float(1 + j / 32);
+    std::vector<ropekit::block_q8_0> q(3);
+    ropekit::quantize_q8_0(row.data(), q.data(), 96);
+    ropekit::dequantize_q8_0(q.data(), back.data(), 96);
+    for (int j = 0; j < 96; ++j) {
+        CHECK(back[j] == ropekit::stored_value(q.data(), j));
+        // Rounding x / d costs at most d / 2, rounding d to half at most 127 |d - half(d)|.
+        double amax = 0;
+        for (int i = j / 32 * 32; i < j / 32 * 32 + 32; ++i)
+            amax = std::max(amax, std::abs(double(row[i])));
+        const double d = double(float(amax) / 127.0f), dh = double(float(q[j / 32].d));
+        CHECK(std::abs(double(back[j]) - double(row[j])) <=
+              0.5 * d + 127.0 * std::abs(d - dh) + 1e-7);
+    }
+}

@@ -6,10 +6,11 @@
 /// Self-Extend, StreamingLLM cache positions) fused into the same single pass.
 ///
 /// Shapes: Q is n_q x n_heads x head_dim (float), K is n_kv x n_kv_heads x head_dim and V
-/// n_kv x n_kv_heads x v_head_dim (float, bfloat16 or half; V may alias K's first channels, as
-/// MLA's latent cache does), O is n_q x n_heads x v_head_dim (float); n_heads is a multiple of
-/// n_kv_heads and query head h reads K/V head `h / (n_heads / n_kv_heads)`. Memory is
-/// O(tile): the scores are never materialised beyond a 64 x 64 tile (see attention_workspace).
+/// n_kv x n_kv_heads x v_head_dim (float, bfloat16, half, or ggml-compatible q8_0 blocks; V may
+/// alias K's first channels, as MLA's latent cache does), O is n_q x n_heads x v_head_dim (float);
+/// n_heads is a multiple of n_kv_heads and query head h reads K/V head `h / (n_heads /
+/// n_kv_heads)`. Memory is O(tile): the scores are never materialised beyond a 64 x 64 tile (see
+/// attention_workspace).
 ///
 /// For every query row the result is `sum_j softmax_j(scale * q.k_j) v_j` over the keys the
 /// mask makes visible. A row that sees no key (and has no sink) returns zeros and LSE = -inf.
@@ -55,10 +56,10 @@ namespace detail::attn {
 /// The K/V storage type of views `head_view<KT>` / `head_view<VT>`, const or not.
 template <class KT, class VT>
 struct kv_element {
-    using type = std::remove_const_t<KT>;  ///< float, bfloat16 or half
+    using type = std::remove_const_t<KT>;  ///< float, bfloat16, half or block_q8_0
     static_assert(std::is_same_v<type, std::remove_const_t<VT>>,
                   "K and V must have the same element type");
-    static_assert(is_storage_type_v<type>, "K/V storage is float, bfloat16 or half");
+    static_assert(is_kv_storage_type_v<type>, "K/V storage is float, bfloat16, half or block_q8_0");
 };
 template <class KT, class VT>
 using kv_element_t = typename kv_element<KT, VT>::type;
@@ -95,7 +96,7 @@ template <class KV, class Mask>
 void validate_attention(const head_view<const float>& q, const head_view<const KV>& k,
                         const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
                         const attention_params& p) {
-    static_assert(is_storage_type_v<KV>, "K/V storage is float, bfloat16 or half");
+    static_assert(is_kv_storage_type_v<KV>, "K/V storage is float, bfloat16, half or block_q8_0");
     // q / k share one head size and v / o another (MLA: 192 / 128 in prefill, 576 / 512 in the
     // absorbed decode, where v may be a view of k's first 512 channels).
     require(q.head_dim > 0 && q.head_dim <= max_head_dim, "head_dim", "must be in [1, 576]",
@@ -183,7 +184,8 @@ bool params_ok(const attention_params& p, head_range heads, query_range queries,
 /// With ROPEKIT_ASSERT compiled out, inconsistent shapes or ranges write nothing. Positions,
 /// masks and sinks are not checked here: attention() validates them.
 /// \tparam Arch xsimd architecture tag or ropekit::scalar_arch.
-/// \tparam KV float, bfloat16 or half.
+/// \tparam KV float, bfloat16, half or block_q8_0 (8-bit blocks, storage.hpp: head_dim and
+/// v_head_dim multiples of 32; decode reads the blocks directly, prefill dequantises tiles).
 /// \tparam Mask a mask policy from mask.hpp (or any type with the same three functions).
 template <class Arch, class KV, class Mask>
 void attention_blocked(Arch, head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
@@ -222,7 +224,8 @@ ROPEKIT_BEGIN_ISA_NAMESPACE
 /// Attention over the whole problem on the calling thread, in the caller's workspace (front
 /// door: validates the views, the mask, the positions, query_index_offset and the sinks, and
 /// throws ropekit::error naming the field at fault).
-/// \tparam KT, VT K and V element types: float, bfloat16 or half, const or not (the same).
+/// \tparam KT, VT K and V element types: float, bfloat16, half or block_q8_0, const or not (the
+/// same).
 template <class KT, class VT, class Mask>
 void attention(head_view<const float> q, head_view<KT> k, head_view<VT> v, head_view<float> o,
                const Mask& mask, const attention_params& params, attention_workspace& ws) {

@@ -36,7 +36,7 @@ inline std::vector<double> rotate(const std::vector<double>& x, double position,
 template <class T>
 std::vector<double> head(const head_view<const T>& x, std::int64_t t, std::int64_t h) {
     std::vector<double> r(std::size_t(x.head_dim));
-    for (int d = 0; d < x.head_dim; ++d) r[d] = double(to_float(x.at(t, h)[d]));
+    for (int d = 0; d < x.head_dim; ++d) r[d] = double(stored_value(x.at(t, h), d));
     return r;
 }
 
@@ -64,7 +64,7 @@ void finish_row(const std::vector<double>& s, const head_view<const KV>& v, std:
         const double p = std::exp(s[j] - mx);
         den += p;
         const KV* vr = v.at(std::int64_t(j), kvh);
-        for (int d = 0; d < head_dim; ++d) out[d] += p * double(to_float(vr[d]));
+        for (int d = 0; d < head_dim; ++d) out[d] += p * double(stored_value(vr, d));
     }
     for (int d = 0; d < head_dim; ++d) out[d] /= den;
     lse = mx + std::log(den);

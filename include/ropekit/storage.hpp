@@ -121,8 +121,8 @@ inline constexpr int q8_0_block_values = 32;
 /// consecutive blocks (head_dim must be a multiple of 32); a head_view of blocks counts its
 /// strides in blocks and its head_dim in values (view.hpp).
 struct block_q8_0 {
-    half d;                                ///< scale: amax / 127 of the 32 values, rounded to half
-    std::int8_t qs[q8_0_block_values];     ///< quantised values, in [-127, 127]
+    half d;                             ///< scale: amax / 127 of the 32 values, rounded to half
+    std::int8_t qs[q8_0_block_values];  ///< quantised values, in [-127, 127]
 };
 
 static_assert(sizeof(block_q8_0) == 34 && alignof(block_q8_0) == 2,
@@ -132,10 +132,10 @@ static_assert(sizeof(block_q8_0) == 34 && alignof(block_q8_0) == 2,
 /// bytes match a cache llama.cpp wrote: `d = amax / 127` in float, `id = 1 / d` (0 when d is 0),
 /// stored d = half(d) (nearest even), `qs[j] = roundf(x[j] * id)` (ties away from zero).
 ///
-/// ggml leaves non-finite input (and amax < 4e-37) undefined (a NaN cast to int8); here a block with a NaN or an
-/// infinity stores d = NaN and qs = 0, so it dequantises to NaN (a poisoned key stays visible,
-/// as it would in float storage). A block whose amax exceeds 127 * 65504 stores d = +inf, as
-/// ggml does.
+/// ggml leaves non-finite input (and amax < 4e-37) undefined (a NaN cast to int8); here a block
+/// with a NaN or an infinity stores d = NaN and qs = 0, so it dequantises to NaN (a poisoned key
+/// stays visible, as it would in float storage). A block whose amax exceeds 127 * 65504 stores d =
+/// +inf, as ggml does.
 ROPEKIT_ALWAYS_INLINE block_q8_0 quantize_block_q8_0(const float* x) noexcept {
     block_q8_0 b;
     float amax = 0.0f;
@@ -209,6 +209,16 @@ ROPEKIT_ALWAYS_INLINE T from_float(float f) noexcept {
         return f;
     else
         return T(f);
+}
+
+/// Value `i` of a stored row as float: `to_float(row[i])`, or for block_q8_0 value i % 32 of
+/// block i / 32 (references and tests read every storage type through this).
+template <class T>
+ROPEKIT_ALWAYS_INLINE float stored_value(const T* row, std::int64_t i) noexcept {
+    if constexpr (std::is_same_v<std::remove_const_t<T>, block_q8_0>)
+        return dequantize_q8_0(row[i / q8_0_block_values], int(i % q8_0_block_values));
+    else
+        return to_float(row[i]);
 }
 
 /// Short name for logs and benchmark labels: "f32", "bf16", "f16", "q8_0".

@@ -51,8 +51,16 @@ struct problem {
         for (auto& x : q) x = nd(rng) * q_scale;
         for (auto& x : kf) x = nd(rng);
         for (auto& x : vf) x = nd(rng);
-        for (float x : kf) k.push_back(ropekit::from_float<KV>(x));
-        for (float x : vf) v.push_back(ropekit::from_float<KV>(x));
+        if constexpr (std::is_same_v<KV, ropekit::block_q8_0>) {
+            // Rows are contiguous (packed), so the whole array quantises block by block.
+            k.resize(kf.size() / ropekit::q8_0_block_values);
+            v.resize(k.size());
+            ropekit::quantize_q8_0(kf.data(), k.data(), std::int64_t(kf.size()));
+            ropekit::quantize_q8_0(vf.data(), v.data(), std::int64_t(vf.size()));
+        } else {
+            for (float x : kf) k.push_back(ropekit::from_float<KV>(x));
+            for (float x : vf) v.push_back(ropekit::from_float<KV>(x));
+        }
         o.assign(q.size(), std::numeric_limits<float>::quiet_NaN());
         lse.assign(std::size_t(nq * h), std::numeric_limits<float>::quiet_NaN());
     }
@@ -106,7 +114,12 @@ void grid_for_storage() {
     const std::int64_t n_kv = 133;
     std::vector<std::int64_t> kpos(n_kv);
     for (std::int64_t j = 0; j < n_kv; ++j) kpos[j] = j < 40 ? j : j < 90 ? j - 40 : 50 + (j - 90);
-    for (int D : {64, 80, 128}) {
+    // q8_0 rows are whole 32-value blocks: 96 replaces 80 (both are tails of the 64-wide
+    // score and P V passes).
+    const std::vector<int> dims = std::is_same_v<KV, ropekit::block_q8_0>
+                                      ? std::vector<int>{64, 96, 128}
+                                      : std::vector<int>{64, 80, 128};
+    for (int D : dims) {
         for (std::int64_t ratio : {1, 4, 8}) {
             DYNAMIC_SECTION("D=" << D << " ratio=" << ratio) {
                 run_case<KV>(ropekit::full_mask{}, ratio, D, 37, n_kv, false);
@@ -135,6 +148,25 @@ TEST_CASE("attention matches the double reference: bfloat16 K/V", "[attention]")
 }
 TEST_CASE("attention matches the double reference: half K/V", "[attention]") {
     grid_for_storage<ropekit::half>();
+}
+
+TEST_CASE("attention matches the double reference: q8_0 K/V", "[attention][q8_0]") {
+    // The reference dequantises the same blocks, so only float arithmetic differs; the check
+    // against the unquantised K/V (nmse <= 5e-4) bounds the storage error itself.
+    grid_for_storage<ropekit::block_q8_0>();
+    // A head_dim that is not whole blocks is refused, naming the view and the rule.
+    std::vector<ropekit::block_q8_0> kb(8 * 2 * 3);
+    std::vector<float> q(8 * 2 * 80), o(q.size());
+    const auto k = ropekit::packed_view<const ropekit::block_q8_0>(kb.data(), 8, 2, 80);
+    const attention_params p = attention_params::with_softmax_scale(0.1f);
+    try {
+        ropekit::attention(ropekit::packed_view<const float>(q.data(), 8, 2, 80), k, k,
+                           ropekit::packed_view(o.data(), 8, 2, 80), ropekit::causal_mask{}, p);
+        FAIL("no throw");
+    } catch (const ropekit::error& e) {
+        CHECK(std::string(e.field()) == "head_view");
+        CHECK(std::string(e.what()).find("multiple of 32") != std::string::npos);
+    }
 }
 
 TEST_CASE("sliding window boundary: W-1 visible, W hidden", "[attention][mask]") {
@@ -323,6 +355,7 @@ TEST_CASE("decode shapes: rows per K/V head, key tails, many K/V heads, split ke
           "[attention][decode]") {
     decode_grid<float>();
     decode_grid<ropekit::bfloat16>();
+    decode_grid<ropekit::block_q8_0>();
 }
 
 TEST_CASE("head and query-block ranges cover the whole result; strided views",

@@ -282,22 +282,37 @@ ROPEKIT_ALWAYS_INLINE void compose_rows(const float* a, const float* b, int pair
     }
 }
 
-/// Converts `n` stored values to float.
+/// Converts `n` stored values to float (for block_q8_0: n / 32 blocks, n a multiple of 32).
 template <class Arch, class T>
 ROPEKIT_ALWAYS_INLINE void convert_row(const T* ROPEKIT_RESTRICT src, float* ROPEKIT_RESTRICT dst,
                                        int n) noexcept {
+    if constexpr (std::is_same_v<T, block_q8_0>) {
 #if ROPEKIT_HAS_XSIMD
-    if constexpr (!std::is_same_v<Arch, scalar_arch>) {
-        constexpr int W = int(xsimd::batch<float, Arch>::size);
-        int d = 0;
-        for (; d + W <= n; d += W) simd::load_as_float<Arch, T>(src + d).store_unaligned(dst + d);
-        if (d < n)
-            simd::load_as_float_partial<Arch, T>(src + d, std::size_t(n - d))
-                .store_unaligned(dst + d);
-        return;
-    }
+        if constexpr (!std::is_same_v<Arch, scalar_arch>) {
+            constexpr int W = int(xsimd::batch<float, Arch>::size);
+            for (int d = 0; d < n; d += W)
+                simd::load_q8_0<Arch>(src + d / q8_0_block_values, d % q8_0_block_values)
+                    .store_unaligned(dst + d);
+            return;
+        }
 #endif
-    for (int d = 0; d < n; ++d) dst[d] = to_float(src[d]);
+        dequantize_q8_0(src, dst, n);
+        return;
+    } else {
+#if ROPEKIT_HAS_XSIMD
+        if constexpr (!std::is_same_v<Arch, scalar_arch>) {
+            constexpr int W = int(xsimd::batch<float, Arch>::size);
+            int d = 0;
+            for (; d + W <= n; d += W)
+                simd::load_as_float<Arch, T>(src + d).store_unaligned(dst + d);
+            if (d < n)
+                simd::load_as_float_partial<Arch, T>(src + d, std::size_t(n - d))
+                    .store_unaligned(dst + d);
+            return;
+        }
+#endif
+        for (int d = 0; d < n; ++d) dst[d] = to_float(src[d]);
+    }
 }
 
 /// The query positions a call uses: attention_params::q_positions, or the causal suffix
@@ -567,17 +582,50 @@ ROPEKIT_ALWAYS_INLINE void with_nr(int nr, F&& f) noexcept {
     f(std::integral_constant<int, 1>{});
 }
 
-/// Loads the K / V values of P vectors at `p`: P = 1, width values widened to float; P = 2
-/// (bfloat16 only), 2 x width values as their even and odd elements (vec_ops::load_bf16_pairs).
+/// Loads the K / V values [d, d + P * width) of the row at `row`: P = 1, width values widened
+/// to float (dequantised for block_q8_0); P = 2 (bfloat16 only), 2 x width values as their even
+/// and odd elements (vec_ops::load_bf16_pairs).
 template <class Ops, int P, class KV>
-ROPEKIT_ALWAYS_INLINE void load_kv(const KV* p, typename Ops::vec* out) noexcept {
-    if constexpr (P == 2) {
-        Ops::load_bf16_pairs(p, out[0], out[1]);
+ROPEKIT_ALWAYS_INLINE void load_kv(const KV* row, int d, typename Ops::vec* out) noexcept {
+    if constexpr (std::is_same_v<KV, block_q8_0>) {
+        static_assert(P == 1, "q8_0 blocks are read one vector at a time");
+        out[0] = Ops::load_q8_0(row + d / q8_0_block_values, d % q8_0_block_values);
+    } else if constexpr (P == 2) {
+        Ops::load_bf16_pairs(row + d, out[0], out[1]);
     } else {
-        out[0] = Ops::load_stored(p);
+        out[0] = Ops::load_stored(row + d);
     }
     ROPEKIT_UNROLL
     for (int i = 0; i < P; ++i) Ops::in_register(out[i]);
+}
+
+/// Bytes of a row of `values` values of KV (a multiple of 32 for block_q8_0).
+template <class KV>
+constexpr int row_bytes(int values) noexcept {
+    return values / values_per_element_v<KV> * int(sizeof(KV));
+}
+
+/// prefetch_l2 of the element holding value `d` of `row`, `offset` elements ahead. A q8_0 block
+/// (34 bytes) is asked for once, at its first value: one hint per vector would issue 4 to 8
+/// prefetches per cache line.
+template <class KV>
+ROPEKIT_ALWAYS_INLINE void prefetch_kv(const KV* row, int d, std::ptrdiff_t offset) noexcept {
+    if constexpr (std::is_same_v<KV, block_q8_0>) {
+        if (d % q8_0_block_values == 0) prefetch_l2(row + d / q8_0_block_values, offset);
+    } else {
+        prefetch_l2(row + d, offset);
+    }
+}
+
+/// prefetch_l2 of q8_0 block `b`, and with `last` of its last byte too. Block starts are 34
+/// bytes apart, so hinting each block's start reaches every cache line of a row but, at some
+/// alignments, the one holding the row's last bytes: the last block also hints its end.
+ROPEKIT_ALWAYS_INLINE void prefetch_q8_0(const block_q8_0* b, bool last,
+                                         std::ptrdiff_t offset) noexcept {
+    prefetch_l2(b, offset);
+    if (last)
+        prefetch_l2(reinterpret_cast<const char*>(b) + sizeof(block_q8_0) - 1,
+                    offset * std::ptrdiff_t(sizeof(block_q8_0)));
 }
 
 /// Row strides of the decode tiles (q rows, O rows): 256 floats while both head sizes fit, so
@@ -602,6 +650,36 @@ ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff
     const KV* kp[KB];
     ROPEKIT_UNROLL
     for (int c = 0; c < KB; ++c) kp[c] = kbase + c * kstride;
+    if constexpr (std::is_same_v<KV, block_q8_0>) {
+        // One block at a time, its scale widened once per key (a half -> float conversion and
+        // a broadcast per vector cost more than the FMAs the vector feeds).
+        constexpr int VB = q8_0_block_values / W;
+        static_assert(VB >= 1 && q8_0_block_values % W == 0, "whole vectors per block");
+        for (int d = 0; d < D; d += q8_0_block_values) {
+            const int b = d / q8_0_block_values;
+            V sc[KB];
+            ROPEKIT_UNROLL
+            for (int c = 0; c < KB; ++c) {
+                if (prefetch_offset != 0)
+                    prefetch_q8_0(kp[c] + b, d + q8_0_block_values == D, prefetch_offset);
+                sc[c] = Ops::q8_0_scale(kp[c] + b);
+            }
+            ROPEKIT_UNROLL
+            for (int u = 0; u < VB; ++u) {
+                V qv[NR];
+                ROPEKIT_UNROLL
+                for (int i = 0; i < NR; ++i) qv[i] = Ops::load(q + i * RS + d + u * W);
+                ROPEKIT_UNROLL
+                for (int c = 0; c < KB; ++c) {
+                    const V kv = Ops::load_q8_0_ints(kp[c] + b, u * W) * sc[c];
+                    ROPEKIT_UNROLL
+                    for (int i = 0; i < NR; ++i)
+                        acc[c * NR + i] = Ops::fma(qv[i], kv, acc[c * NR + i]);
+                }
+            }
+        }
+        return Ops::sum_rows(acc);
+    }
     for (int d = 0; d < D; d += P * W) {
         V qv[NR][P];
         ROPEKIT_UNROLL
@@ -616,9 +694,9 @@ ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff
         }
         ROPEKIT_UNROLL
         for (int c = 0; c < KB; ++c) {
-            if (prefetch_offset != 0) prefetch_l2(kp[c] + d, prefetch_offset);
+            if (prefetch_offset != 0) prefetch_kv(kp[c], d, prefetch_offset);
             V kv[P];
-            load_kv<Ops, P>(kp[c] + d, kv);
+            load_kv<Ops, P>(kp[c], d, kv);
             ROPEKIT_UNROLL
             for (int h = 0; h < P; ++h) {
                 ROPEKIT_UNROLL
@@ -698,9 +776,9 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t k
         ROPEKIT_UNROLL
         for (int i = 0; i < NR; ++i) acc[i] = Ops::zero();
         for (int d = 0; d < D; d += P * W) {
-            if (prefetch_offset != 0) prefetch_l2(kr + d, prefetch_offset);
+            if (prefetch_offset != 0) prefetch_kv(kr, d, prefetch_offset);
             V kv[P];
-            load_kv<Ops, P>(kr + d, kv);
+            load_kv<Ops, P>(kr, d, kv);
             ROPEKIT_UNROLL
             for (int h = 0; h < P; ++h) {
                 ROPEKIT_UNROLL
@@ -798,14 +876,35 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
         ROPEKIT_UNROLL
         for (int n = 0; n < NDV; ++n) acc[i][n] = Ops::load(orow + (r0 + i) * RS + d0 + n * W) * a;
     }
-    const KV* vr = vbase + d0;
+    const KV* vr = vbase;
     for (int c = 0; c < nc; ++c, vr += vstride) {
         V vv[NDV];
         static_assert(NDV % P == 0, "pairs of V vectors");
-        ROPEKIT_UNROLL
-        for (int n = 0; n < NDV; n += P) {
-            if (prefetch_offset != 0) prefetch_l2(vr + n * W, prefetch_offset);
-            load_kv<Ops, P>(vr + n * W, vv + n);
+        constexpr int VB = q8_0_block_values / W;  // (q8_0) vectors per block
+        if constexpr (std::is_same_v<KV, block_q8_0> && NDV % VB == 0) {
+            // Whole blocks (d0 is then a multiple of 32): each block's scale widened once.
+            ROPEKIT_UNROLL
+            for (int nb = 0; nb < NDV / VB; ++nb) {
+                const KV* blk = vr + d0 / q8_0_block_values + nb;
+                if (prefetch_offset != 0) prefetch_q8_0(blk, true, prefetch_offset);
+                const V sc = Ops::q8_0_scale(blk);
+                ROPEKIT_UNROLL
+                for (int u = 0; u < VB; ++u) vv[nb * VB + u] = Ops::load_q8_0_ints(blk, u * W) * sc;
+            }
+        } else if constexpr (std::is_same_v<KV, block_q8_0> && VB % NDV == 0) {
+            // The pass lies inside one block (d0 is a multiple of NDV * W): one scale.
+            const KV* blk = vr + d0 / q8_0_block_values;
+            const int j0 = d0 % q8_0_block_values;
+            if (prefetch_offset != 0 && j0 == 0) prefetch_q8_0(blk, true, prefetch_offset);
+            const V sc = Ops::q8_0_scale(blk);
+            ROPEKIT_UNROLL
+            for (int n = 0; n < NDV; ++n) vv[n] = Ops::load_q8_0_ints(blk, j0 + n * W) * sc;
+        } else {
+            ROPEKIT_UNROLL
+            for (int n = 0; n < NDV; n += P) {
+                if (prefetch_offset != 0) prefetch_kv(vr, d0 + n * W, prefetch_offset);
+                load_kv<Ops, P>(vr, d0 + n * W, vv + n);
+            }
         }
         ROPEKIT_UNROLL
         for (int i = 0; i < NRB; ++i) {
@@ -1164,7 +1263,7 @@ class kernel {
     void prefetch_next(std::int64_t kvh, std::int64_t c_next) const noexcept {
 #if defined(__GNUC__) || defined(__clang__)
         const std::int64_t c_end = std::min<std::int64_t>(c_next + C, k_.tokens);
-        const int kbytes = D_ * int(sizeof(KV)), vbytes = Dv_ * int(sizeof(KV));
+        const int kbytes = row_bytes<KV>(D_), vbytes = row_bytes<KV>(Dv_);
         for (std::int64_t c = c_next; c < c_end; ++c) {
             const char* kr = reinterpret_cast<const char*>(k_.at(c, kvh));
             const char* vr = reinterpret_cast<const char*>(v_.at(c, kvh));
@@ -1378,7 +1477,7 @@ class kernel {
         const int n_ranges = visible_key_ranges(qb, keys, ranges);
         constexpr float ninf = -std::numeric_limits<float>::infinity();
         const int pf_keys =
-            std::max(decode_chunk, decode_prefetch_bytes / std::max(1, D_ * int(sizeof(KV))));
+            std::max(decode_chunk, decode_prefetch_bytes / std::max(1, row_bytes<KV>(D_)));
         const std::ptrdiff_t kpf = pf_keys * k_.token_stride;
         const std::ptrdiff_t vpf = pf_keys * v_.token_stride;
         for (int ri = 0; ri < n_ranges; ++ri) {

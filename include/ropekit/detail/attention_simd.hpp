@@ -45,6 +45,18 @@ struct vec_ops<scalar_arch> {
     static ROPEKIT_ALWAYS_INLINE vec load_stored(const T* p) noexcept {
         return to_float(*p);
     }
+    /// Value j of block `*b`.
+    static ROPEKIT_ALWAYS_INLINE vec load_q8_0(const block_q8_0* b, int j) noexcept {
+        return dequantize_q8_0(*b, j);
+    }
+    /// qs[j] of block `*b`, unscaled.
+    static ROPEKIT_ALWAYS_INLINE vec load_q8_0_ints(const block_q8_0* b, int j) noexcept {
+        return float(b->qs[j]);
+    }
+    /// The scale of block `*b`.
+    static ROPEKIT_ALWAYS_INLINE vec q8_0_scale(const block_q8_0* b) noexcept {
+        return float(b->d);
+    }
     static ROPEKIT_ALWAYS_INLINE float reduce_add(vec v) noexcept { return v; }
     static ROPEKIT_ALWAYS_INLINE void store(float* p, vec v) noexcept { *p = v; }
     static ROPEKIT_ALWAYS_INLINE void storeu(float* p, vec v) noexcept { *p = v; }
@@ -81,6 +93,18 @@ struct vec_ops {
     template <class T>
     static ROPEKIT_ALWAYS_INLINE vec load_stored(const T* p) noexcept {
         return detail::simd::load_as_float<Arch, T>(p);
+    }
+    /// Values [j, j + width) of block `*b` as float (j a multiple of width).
+    static ROPEKIT_ALWAYS_INLINE vec load_q8_0(const block_q8_0* b, int j) noexcept {
+        return detail::simd::load_q8_0<Arch>(b, j);
+    }
+    /// qs[j, j + width) of block `*b` as unscaled floats.
+    static ROPEKIT_ALWAYS_INLINE vec load_q8_0_ints(const block_q8_0* b, int j) noexcept {
+        return detail::simd::load_q8_0_ints<Arch>(b, j);
+    }
+    /// The scale of block `*b` in every lane.
+    static ROPEKIT_ALWAYS_INLINE vec q8_0_scale(const block_q8_0* b) noexcept {
+        return detail::simd::q8_0_scale<Arch>(b);
     }
     /// 2 x width bfloat16 values at `p` as two float vectors: the even elements (0, 2, 4, ...)
     /// and the odd ones. One load and two integer operations, where two widening loads cost a

@@ -285,7 +285,72 @@ ROPEKIT_ALWAYS_INLINE void store(T* p, const fbatch<Arch>& v) noexcept {
     }
 }
 
+/// Sign-extends `float_lanes<Arch>` int8 values at `p` to 32-bit lanes.
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE ibatch<Arch> widen_i8(const std::int8_t* p) noexcept {
+#if ROPEKIT_SIMD_X86 && defined(__AVX512F__)
+    if constexpr (is_x86_width<Arch, 16>) {
+        return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    } else
+#endif
+#if ROPEKIT_SIMD_X86 && defined(__AVX2__)
+        if constexpr (is_x86_width<Arch, 8>) {
+        return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    } else
+#endif
+#if ROPEKIT_SIMD_X86 && defined(__SSE2__)
+        if constexpr (is_x86_width<Arch, 4>) {
+        // SSE2 has no sign-extending move: put each byte in the top of its lane, shift back.
+        std::int32_t four;
+        std::memcpy(&four, p, 4);
+        const __m128i x = _mm_cvtsi32_si128(four);
+        const __m128i w = _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_unpacklo_epi8(x, x));
+        return _mm_srai_epi32(w, 24);
+    } else
+#endif
+    {
+        alignas(64) std::int32_t lanes[float_lanes<Arch>];
+        for (std::size_t i = 0; i < float_lanes<Arch>; ++i) lanes[i] = p[i];
+        return ibatch<Arch>::load_aligned(lanes);
+    }
+}
+
+/// The scale of a block_q8_0 as float: F16C's one-instruction widening where the flags allow
+/// (the same value as half::to_float for every finite or infinite scale; a signaling-NaN scale
+/// comes out quiet, which multiplies to the same NaN lanes).
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE float q8_0_scale(const block_q8_0* b) noexcept {
+#if ROPEKIT_SIMD_X86 && defined(__F16C__)
+    return _cvtsh_ss(b->d.bits);
+#else
+    return half::to_float(b->d.bits);
+#endif
+}
+
 }  // namespace storage_impl
+
+/// Values [j, j + float_lanes<Arch>) of block `*b` as float (`float(d) * qs[j + i]`, exact:
+/// an 8-bit integer times a half scale fits in float's 24-bit mantissa). 32 is a multiple of
+/// every lane count, so the values never straddle two blocks.
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE xsimd::batch<float, Arch> load_q8_0(const block_q8_0* b, int j) noexcept {
+    using F = xsimd::batch<float, Arch>;
+    const F ints = xsimd::batch_cast<float>(storage_impl::widen_i8<Arch>(b->qs + j));
+    return ints * F(storage_impl::q8_0_scale<Arch>(b));
+}
+
+/// Values [j, j + float_lanes<Arch>) of block `*b` as unscaled float integers (qs[j + i]).
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE xsimd::batch<float, Arch> load_q8_0_ints(const block_q8_0* b,
+                                                               int j) noexcept {
+    return xsimd::batch_cast<float>(storage_impl::widen_i8<Arch>(b->qs + j));
+}
+
+/// The scale of block `*b` in every lane.
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE xsimd::batch<float, Arch> q8_0_scale(const block_q8_0* b) noexcept {
+    return xsimd::batch<float, Arch>(storage_impl::q8_0_scale<Arch>(b));
+}
 
 /// Loads `float_lanes<Arch>` consecutive values of storage type `T` from `p` (any alignment)
 /// and widens them to float (exact).
