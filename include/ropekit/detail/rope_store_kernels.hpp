@@ -235,8 +235,10 @@ ROPEKIT_ALWAYS_INLINE xsimd::batch<std::int32_t, Arch> round_away_i32(
     const xsimd::batch<float, Arch>& y) noexcept {
 #if ROPEKIT_SIMD_X86 && defined(__AVX512F__)
     if constexpr (simd::storage_impl::is_x86_width<Arch, 16>) {
-        const __m512i t = _mm512_cvttps_epi32(y);
-        const __m512 f = _mm512_sub_ps(y, _mm512_cvtepi32_ps(t));
+        // Zero-masking forms throughout: GCC 12's unmasked ones start from _mm512_undefined_*()
+        // and trip -Wmaybe-uninitialized at -O0 (GCC bug 105593).
+        const __m512i t = _mm512_maskz_cvttps_epi32(0xffff, y);
+        const __m512 f = _mm512_sub_ps(y, _mm512_maskz_cvtepi32_ps(0xffff, t));
         const __mmask16 up = _mm512_cmp_ps_mask(f, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
         const __mmask16 down = _mm512_cmp_ps_mask(f, _mm512_set1_ps(-0.5f), _CMP_LE_OQ);
         const __m512i one = _mm512_set1_epi32(1);
@@ -274,6 +276,23 @@ ROPEKIT_ALWAYS_INLINE xsimd::batch<std::int32_t, Arch> round_away_i32(
     }
 }
 
+/// max(m, the |v| bit patterns) per lane (as int32: non-negative, ordered like the floats).
+template <class Arch>
+ROPEKIT_ALWAYS_INLINE xsimd::batch<std::int32_t, Arch> abs_bits_max(
+    const xsimd::batch<std::int32_t, Arch>& m, const xsimd::batch<float, Arch>& v) noexcept {
+    using I = xsimd::batch<std::int32_t, Arch>;
+#if ROPEKIT_SIMD_X86 && defined(__AVX512F__)
+    if constexpr (simd::storage_impl::is_x86_width<Arch, 16>) {
+        // (xsimd 8.1's AVX-512 max is the unmasked intrinsic: see round_away_i32.)
+        return _mm512_maskz_max_epi32(
+            0xffff, m, _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+    } else
+#endif
+    {
+        return xsimd::max(m, simd::bit_cast<std::int32_t>(v) & I(0x7fffffff));
+    }
+}
+
 /// Largest lane of non-negative int32 lanes (the |x| bit patterns: their integer order is the
 /// float order, and every non-finite pattern is >= 0x7f800000).
 template <class Arch>
@@ -281,8 +300,9 @@ ROPEKIT_ALWAYS_INLINE std::int32_t max_lane_i32(
     const xsimd::batch<std::int32_t, Arch>& v) noexcept {
 #if ROPEKIT_SIMD_X86 && defined(__AVX512F__)
     if constexpr (simd::storage_impl::is_x86_width<Arch, 16>) {
-        const __m256i m =
-            _mm256_max_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+        // (Masked extracts, even for the low half: GCC 12's cast is an unmasked extract.)
+        const __m256i m = _mm256_max_epi32(_mm512_maskz_extracti64x4_epi64(0xff, v, 0),
+                                           _mm512_maskz_extracti64x4_epi64(0xff, v, 1));
         __m128i r = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
         r = _mm_max_epi32(r, _mm_shuffle_epi32(r, 0x4e));
         r = _mm_max_epi32(r, _mm_shuffle_epi32(r, 0xb1));
@@ -309,8 +329,9 @@ ROPEKIT_ALWAYS_INLINE void store_q8_lanes(std::int8_t* q,
     constexpr int w = int(xsimd::batch<std::int32_t, Arch>::size);
 #if ROPEKIT_SIMD_X86 && defined(__AVX512F__)
     if constexpr (simd::storage_impl::is_x86_width<Arch, 16>) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(v[0]));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(v[1]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_maskz_cvtsepi32_epi8(0xffff, v[0]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16),
+                         _mm512_maskz_cvtsepi32_epi8(0xffff, v[1]));
         return;
     } else
 #endif
@@ -359,7 +380,7 @@ ROPEKIT_ALWAYS_INLINE void quantize_block_q8_0_arch(const float* x, block_q8_0& 
         I m(0);
         static_for<k>([&](auto i) {
             v[i] = F::load_aligned(x + w * i);
-            m = xsimd::max(m, simd::bit_cast<std::int32_t>(v[i]) & I(0x7fffffff));
+            m = abs_bits_max<Arch>(m, v[i]);
         });
         const std::int32_t amax_bits = max_lane_i32<Arch>(m);
         if (amax_bits >= 0x7f800000) {  // an infinity or a NaN
