@@ -367,7 +367,7 @@ ROPEKIT_ALWAYS_INLINE void store_q8_lanes(std::int8_t* q,
 }
 #endif
 
-/// quantize_block_q8_0 of 32 floats at `x` (64-byte aligned), with SIMD on a vector Arch.
+/// quantize_block_q8_0 of the 32 floats at `x` (any alignment), with SIMD on a vector Arch.
 template <class Arch>
 ROPEKIT_ALWAYS_INLINE void quantize_block_q8_0_arch(const float* x, block_q8_0& out) noexcept {
 #if ROPEKIT_HAS_XSIMD
@@ -379,7 +379,7 @@ ROPEKIT_ALWAYS_INLINE void quantize_block_q8_0_arch(const float* x, block_q8_0& 
         F v[k];
         I m(0);
         static_for<k>([&](auto i) {
-            v[i] = F::load_aligned(x + w * i);
+            v[i] = F::load_unaligned(x + w * i);
             m = abs_bits_max<Arch>(m, v[i]);
         });
         const std::int32_t amax_bits = max_lane_i32<Arch>(m);
