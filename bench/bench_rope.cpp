@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Rotary application at memory speed: tokens x 32 heads x head_dim 128, fp32 and bf16, neox and
-// gptj, table and table-free, plus the fused q+k (32 q heads, 8 kv heads) call.
+// gptj, table and table-free, plus the fused q+k (32 q heads, 8 kv heads) call, and the fused
+// rotate-and-store of new keys into an f32 / bf16 / f16 / q8_0 cache (rope_store, below).
 //
 // Each benchmark reports bytes/s (one read and one write of the rotated tensor) and two ratios
 // measured in the same run:
@@ -9,7 +10,8 @@
 //                tokens and scaled linearly (its cost per token is constant)
 //   over_1d      (M-RoPE only) its time / the 1-D apply_rope time on the same buffer and table,
 //                measured in the same run (median CPU time of 31 calls)
-// Names: rope_apply[_free|_qk|_qk_free]/<layout>/<storage>/<tokens>, and
+// Names: rope_apply[_free|_qk|_qk_free]/<layout>/<storage>/<tokens>,
+// rope_store/<layout>/<dst>/<tokens>, and
 // rope_apply/mrope[_interleaved]/f32/<tokens> (NeoX, Qwen2-VL sections [16, 24, 24] contiguous
 // or Qwen3-VL [24, 20, 20] interleaved, positions of repeated 64 text tokens + one 32 x 32-patch
 // image from get_rope_index, so most tokens take the gather path).
@@ -23,6 +25,7 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "bench_common.hpp"
@@ -200,6 +203,63 @@ void bench_mrope(benchmark::State& state, ropekit::mrope_sections sections, std:
     state.counters["gathered"] = double(gathered) / double(tokens);
 }
 
+// Fused rotate-and-store of new keys into a KV cache (rope_store): float k rows of
+// tokens x 8 kv heads x 128, NeoX or GPT-J, table angles, into a Dst cache. Counters:
+//   over_memcpy    (bytes read + bytes written) per second / memcpy bandwidth of the same bytes
+//   over_two_pass  time of the unfused path (apply_rope on the float rows in place, then the
+//                  library's SIMD conversion / q8_0 quantiser into the cache) / fused time
+template <class Dst>
+void bench_store(benchmark::State& state, ropekit::rope_layout layout, std::int64_t tokens) {
+    const auto freqs = make_freqs(layout);
+    const auto table = ropekit::cos_sin_table::for_range(freqs, first_position, tokens);
+    const std::size_t values = std::size_t(tokens) * kv_heads * head_dim;
+    auto k = random_tensor<float>(values);
+    std::vector<Dst> cache(values / std::size_t(ropekit::values_per_element_v<Dst>));
+    const auto src = ropekit::head_view<const float>::packed(k.data(), tokens, kv_heads, head_dim);
+    const auto dst = ropekit::head_view<Dst>::packed(cache.data(), tokens, kv_heads, head_dim);
+    const auto pos = ropekit::positions::contiguous(first_position);
+    ropekit::validate_rope_store_call(table, src, dst, pos, 0, tokens);
+    // The unfused path on its own copy (rotated in place again and again: rotations keep norms).
+    auto k2 = k;
+    const auto k2v = ropekit::head_view<float>::packed(k2.data(), tokens, kv_heads, head_dim);
+    using arch = ropekit::default_arch;
+    const double two_pass = thread_cpu_median_seconds(
+        [&] {
+            ropekit::apply_rope(table, k2v, pos, 0, tokens);
+            if constexpr (std::is_same_v<Dst, ropekit::block_q8_0>) {
+                for (std::size_t b = 0; b < cache.size(); ++b)
+                    ropekit::detail::quantize_block_q8_0_arch<arch>(k2.data() + 32 * b, cache[b]);
+            } else {
+                ropekit::detail::store_convert_run<arch, Dst>(k2.data(), cache.data(), int(values));
+            }
+            benchmark::ClobberMemory();
+        },
+        31);
+    for (auto _ : state) {
+        ropekit::rope_store(table, src, dst, pos, 0, tokens);
+        benchmark::ClobberMemory();
+    }
+    const std::size_t bytes = values * sizeof(float) + cache.size() * sizeof(Dst);
+    state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(bytes));
+    // memcpy_bytes_per_second(n) counts the 2n bytes of an n-byte copy: n = bytes / 2.
+    state.counters["over_memcpy"] =
+        benchmark::Counter(double(bytes) / ropekit_bench::memcpy_bytes_per_second(bytes / 2),
+                           benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["over_two_pass"] =
+        benchmark::Counter(two_pass, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class Dst>
+void register_store() {
+    for (auto layout : {ropekit::rope_layout::neox, ropekit::rope_layout::gptj})
+        for (std::int64_t tokens : {512, 4096})
+            benchmark::RegisterBenchmark(
+                ("rope_store/" + std::string(ropekit::to_string(layout)) + "/" +
+                 ropekit::storage_name<Dst>() + "/" + std::to_string(tokens))
+                    .c_str(),
+                bench_store<Dst>, layout, tokens);
+}
+
 template <class T>
 void register_type() {
     for (auto layout : {ropekit::rope_layout::neox, ropekit::rope_layout::gptj}) {
@@ -231,6 +291,10 @@ int main(int argc, char** argv) {
             ("rope_apply/mrope_interleaved/f32/" + std::to_string(tokens)).c_str(), bench_mrope,
             ropekit::mrope_sections{{24, 20, 20}, ropekit::mrope_layout::interleaved}, tokens);
     }
+    register_store<float>();
+    register_store<ropekit::bfloat16>();
+    register_store<ropekit::half>();
+    register_store<ropekit::block_q8_0>();
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::AddCustomContext("rope_arch", ropekit::arch_name<ropekit::default_arch>());

@@ -30,6 +30,7 @@
 #include "arch.hpp"
 #include "config.hpp"
 #include "detail/rope_kernels.hpp"
+#include "detail/rope_store_kernels.hpp"
 #include "error.hpp"
 #include "layout.hpp"
 #include "storage.hpp"
@@ -384,6 +385,74 @@ void validate_rebase_call(const rope_frequencies& from, const rope_frequencies& 
 ROPEKIT_END_ISA_NAMESPACE
 
 namespace detail {
+ROPEKIT_BEGIN_ISA_NAMESPACE
+
+/// The view checks of validate_rope_store_call: equal shapes (fields `tokens`, `heads`,
+/// `head_dim`), a q8_0 head_dim that is a whole number of blocks (`head_dim`), the single-pass
+/// limit (`rotary_dim`), then both views as validate_rope_call checks one.
+template <class Dst>
+void validate_store_views(const call_geometry& geo, const head_view<const float>& src,
+                          const head_view<Dst>& dst, std::int64_t token_begin,
+                          std::int64_t token_end) {
+    require(src.tokens == dst.tokens, "tokens", "of src and dst must be equal",
+            "src.tokens=" + format_value(src.tokens) + " dst.tokens=" + format_value(dst.tokens));
+    require(src.heads == dst.heads, "heads", "of src and dst must be equal",
+            "src.heads=" + format_value(src.heads) + " dst.heads=" + format_value(dst.heads));
+    require(src.head_dim == dst.head_dim, "head_dim", "of src and dst must be equal",
+            "src.head_dim=" + format_value(src.head_dim) +
+                " dst.head_dim=" + format_value(dst.head_dim));
+    if constexpr (std::is_same_v<Dst, block_q8_0>)
+        require(dst.head_dim % q8_0_block_values == 0, "head_dim",
+                "must be a multiple of 32 for a block_q8_0 destination", dst.head_dim);
+    require(geo.rotary_dim <= 2 * rope_chunk_pairs, "rotary_dim",
+            "must be <= 512 for rope_store (one pass of angles per token)", geo.rotary_dim);
+    validate_call_view("src", src, geo, token_begin, token_end);
+    validate_call_view("dst", dst, geo, token_begin, token_end);
+}
+
+ROPEKIT_END_ISA_NAMESPACE
+}  // namespace detail
+
+ROPEKIT_BEGIN_ISA_NAMESPACE
+
+/// The one cold-path check of everything rope_store(table, src, dst, pos, token_begin,
+/// token_end) needs: both views valid (validate(extent) them yourself when the buffer sizes are
+/// known), src and dst with the same tokens, heads and head_dim, a block_q8_0 head_dim a
+/// multiple of 32, the table non-empty with rotary_dim <= 512 and its geometry inside head_dim,
+/// the token range inside the views and the positions inside the table (validate_positions).
+/// Throws ropekit::error naming the field (`tokens`, `heads`, `head_dim`, `rotary_dim`,
+/// `rotated_extent`, `token_range`, `head_view`, `table`, `positions`).
+/// \param table the table the kernel call will use
+/// \param src the float rows the call will read
+/// \param dst the rows the call will write
+/// \param pos the positions the kernel call will use
+/// \param token_begin first token of the call
+/// \param token_end one past the last token of the call
+template <class Dst>
+void validate_rope_store_call(const cos_sin_table& table, const head_view<const float>& src,
+                              const head_view<Dst>& dst, const positions& pos,
+                              std::int64_t token_begin, std::int64_t token_end) {
+    detail::require(table.pairs() > 0, "table",
+                    "must have rotary_dim > 0 (built by for_range or for_positions)",
+                    table.rotary_dim());
+    detail::validate_store_views(detail::call_geometry_of(table), src, dst, token_begin, token_end);
+    validate_positions(table, pos, token_begin, token_end);
+}
+
+/// validate_rope_store_call for the table-free rope_store(freqs, src, dst, ...): also validates
+/// `freqs` (rope_frequencies::validate) and the position bound of the table-free kernels.
+template <class Dst>
+void validate_rope_store_call(const rope_frequencies& freqs, const head_view<const float>& src,
+                              const head_view<Dst>& dst, const positions& pos,
+                              std::int64_t token_begin, std::int64_t token_end) {
+    freqs.validate();
+    detail::validate_store_views(detail::call_geometry_of(freqs), src, dst, token_begin, token_end);
+    validate_positions(freqs, pos, token_begin, token_end);
+}
+
+ROPEKIT_END_ISA_NAMESPACE
+
+namespace detail {
 
 template <class Arch>
 constexpr void check_arch() noexcept {
@@ -442,9 +511,54 @@ bool check_positions(const positions& pos, std::int64_t t0, std::int64_t t1) {
     return ok;
 }
 
-template <class Arch, class T>
-void run_with_table(const cos_sin_table& table, const rope_target<T>* targets, int n_targets,
-                    const positions& pos, std::int64_t t0, std::int64_t t1) {
+/// rope_store's view checks (the apply_rope ones for two views): both views usable, the same
+/// tokens, heads and head_dim, an even rotary_dim of at most 512 (one pass) and the geometry
+/// inside head_dim. Returns whether the call may proceed.
+template <class Arch, class Dst>
+bool check_store_views(const head_view<const float>& src, const head_view<Dst>& dst, int rotary_dim,
+                       int offset, int extent) {
+    static_assert(is_kv_storage_type_v<Dst>,
+                  "rope_store writes float, bfloat16, half or block_q8_0 (non-const)");
+    const bool same =
+        src.tokens == dst.tokens && src.heads == dst.heads && src.head_dim == dst.head_dim;
+    ROPEKIT_ASSERT(same, "rope_store: src and dst must have the same tokens, heads and head_dim");
+    const bool views_ok =
+        view_problem<Arch>(src.data, src.tokens, src.heads, src.head_dim, src.token_stride,
+                           src.head_stride, sizeof(float)) == nullptr &&
+        view_problem<Arch>(dst.data, dst.tokens, dst.heads, dst.head_dim, dst.token_stride,
+                           dst.head_stride, sizeof(Dst), nullptr,
+                           values_per_element_v<Dst>) == nullptr;
+    ROPEKIT_ASSERT(views_ok, "invalid head_view (null data, bad counts or overlapping strides)");
+    const bool even = rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= 2 * rope_chunk_pairs;
+    ROPEKIT_ASSERT(even, "rope_store: rotary_dim must be even, > 0 and <= 512");
+    const bool geometry_ok = offset >= 0 && extent >= rotary_dim;
+    ROPEKIT_ASSERT(geometry_ok, "rotary_offset must be >= 0 and the pair span >= rotary_dim / 2");
+    const bool fits = rotary_dim <= src.head_dim && std::int64_t(offset) + extent <= src.head_dim;
+    ROPEKIT_ASSERT(fits, "rotary_offset + rotated_extent must be <= head_dim");
+    return same && views_ok && even && geometry_ok && fits;
+}
+
+/// The rows of a rope_store call, strides of unused dimensions zeroed (as target_of).
+template <class Arch, class Dst>
+store_target<Dst> store_target_of(const head_view<const float>& src,
+                                  const head_view<Dst>& dst) noexcept {
+    const bool many_t = src.tokens > 1, many_h = src.heads > 1;
+    return {src.data,
+            many_t ? src.token_stride : 0,
+            many_h ? src.head_stride : 0,
+            dst.data,
+            many_t ? dst.token_stride : 0,
+            many_h ? dst.head_stride : 0,
+            src.heads,
+            src.head_dim};
+}
+
+/// The table angle source, shared by apply_rope and rope_store: checks what the table needs
+/// from `pos` (kind, rows) and calls `run(geometry, prepare, lookup)` with the rope_run
+/// callables (see rope_run); a token whose position is outside a range table is skipped.
+template <class Arch, class Run>
+void with_table_source(const cos_sin_table& table, const positions& pos, std::int64_t t1,
+                       Run&& run) {
     const bool rows = pos.which() == positions::kind::table_rows;
     const bool kind_ok = rows != table.is_range();
     ROPEKIT_ASSERT(kind_ok,
@@ -459,8 +573,8 @@ void run_with_table(const cos_sin_table& table, const rope_target<T>* targets, i
     const std::int64_t n_rows = table.rows();
     const rope_geometry geo =
         geometry_of<Arch>(pairs, table.pair_span(), table.rotary_offset(), table.layout());
-    rope_run<Arch, T>(
-        geo, targets, n_targets, t0, t1, [](int, int, rope_scratch&) {},
+    run(
+        geo, [](int, int, rope_scratch&) {},
         [&](std::int64_t t, int p0, int, rope_scratch&, const float*& c, const float*& s) {
             // (Difference taken modulo 2^64: a position below `first` or more than 2^63 past it
             // comes out negative, so no signed overflow for any position.)
@@ -475,10 +589,11 @@ void run_with_table(const cos_sin_table& table, const rope_target<T>* targets, i
         });
 }
 
-template <class Arch, class T>
-void run_table_free(const rope_frequencies& freqs, const float* inv_from,
-                    const rope_target<T>* targets, int n_targets, const positions& pos,
-                    std::int64_t t0, std::int64_t t1) {
+/// The table-free angle source, shared by apply_rope, rebase_keys and rope_store: angles
+/// `pos * (inv_freq - inv_from)` computed per token (reused while the position repeats).
+template <class Arch, class Run>
+void with_table_free_source(const rope_frequencies& freqs, const float* inv_from,
+                            const positions& pos, Run&& run) {
     const bool sizes_ok = freqs.inv_freq.size() == std::size_t(freqs.pairs());
     ROPEKIT_ASSERT(sizes_ok, "inv_freq must have rotary_dim/2 entries");
     const bool kind_ok = pos.which() != positions::kind::table_rows;
@@ -487,14 +602,32 @@ void run_table_free(const rope_frequencies& freqs, const float* inv_from,
     table_free_angles<Arch> angles{freqs.inv_freq.data(), inv_from};
     const rope_geometry geo =
         geometry_of<Arch>(freqs.pairs(), freqs.neox_pair_span(), freqs.rotary_offset, freqs.layout);
-    rope_run<Arch, T>(
-        geo, targets, n_targets, t0, t1,
-        [&](int p0, int n, rope_scratch& sc) { angles.prepare(p0, n, sc); },
+    run(
+        geo, [&](int p0, int n, rope_scratch& sc) { angles.prepare(p0, n, sc); },
         [&](std::int64_t t, int, int n, rope_scratch& sc, const float*& c, const float*& s) {
             angles.compute(double(pos.at(t)), n, sc);
             c = sc.cos;
             s = sc.sin;
             return true;
+        });
+}
+
+template <class Arch, class T>
+void run_with_table(const cos_sin_table& table, const rope_target<T>* targets, int n_targets,
+                    const positions& pos, std::int64_t t0, std::int64_t t1) {
+    with_table_source<Arch>(table, pos, t1,
+                            [&](const rope_geometry& geo, auto&& prepare, auto&& lookup) {
+                                rope_run<Arch, T>(geo, targets, n_targets, t0, t1, prepare, lookup);
+                            });
+}
+
+template <class Arch, class T>
+void run_table_free(const rope_frequencies& freqs, const float* inv_from,
+                    const rope_target<T>* targets, int n_targets, const positions& pos,
+                    std::int64_t t0, std::int64_t t1) {
+    with_table_free_source<Arch>(
+        freqs, inv_from, pos, [&](const rope_geometry& geo, auto&& prepare, auto&& lookup) {
+            rope_run<Arch, T>(geo, targets, n_targets, t0, t1, prepare, lookup);
         });
 }
 
@@ -661,6 +794,63 @@ void rerotate_keys(const cos_sin_table& delta_table, head_view<T> k, const posit
     apply_rope<Arch, T>(delta_table, k, deltas, token_begin, token_end);
 }
 
+/// Fused rotate-and-store (rope + set_rows of an engine's KV cache): reads the float rows of
+/// tokens [token_begin, token_end) of `src` (a k projection), rotates their pairs at `pos`
+/// with angles from `table` (as apply_rope does: same geometry, layout and position kinds) and
+/// writes every channel of those rows, rotated and pass-through alike, to `dst`: converted to
+/// nearest even for bfloat16 / half, and for block_q8_0 quantised per block of 32 exactly as
+/// quantize_block_q8_0 (bit-identical bytes, including its non-finite and tiny-block rules).
+/// The result is bit-identical with apply_rope<Arch> on a float copy of `src` followed by that
+/// conversion, in one pass over the memory instead of three. `src` is never written; other
+/// tokens of `dst` are never touched.
+/// \pre src and dst have the same tokens, heads and head_dim (values; for block_q8_0 a
+/// multiple of 32, strides in blocks); rotary_dim <= 512; src and dst do not overlap; the rest
+/// as apply_rope(table, ...). ROPEKIT_ASSERTed only: in release builds a violation writes
+/// nothing (a token outside a range table is not written). Check untrusted input first with
+/// validate_rope_store_call(table, src, dst, pos, token_begin, token_end).
+/// \tparam Dst float, bfloat16, half or block_q8_0
+template <class Arch, class Dst>
+void rope_store(const cos_sin_table& table, head_view<const float> src, head_view<Dst> dst,
+                const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
+    detail::check_arch<Arch>();
+    ROPEKIT_TRACE_KERNEL("rope_store", Arch::name());
+    if (!detail::check_range<Arch>(src.tokens, token_begin, token_end)) return;
+    if (token_begin == token_end || src.heads == 0) return;
+    if (!detail::check_store_views<Arch>(src, dst, table.rotary_dim(), table.rotary_offset(),
+                                         table.rotated_extent()))
+        return;
+    if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
+    const detail::store_target<Dst> st = detail::store_target_of<Arch>(src, dst);
+    detail::with_table_source<Arch>(
+        table, pos, token_end,
+        [&](const detail::rope_geometry& geo, auto&& prepare, auto&& lookup) {
+            detail::rope_store_run<Arch, Dst>(geo, st, token_begin, token_end, prepare, lookup);
+        });
+}
+
+/// Table-free fused rotate-and-store: angles `position * inv_freq[i]` computed on the fly, as
+/// the table-free apply_rope (same accuracy and the same |position| < 2^29 contract).
+/// \pre as rope_store(table, ...); check untrusted input with
+/// validate_rope_store_call(freqs, src, dst, pos, token_begin, token_end).
+/// \tparam Dst float, bfloat16, half or block_q8_0
+template <class Arch, class Dst>
+void rope_store(const rope_frequencies& freqs, head_view<const float> src, head_view<Dst> dst,
+                const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
+    detail::check_arch<Arch>();
+    ROPEKIT_TRACE_KERNEL("rope_store", Arch::name());
+    if (!detail::check_range<Arch>(src.tokens, token_begin, token_end)) return;
+    if (token_begin == token_end || src.heads == 0) return;
+    if (!detail::check_store_views<Arch>(src, dst, freqs.rotary_dim, freqs.rotary_offset,
+                                         freqs.rotated_extent()))
+        return;
+    if (!detail::check_positions<Arch>(pos, token_begin, token_end)) return;
+    const detail::store_target<Dst> st = detail::store_target_of<Arch>(src, dst);
+    detail::with_table_free_source<Arch>(
+        freqs, nullptr, pos, [&](const detail::rope_geometry& geo, auto&& prepare, auto&& lookup) {
+            detail::rope_store_run<Arch, Dst>(geo, st, token_begin, token_end, prepare, lookup);
+        });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Front doors: the caller's compile flags (ropekit::default_arch).
 ROPEKIT_BEGIN_ISA_NAMESPACE
@@ -717,6 +907,30 @@ void rebase_keys(const rope_frequencies& from, const rope_frequencies& to, head_
                  const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
     rebase_keys<default_arch, T>(from, to, k, pos, token_begin, token_end);
 }
+/// rope_store<default_arch> on tokens [token_begin, token_end).
+template <class Dst>
+void rope_store(const cos_sin_table& table, head_view<const float> src, head_view<Dst> dst,
+                const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
+    rope_store<default_arch, Dst>(table, src, dst, pos, token_begin, token_end);
+}
+/// rope_store<default_arch> on all tokens of `src`.
+template <class Dst>
+void rope_store(const cos_sin_table& table, head_view<const float> src, head_view<Dst> dst,
+                const positions& pos) {
+    rope_store<default_arch, Dst>(table, src, dst, pos, 0, src.tokens);
+}
+/// Table-free rope_store<default_arch> on tokens [token_begin, token_end).
+template <class Dst>
+void rope_store(const rope_frequencies& freqs, head_view<const float> src, head_view<Dst> dst,
+                const positions& pos, std::int64_t token_begin, std::int64_t token_end) {
+    rope_store<default_arch, Dst>(freqs, src, dst, pos, token_begin, token_end);
+}
+/// Table-free rope_store<default_arch> on all tokens of `src`.
+template <class Dst>
+void rope_store(const rope_frequencies& freqs, head_view<const float> src, head_view<Dst> dst,
+                const positions& pos) {
+    rope_store<default_arch, Dst>(freqs, src, dst, pos, 0, src.tokens);
+}
 
 ROPEKIT_END_ISA_NAMESPACE
 ROPEKIT_END_NAMESPACE
@@ -747,22 +961,41 @@ ROPEKIT_END_NAMESPACE
         ::ropekit::head_view<T>, ::ropekit::head_view<T>, const ::ropekit::mrope_positions&,      \
         std::int64_t, std::int64_t);
 
+/// The explicit-instantiation lines of rope_store for ARCH and destination type DST.
+#define ROPEKIT_ROPE_STORE_KERNELS_FOR_DST_(PREFIX, ARCH, DST)                               \
+    PREFIX template void ropekit::rope_store<ARCH, DST>(                                     \
+        const ::ropekit::cos_sin_table&, ::ropekit::head_view<const float>,                  \
+        ::ropekit::head_view<DST>, const ::ropekit::positions&, std::int64_t, std::int64_t); \
+    PREFIX template void ropekit::rope_store<ARCH, DST>(                                     \
+        const ::ropekit::rope_frequencies&, ::ropekit::head_view<const float>,               \
+        ::ropekit::head_view<DST>, const ::ropekit::positions&, std::int64_t, std::int64_t);
+
+/// rope_store for every destination type (float, bfloat16, half, block_q8_0).
+#define ROPEKIT_ROPE_STORE_KERNELS_(PREFIX, ARCH)                          \
+    ROPEKIT_ROPE_STORE_KERNELS_FOR_DST_(PREFIX, ARCH, float)               \
+    ROPEKIT_ROPE_STORE_KERNELS_FOR_DST_(PREFIX, ARCH, ::ropekit::bfloat16) \
+    ROPEKIT_ROPE_STORE_KERNELS_FOR_DST_(PREFIX, ARCH, ::ropekit::half)     \
+    ROPEKIT_ROPE_STORE_KERNELS_FOR_DST_(PREFIX, ARCH, ::ropekit::block_q8_0)
+
 /// Declares (extern template) the rope kernels of architecture ARCH for float, bfloat16 and
 /// half, so a translation unit built without ARCH's compile flags can call
 /// `ropekit::apply_rope<ARCH>(...)` while the code lives in a TU built with them (which uses
 /// ROPEKIT_INSTANTIATE_ROPE_KERNELS(ARCH)). rerotate_keys forwards to apply_rope and is covered;
-/// the M-RoPE kernels (apply_mrope, apply_mrope_qk, ropekit/mrope.hpp) are included.
+/// the M-RoPE kernels (apply_mrope, apply_mrope_qk, ropekit/mrope.hpp) and rope_store (every
+/// destination type, block_q8_0 included) are included.
 #define ROPEKIT_DECLARE_ROPE_KERNELS(ARCH)                            \
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(extern, ARCH, float)               \
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(extern, ARCH, ::ropekit::bfloat16) \
-    ROPEKIT_ROPE_KERNELS_FOR_TYPE_(extern, ARCH, ::ropekit::half)
+    ROPEKIT_ROPE_KERNELS_FOR_TYPE_(extern, ARCH, ::ropekit::half)     \
+    ROPEKIT_ROPE_STORE_KERNELS_(extern, ARCH)
 
 /// Explicitly instantiates the rope kernels of ARCH for float, bfloat16 and half. Put it in a
 /// translation unit compiled with ARCH's flags (e.g. -mavx2 -mfma for xsimd::fma3<xsimd::avx2>).
 #define ROPEKIT_INSTANTIATE_ROPE_KERNELS(ARCH)                  \
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(, ARCH, float)               \
     ROPEKIT_ROPE_KERNELS_FOR_TYPE_(, ARCH, ::ropekit::bfloat16) \
-    ROPEKIT_ROPE_KERNELS_FOR_TYPE_(, ARCH, ::ropekit::half)
+    ROPEKIT_ROPE_KERNELS_FOR_TYPE_(, ARCH, ::ropekit::half)     \
+    ROPEKIT_ROPE_STORE_KERNELS_(, ARCH)
 
 // The M-RoPE kernels, named by the macros above (mrope.hpp includes this header first).
 #include "mrope.hpp"

@@ -34,13 +34,9 @@ void check(bool ok, const std::string& what) {
 
 // Every traced kernel entry ran `arch`, and every kernel the calls make was reached.
 void check_trace(const char* path, const std::string& arch) {
-    const char* kernels[] = {"apply_rope",
-                             "apply_rope_qk",
-                             "rebase_keys",
-                             "apply_mrope",
-                             "apply_mrope_qk",
-                             "attention_blocked",
-                             "position_rule_attention_blocked"};
+    const char* kernels[] = {
+        "apply_rope",     "apply_rope_qk", "rebase_keys",       "apply_mrope",
+        "apply_mrope_qk", "rope_store",    "attention_blocked", "position_rule_attention_blocked"};
     for (const std::string& t : g_trace)
         check(t.substr(t.find(':') + 1) == arch,
               std::string(path) + " path ran " + t + ", expected arch " + arch);
