@@ -469,7 +469,8 @@ constexpr void check_arch() noexcept {
 
 template <class Arch, class T>
 bool check_view(const head_view<T>& v, int rotary_dim, int offset, int extent) {
-    static_assert(is_storage_type_v<T>, "ropekit storage is float, bfloat16 or half");
+    static_assert(is_storage_type_v<std::remove_const_t<T>>,
+                  "ropekit storage is float, bfloat16 or half");
     const bool view_ok =
         detail::view_problem<Arch>(v.data, v.tokens, v.heads, v.head_dim, v.token_stride,
                                    v.head_stride, sizeof(T)) == nullptr;
@@ -522,20 +523,15 @@ bool check_store_views(const head_view<const float>& src, const head_view<Dst>& 
     const bool same =
         src.tokens == dst.tokens && src.heads == dst.heads && src.head_dim == dst.head_dim;
     ROPEKIT_ASSERT(same, "rope_store: src and dst must have the same tokens, heads and head_dim");
-    const bool views_ok =
-        view_problem<Arch>(src.data, src.tokens, src.heads, src.head_dim, src.token_stride,
-                           src.head_stride, sizeof(float)) == nullptr &&
-        view_problem<Arch>(dst.data, dst.tokens, dst.heads, dst.head_dim, dst.token_stride,
-                           dst.head_stride, sizeof(Dst), nullptr,
-                           values_per_element_v<Dst>) == nullptr;
-    ROPEKIT_ASSERT(views_ok, "invalid head_view (null data, bad counts or overlapping strides)");
-    const bool even = rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= 2 * rope_chunk_pairs;
-    ROPEKIT_ASSERT(even, "rope_store: rotary_dim must be even, > 0 and <= 512");
-    const bool geometry_ok = offset >= 0 && extent >= rotary_dim;
-    ROPEKIT_ASSERT(geometry_ok, "rotary_offset must be >= 0 and the pair span >= rotary_dim / 2");
-    const bool fits = rotary_dim <= src.head_dim && std::int64_t(offset) + extent <= src.head_dim;
-    ROPEKIT_ASSERT(fits, "rotary_offset + rotated_extent must be <= head_dim");
-    return same && views_ok && even && geometry_ok && fits;
+    const bool dst_ok = view_problem<Arch>(dst.data, dst.tokens, dst.heads, dst.head_dim,
+                                           dst.token_stride, dst.head_stride, sizeof(Dst), nullptr,
+                                           values_per_element_v<Dst>) == nullptr;
+    ROPEKIT_ASSERT(dst_ok, "invalid head_view (null data, bad counts or overlapping strides)");
+    const bool one_pass = rotary_dim <= 2 * rope_chunk_pairs;
+    ROPEKIT_ASSERT(one_pass, "rope_store: rotary_dim must be <= 512");
+    // The source view, the pair count and the geometry: apply_rope's own checks.
+    const bool src_ok = check_view<Arch>(src, rotary_dim, offset, extent);
+    return same && dst_ok && one_pass && src_ok;
 }
 
 /// The rows of a rope_store call, strides of unused dimensions zeroed (as target_of).

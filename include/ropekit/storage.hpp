@@ -128,6 +128,25 @@ struct block_q8_0 {
 static_assert(sizeof(block_q8_0) == 34 && alignof(block_q8_0) == 2,
               "block_q8_0 must have ggml's 34-byte layout");
 
+namespace detail {
+/// The block whose input held a NaN or an infinity: d = NaN, qs = 0 (see quantize_block_q8_0).
+ROPEKIT_ALWAYS_INLINE void set_q8_0_poisoned(block_q8_0& b) noexcept {
+    b.d = half::from_bits(0x7e00u);
+    for (int j = 0; j < q8_0_block_values; ++j) b.qs[j] = 0;
+}
+/// ggml's scale of a block from its (finite) amax: stores d = half(amax / 127) in `b` and
+/// returns id = 1 / d in float (0 for d == 0). 1 / d overflows for d below 2^-128 (amax <
+/// 4e-37), where ggml's x * inf would be an undefined cast; half(d) is 0 there anyway, so id = 0
+/// (qs = 0) decodes to the same zeros.
+ROPEKIT_ALWAYS_INLINE float set_q8_0_scale(float amax, block_q8_0& b) noexcept {
+    const float d = amax / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    if (!std::isfinite(id)) id = 0.0f;
+    b.d = half(d);
+    return id;
+}
+}  // namespace detail
+
 /// Quantises 32 floats into one block exactly as ggml's `quantize_row_q8_0_ref` does, so the
 /// bytes match a cache llama.cpp wrote: `d = amax / 127` in float, `id = 1 / d` (0 when d is 0),
 /// stored d = half(d) (nearest even), `qs[j] = roundf(x[j] * id)` (ties away from zero).
@@ -145,16 +164,10 @@ ROPEKIT_ALWAYS_INLINE block_q8_0 quantize_block_q8_0(const float* x) noexcept {
         amax = std::max(amax, std::fabs(x[j]));
     }
     if (!finite) {
-        b.d = half::from_bits(0x7e00u);
-        for (int j = 0; j < q8_0_block_values; ++j) b.qs[j] = 0;
+        detail::set_q8_0_poisoned(b);
         return b;
     }
-    const float d = amax / 127.0f;
-    // 1 / d overflows for d below 2^-128 (amax < 4e-37), where ggml's x * inf would be an
-    // undefined cast; half(d) is 0 there anyway, so qs = 0 decodes to the same zeros.
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    if (!std::isfinite(id)) id = 0.0f;
-    b.d = half(d);
+    const float id = detail::set_q8_0_scale(amax, b);
     // |x * id| <= 127 up to rounding of id (at most 127.00002, which rounds to 127).
     for (int j = 0; j < q8_0_block_values; ++j) b.qs[j] = std::int8_t(std::round(x[j] * id));
     return b;

@@ -1334,7 +1334,6 @@ class kernel {
             else
                 spans[n_merged++] = spans[i];
         }
-        constexpr float ninf = -std::numeric_limits<float>::infinity();
         for (int si = 0; si < n_merged; ++si) {
             for (std::int64_t c0 = spans[si].begin; c0 < spans[si].end; c0 += C) {
                 const int nc = int(std::min<std::int64_t>(C, spans[si].end - c0));
@@ -1353,23 +1352,11 @@ class kernel {
                     float* st = ws_.st;
                     const int nrv = nrvs[g], nt = nts[g];
                     scores<Ops>(kf, ks, nc, D_, qts[g], st, nrv);
-                    if (softcap_)
-                        for (int c = 0; c < nc; ++c)
-                            softcap_scores<Ops>(st + c * R, nrv * W, cap_, inv_cap_);
-                    if (vis == tile_visibility::partial) {
-                        if (pos_block != g) {
-                            load_positions(t0 + std::int64_t(g) * tokens_per_block, nt);
-                            pos_block = g;
-                        }
-                        for (int c = 0; c < nc; ++c) {
-                            const std::int64_t kp = ws_.kpos[c];
-                            float* srow = st + c * R;
-                            for (int tl = 0; tl < nt; ++tl) {
-                                if (!mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl], kp, c0 + c))
-                                    for (int hh = 0; hh < nh; ++hh) srow[tl * nh + hh] = ninf;
-                            }
-                        }
+                    if (vis == tile_visibility::partial && pos_block != g) {
+                        load_positions(t0 + std::int64_t(g) * tokens_per_block, nt);
+                        pos_block = g;
                     }
+                    cap_and_hide(st, vis, c0, nc, nt, nh, nrv);
                     softmax_update<Ops>(st, nc, nrv, ms[g], ls[g], as[g]);
                     accumulate_pv<Ops>(vf, vs, nc, Dv_, st, as[g], ots[g], nrv);
                 }
@@ -1377,6 +1364,26 @@ class kernel {
         }
         for (int g = 0; g < ng; ++g)
             finish(h0, nh, t0 + std::int64_t(g) * tokens_per_block, nts[g], ots[g], ms[g], ls[g]);
+    }
+
+    /// The score tile `st` of keys [c0, c0 + nc) before its softmax: Gemma 2's cap on the
+    /// scaled scores (before the mask), then -inf wherever the mask hides a (query, key) pair;
+    /// only a partially visible tile has such pairs. The nt x nh rows' positions are the ones
+    /// in ws_.tok_pos / tok_idx.
+    void cap_and_hide(float* st, tile_visibility vis, std::int64_t c0, int nc, int nt, int nh,
+                      int nrv) const noexcept {
+        if (softcap_)
+            for (int c = 0; c < nc; ++c) softcap_scores<Ops>(st + c * R, nrv * W, cap_, inv_cap_);
+        if (vis != tile_visibility::partial) return;
+        constexpr float ninf = -std::numeric_limits<float>::infinity();
+        for (int c = 0; c < nc; ++c) {
+            const std::int64_t kp = ws_.kpos[c];
+            float* srow = st + c * R;
+            for (int tl = 0; tl < nt; ++tl) {
+                if (!mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl], kp, c0 + c))
+                    for (int hh = 0; hh < nh; ++hh) srow[tl * nh + hh] = ninf;
+            }
+        }
     }
 
     void tile(std::int64_t kvh, int nh, int nt, int nrv, const block_bounds& qb, std::int64_t c0,
@@ -1397,20 +1404,7 @@ class kernel {
             st = rule_scores(kvh, nrv, b, c0, nc, nt, nh);
         }
 
-        // Gemma 2: the cap applies to the scaled scores, before the mask.
-        if (softcap_)
-            for (int c = 0; c < nc; ++c) softcap_scores<Ops>(st + c * R, nrv * W, cap_, inv_cap_);
-        if (vis == tile_visibility::partial) {
-            constexpr float ninf = -std::numeric_limits<float>::infinity();
-            for (int c = 0; c < nc; ++c) {
-                const std::int64_t kp = ws_.kpos[c];
-                float* srow = st + c * R;
-                for (int tl = 0; tl < nt; ++tl) {
-                    if (!mask_.visible(ws_.tok_pos[tl], ws_.tok_idx[tl], kp, c0 + c))
-                        for (int hh = 0; hh < nh; ++hh) srow[tl * nh + hh] = ninf;
-                }
-            }
-        }
+        cap_and_hide(st, vis, c0, nc, nt, nh, nrv);
         softmax_update<Ops>(st, nc, nrv, ws_.m, ws_.l, ws_.alpha);
         std::ptrdiff_t vs = 0;
         const float* vf = float_tile(v_, Dv_, kvh, c0, nc, ws_.vt, vs, pack_f32_v);

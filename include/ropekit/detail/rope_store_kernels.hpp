@@ -209,22 +209,17 @@ ROPEKIT_ALWAYS_INLINE void store_channels(const float* x, Out* y, int j0, int j1
 // ---------------------------------------------------------------------------------------------
 // q8_0 quantisation of 32 floats, bit-identical with quantize_block_q8_0.
 
-/// The scale of a block from its largest |value| `amax` (finite), exactly as
-/// quantize_block_q8_0: d = amax / 127, id = 1 / d (0 for d == 0 or an overflowing 1 / d).
+/// The scale of a block from its largest |value| `amax` (finite): quantize_block_q8_0's rule
+/// (detail::set_q8_0_scale), stored in `out`; returns id.
 template <class Arch>
 ROPEKIT_ALWAYS_INLINE float q8_0_inverse_scale(float amax, block_q8_0& out) noexcept {
-    const float d = amax / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    if (!std::isfinite(id)) id = 0.0f;
-    out.d = half(d);
-    return id;
+    return set_q8_0_scale(amax, out);
 }
 
 /// The non-finite block: d = NaN, qs = 0 (quantize_block_q8_0's rule).
 template <class Arch>
 ROPEKIT_ALWAYS_INLINE void q8_0_poisoned(block_q8_0& out) noexcept {
-    out.d = half::from_bits(0x7e00u);
-    for (int j = 0; j < q8_0_block_values; ++j) out.qs[j] = 0;
+    set_q8_0_poisoned(out);
 }
 
 #if ROPEKIT_HAS_XSIMD
