@@ -11,7 +11,7 @@
 /// program. The fix, as in Highway (`HWY_NAMESPACE`) and nlohmann/json (ABI-tagged inline
 /// namespaces):
 ///
-/// - `ropekit::ROPEKIT_ABI_NAMESPACE` (e.g. `ropekit::v0_2`) holds everything. Its name carries
+/// - `ropekit::ROPEKIT_ABI_NAMESPACE` (e.g. `ropekit::v0_3`) holds everything. Its name carries
 ///   the major and minor version, so two versions never share a symbol.
 /// - `ropekit::ROPEKIT_ABI_NAMESPACE::ROPEKIT_ISA_NAMESPACE` (e.g.
 /// `...::isa_sse41_avx_avx2_fma_f16c`)
@@ -131,7 +131,7 @@
 /// \endcond
 
 #ifndef ROPEKIT_ABI_NAMESPACE
-/// Name of the version namespace, `v<major>_<minor>` (ropekit::v0_2).
+/// Name of the version namespace, `v<major>_<minor>` (ropekit::v0_3).
 #define ROPEKIT_ABI_NAMESPACE ROPEKIT_PP_CAT4(v, ROPEKIT_VERSION_MAJOR, _, ROPEKIT_VERSION_MINOR)
 #endif
 
@@ -177,7 +177,7 @@
 // silently become one namespace or clash, depending on include order.
 ROPEKIT_BEGIN_NAMESPACE
 ROPEKIT_BEGIN_ISA_NAMESPACE
-/// Name of the version namespace this translation unit uses (e.g. "v0_2").
+/// Name of the version namespace this translation unit uses (e.g. "v0_3").
 constexpr const char* abi_namespace() noexcept {
     return ROPEKIT_PP_STR(ROPEKIT_ABI_NAMESPACE);
 }

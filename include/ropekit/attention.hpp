@@ -108,8 +108,11 @@ void validate_attention(const head_view<const float>& q, const head_view<const K
     require(p.head_dim() == 0 || p.head_dim() == q.head_dim, "head_dim",
             "(of q and k) must equal that of the frequencies attention_params were built from",
             q.head_dim);
-    require(std::isfinite(p.logit_softcap) && p.logit_softcap >= 0.0f, "logit_softcap",
-            "must be finite and >= 0 (0: no cap)", p.logit_softcap);
+    // The kernels multiply by 1/cap: a subnormal cap has 1/cap = inf, and a zero score then
+    // gives 0 * inf = NaN.
+    require(p.logit_softcap == 0.0f || normal_positive_f32(p.logit_softcap), "logit_softcap",
+            "must be 0 (no cap) or a normal float32 > 0 (>= 1.1754943508222875e-38, finite)",
+            p.logit_softcap);
     require(q.heads > 0, "n_heads", "must be > 0", q.heads);
     require(k.heads > 0 && q.heads % k.heads == 0, "n_kv_heads", "must be > 0 and divide n_heads",
             k.heads);
@@ -167,8 +170,10 @@ bool params_ok(const attention_params& p, head_range heads, query_range queries,
                key_range keys) noexcept {
     (void)heads;  // the decode form reads query positions even for an empty head range
     const bool rows = queries.size() > 0;
-    return p.softmax_scale() > 0.0f && p.logit_softcap >= 0.0f &&
-           p.logit_softcap < std::numeric_limits<float>::infinity() &&
+    return p.softmax_scale() > 0.0f &&
+           (p.logit_softcap == 0.0f ||
+            (p.logit_softcap >= std::numeric_limits<float>::min() &&
+             p.logit_softcap < std::numeric_limits<float>::infinity())) &&
            (!p.q_positions || positions_usable(*p.q_positions, rows)) &&
            (!p.k_positions || positions_usable(*p.k_positions, rows && keys.size() > 0));
 }
@@ -368,7 +373,10 @@ void position_rule_attention_blocked(Arch, head_view<const float> q, head_view<c
                               table.pairs() == freqs.pairs() && table.is_range();
     ROPEKIT_ASSERT(tables_match,
                    "position_rule_attention_blocked: frequencies / table do not match head_dim");
-    if (!shapes || !usable || !tables_match) return;  // NDEBUG: write nothing
+    const bool mask_fits = detail::rule_accepts_mask(rule, mask);
+    ROPEKIT_ASSERT(mask_fits,
+                   "position_rule_attention_blocked: the rule is defined for rule.mask() only");
+    if (!shapes || !usable || !tables_match || !mask_fits) return;  // NDEBUG: write nothing
     bool covered = true;
     if constexpr (Rule::inputs == rule_inputs::unrotated) {
         // Every position the kernel rotates at must have a table row (cheap: O(1) for
@@ -466,12 +474,17 @@ void position_rule_attention(head_view<const float> q, head_view<KT> k, head_vie
     detail::require(v.head_dim == q.head_dim, "v.head_dim",
                     "must equal q's head_dim with a position rule", v.head_dim);
     detail::attn::validate_position_rule(rule, freqs, table, q, k.tokens, params);
+    detail::require(detail::rule_accepts_mask(rule, mask), "mask",
+                    "must be rule.mask() for this rule (its meaning fixes the sinks and the "
+                    "window)",
+                    std::string("another mask"));
     position_rule_attention_blocked(default_arch{}, q, kc, vc, o, mask, params, rule, freqs, table,
                                     head_range{0, q.heads}, query_range{0, q.tokens},
                                     key_range{0, k.tokens}, ws);
 }
 
-/// position_rule_attention() in a freshly allocated workspace.
+/// position_rule_attention() in a freshly allocated workspace (about 1 MB, one allocation per
+/// call); pass one to the overload above to reuse it.
 template <class KT, class VT, class Mask, class Rule>
 void position_rule_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
                              head_view<float> o, const Mask& mask, const attention_params& params,
@@ -493,7 +506,7 @@ void rerope_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v
     position_rule_attention(q, k, v, o, mask, params, rule, freqs, table, ws);
 }
 
-/// rerope_attention() in a freshly allocated workspace (kept for 0.2 code).
+/// rerope_attention() in a freshly allocated workspace (about 1 MB per call; kept for 0.2 code).
 template <class KT, class VT, class Mask, class Rule>
 void rerope_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
                       head_view<float> o, const Mask& mask, const attention_params& params,

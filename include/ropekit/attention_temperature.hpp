@@ -28,13 +28,18 @@ struct attention_temperature {
         return std::log(steps + 1.0f) * float(attn_scale) + 1.0f;
     }
 
-    /// Throws ropekit::error unless floor_scale is finite and >= 1 and attn_scale is finite and
-    /// >= 0.
+    /// Throws ropekit::error unless floor_scale is >= 1 and attn_scale >= 0, both finite in
+    /// float32 (scale_at computes in float32: a larger double would be inf and the factor
+    /// `log(1) * inf` NaN), and the factor stays finite up to the last position the kernels
+    /// accept (2^62 - 1).
     ROPEKIT_ALWAYS_INLINE void validate() const {
-        detail::require(std::isfinite(floor_scale) && floor_scale >= 1.0, "floor_scale",
-                        "must be finite and >= 1", floor_scale);
-        detail::require(std::isfinite(attn_scale) && attn_scale >= 0.0, "attn_scale",
-                        "must be finite and >= 0", attn_scale);
+        detail::require(detail::fits_f32(floor_scale) && floor_scale >= 1.0, "floor_scale",
+                        "must be >= 1 and finite in float32", floor_scale);
+        detail::require(detail::fits_f32(attn_scale) && attn_scale >= 0.0, "attn_scale",
+                        "must be >= 0 and finite in float32", attn_scale);
+        // The factor grows with the position: its largest value is at the last one.
+        detail::require(std::isfinite(scale_at((std::int64_t(1) << 62) - 1)), "attn_scale",
+                        "must keep scale_at(p) finite for every position below 2^62", attn_scale);
     }
 };
 

@@ -20,7 +20,8 @@
 /// - the pair layout: `rope_interleave`, else `model_type` (interleaved for GPT-J, CodeGen,
 ///   DeepSeek-V2/V3, Kimi-K2, Cohere, GLM, ChatGLM, Helium, Llama 4), else NeoX rotate-half;
 /// - Gemma-3's `rope_local_base_freq`: the sliding-window layers' base, chosen with
-///   config_json_options::layer_type; Gemma 4's `global_head_dim` for "full_attention".
+///   config_json_options::layer_type; Gemma 4's `global_head_dim` for every named layer type but
+///   "sliding_attention" (HF's `not is_sliding`).
 /// model_config_from_json reads every layer type at once, with what each layer's attention
 /// needs (head sizes, softmax scaling, window, chunk, soft-capping, temperature tuning).
 /// Every failure is a ropekit::error whose field() is the key at fault as written in the file
@@ -122,7 +123,8 @@ struct layer_config {
     /// `rope` only describes the other layers.
     bool use_rope = true;
     model_rope_config rope;  ///< the frequencies' configuration (params, method, M-RoPE)
-    /// q/k channels per head: head_dim, Gemma 4's global_head_dim on full-attention layers, or
+    /// q/k channels per head: head_dim, Gemma 4's global_head_dim on the layers that are not
+    /// sliding_attention, or
     /// MLA's qk_nope_head_dim + qk_rope_head_dim. Equal to rope.params.head_dim.
     int head_dim = 0;
     int v_head_dim = 0;  ///< v channels per head: MLA's v_head_dim, else head_dim
@@ -481,7 +483,7 @@ inline std::string read_rope_type(const json* dict, const std::string& where) {
 }
 
 /// Phase 5: base, head_dim, rotary_dim and pair layout.
-/// `global_layer`: a full-attention layer of a model with `global_head_dim` (Gemma 4), whose
+/// `global_layer`: a non-sliding layer of a model with `global_head_dim` (Gemma 4), whose
 /// heads (and so its proportional RoPE, HF's head_dim_key="global_head_dim") are that size.
 inline rope_params read_geometry(const json& top, const json& d, const std::string& where,
                                  bool local_layers, const config_json_options& options,
@@ -952,11 +954,22 @@ inline bool model_type_is(const std::string& model_type, const char* prefix) {
     return model_type.rfind(prefix, 0) == 0;
 }
 
-/// A number > 0 at `key`, or nullopt.
-inline std::optional<double> positive_number(const json& top, const char* key) {
+/// Whether a layer of type `layer_type` takes `global_head_dim` (Gemma 4): HF's attention sets
+/// `head_dim = global_head_dim if not is_sliding and global_head_dim else head_dim`, so every
+/// named layer type but "sliding_attention" does. The one derivation both readers use.
+inline bool uses_global_head_dim(const std::string& layer_type) {
+    return !layer_type.empty() && layer_type != "sliding_attention";
+}
+
+/// A number > 0 at `key` that is still > 0 and finite as a float32 (the type every consumer
+/// turns it into: 1e-50 would become 0 and 1e39 inf), or nullopt. `normal`: also a normal
+/// float32, for a divisor (a subnormal's reciprocal is inf).
+inline std::optional<double> positive_number(const json& top, const char* key,
+                                             bool normal = false) {
     const auto v = number(top, key, "");
-    if (v && !(std::isfinite(*v) && *v > 0.0))
-        fail(key, "must be finite and > 0 (got " + show(json(*v)) + ")");
+    if (v && !(normal ? normal_positive_f32(*v) : positive_f32(*v)))
+        fail(key, std::string("must be > 0 and a finite ") + (normal ? "normal " : "") +
+                      "float32 (got " + show(json(*v)) + ")");
     return v;
 }
 
@@ -1065,9 +1078,14 @@ inline void read_layer_attention(const json& top, const std::string& model_type,
         fail("num_key_value_heads", "must divide num_attention_heads (got " +
                                         std::to_string(*c.num_key_value_heads) + " for " +
                                         std::to_string(*c.num_attention_heads) + " heads)");
-    if (const auto q = positive_number(top, "query_pre_attn_scalar"))  // Gemma 2 / 3
+    if (const auto q = positive_number(top, "query_pre_attn_scalar")) {  // Gemma 2 / 3
         c.scaling = std::pow(*q, -0.5);
-    else if (model_type_is(model_type, "gemma4"))  // q_norm / k_norm instead of a scale
+        if (!positive_f32(c.scaling))
+            fail("query_pre_attn_scalar",
+                 "must give a scale q ** -0.5 that is finite and > 0 in "
+                 "float32 (got " +
+                     show(json(*q)) + ")");
+    } else if (model_type_is(model_type, "gemma4"))  // q_norm / k_norm instead of a scale
         c.scaling = 1.0;
     else
         c.scaling = std::pow(double(c.head_dim), -0.5);
@@ -1087,7 +1105,8 @@ inline void read_layer_attention(const json& top, const std::string& model_type,
         if (!c.attention_chunk_size)
             fail("attention_chunk_size", "is missing (chunked_attention layers need it)");
     }
-    c.attn_logit_softcapping = positive_number(top, "attn_logit_softcapping");
+    // attention_params::logit_softcap is a float the kernels divide by.
+    c.attn_logit_softcapping = positive_number(top, "attn_logit_softcapping", true);
     // Llama 4: temperature tuning on the NoPE layers (HF's default: on).
     bool tuning = false;
     if (const json* t = find(top, "attn_temperature_tuning")) {
@@ -1117,13 +1136,14 @@ ROPEKIT_END_ISA_NAMESPACE
 ROPEKIT_BEGIN_ISA_NAMESPACE
 
 /// Reads the RoPE configuration from a parsed config.json object. Throws ropekit::error naming
-/// the key for missing required keys, wrong types, unknown rope_type and invalid values. With
-/// `options.layer_type == "full_attention"` a Gemma 4 config's `global_head_dim` is the head
-/// size (model_config_from_json reads every layer type at once).
+/// the key for missing required keys, wrong types, unknown rope_type and invalid values. With a
+/// named `options.layer_type` other than "sliding_attention" a Gemma 4 config's
+/// `global_head_dim` is the head size, as model_config_from_json gives that layer type
+/// (uses_global_head_dim: one derivation for both).
 inline model_rope_config config_from_json(const nlohmann::json& root,
                                           const config_json_options& options = {}) {
-    return detail::json_config::read_rope_config(root, options,
-                                                 options.layer_type == "full_attention");
+    return detail::json_config::read_rope_config(
+        root, options, detail::json_config::uses_global_head_dim(options.layer_type));
 }
 
 /// Reads every layer type of a parsed config.json: one layer_config per distinct (layer type,
@@ -1168,7 +1188,7 @@ inline model_layers_config model_config_from_json(const nlohmann::json& root,
             c.use_rope = rope[i];
             config_json_options o = options;
             o.layer_type = names[i];
-            c.rope = jc::read_rope_config(root, o, names[i] != "sliding_attention");
+            c.rope = jc::read_rope_config(root, o, jc::uses_global_head_dim(names[i]));
             jc::read_layer_attention(top, out.model_type, c);
             for (const auto& w : c.rope.warnings) out.warnings.push_back("[" + names[i] + "] " + w);
             out.types.push_back(std::move(c));

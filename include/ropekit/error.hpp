@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -75,6 +76,43 @@ void require(bool ok, const char* field, const char* requirement, const T& value
 /// Requires a finite, strictly positive number.
 inline void require_finite_positive(double v, const char* field) {
     require(std::isfinite(v) && v > 0.0, field, "must be finite and > 0", v);
+}
+
+/// True when `v` is finite and rounds to a finite float32: HF turns every Python scalar into a
+/// float32 operand, and converting a larger double to float is undefined behaviour in C++.
+inline bool fits_f32(double v) noexcept {
+    return std::isfinite(v) && std::fabs(v) <= double(std::numeric_limits<float>::max());
+}
+
+/// True when `v` fits float32 and is still > 0 after rounding (not flushed to 0).
+inline bool positive_f32(double v) noexcept {
+    return fits_f32(v) && v > 0.0 && static_cast<float>(v) > 0.0f;
+}
+
+/// Requires fits_f32(v): "must be finite in float32 (|v| <= 3.4028234663852886e+38)".
+inline void require_fits_f32(double v, const char* field) {
+    require(fits_f32(v), field, "must be finite in float32 (|value| <= 3.4028234663852886e+38)", v);
+}
+
+/// Requires positive_f32(v).
+inline void require_positive_f32(double v, const char* field) {
+    require(positive_f32(v), field,
+            "must be > 0 and finite in float32 (rounds to neither 0 nor inf)", v);
+}
+
+/// True when `v` rounds to a positive *normal* float32 (>= 1.1754943508222875e-38): its
+/// reciprocal is then finite too, which a divisor needs (a subnormal soft-cap has 1/cap = inf,
+/// and 0 * inf is NaN).
+inline bool normal_positive_f32(double v) noexcept {
+    return fits_f32(v) && static_cast<float>(v) >= std::numeric_limits<float>::min();
+}
+
+/// Requires normal_positive_f32(v).
+inline void require_normal_positive_f32(double v, const char* field) {
+    require(normal_positive_f32(v), field,
+            "must be > 0 and a normal float32 (1.1754943508222875e-38 to "
+            "3.4028234663852886e+38)",
+            v);
 }
 
 ROPEKIT_END_ISA_NAMESPACE

@@ -553,9 +553,11 @@ inline std::int64_t mrope_segment_tokens(const mrope_segment& s, const mrope_ind
                  at + "grid_thw[" + format_value(a) + "] = " + format_value(g) +
                      ", spatial_merge_size = " + format_value(m));
     }
+    // HF multiplies in float32: a double beyond it would become inf and frame 0's id
+    // long(0 * inf) (undefined behaviour; INT64_MIN in practice).
     if (s.what == mrope_segment::kind::video && o.model == mrope_model::qwen2_5_vl &&
-        !(std::isfinite(s.second_per_grid_t) && s.second_per_grid_t >= 0.0))
-        fail("second_per_grid_t", "must be finite and >= 0",
+        !(fits_f32(s.second_per_grid_t) && s.second_per_grid_t >= 0.0))
+        fail("second_per_grid_t", "must be >= 0 and finite in float32",
              at + format_value(s.second_per_grid_t));
     const std::int64_t n = s.grid_thw[0] * (s.grid_thw[1] / m) * (s.grid_thw[2] / m);  // < 2^60
     if (n > o.max_tokens)
@@ -578,7 +580,8 @@ ROPEKIT_BEGIN_ISA_NAMESPACE
 /// Validates everything before allocating: spatial_merge_size in [1, 1024], max_tokens in
 /// [0, 2^28], grid entries in [1, 2^20] with h and w multiples of the merge size (field
 /// `grid_thw`), text lengths >= 0 (`length`), at most max_tokens tokens in all (`tokens`),
-/// Qwen2.5-VL's second_per_grid_t finite and >= 0 and tokens_per_second finite and > 0, and
+/// Qwen2.5-VL's second_per_grid_t >= 0 and tokens_per_second > 0, both finite in float32 (HF's
+/// product is a float32 one), and
 /// every id below 2^29, the range cos_sin_table serves (`position_ids`).
 /// \param segments the runs of the sequence, in order
 /// \param count number of segments
@@ -591,8 +594,7 @@ inline mrope_index get_rope_index(const mrope_segment* segments, std::size_t cou
     detail::require(o.max_tokens >= 0 && o.max_tokens <= (std::int64_t(1) << 28), "max_tokens",
                     "must be in [0, 2^28]", o.max_tokens);
     if (o.model == mrope_model::qwen2_5_vl)
-        detail::require(std::isfinite(o.tokens_per_second) && o.tokens_per_second > 0.0,
-                        "tokens_per_second", "must be finite and > 0", o.tokens_per_second);
+        detail::require_positive_f32(o.tokens_per_second, "tokens_per_second");
     detail::require(count == 0 || segments != nullptr, "segments",
                     "must not be null with a non-zero count", count);
     std::int64_t total = 0;

@@ -36,34 +36,6 @@
 
 ROPEKIT_BEGIN_NAMESPACE
 
-namespace detail {
-ROPEKIT_BEGIN_ISA_NAMESPACE
-
-/// True when `v` is finite and rounds to a finite float32: HF turns every Python scalar into a
-/// float32 operand, and converting a larger double to float is undefined behaviour in C++.
-inline bool fits_f32(double v) noexcept {
-    return std::isfinite(v) && std::fabs(v) <= double(std::numeric_limits<float>::max());
-}
-
-/// True when `v` fits float32 and is still > 0 after rounding (not flushed to 0).
-inline bool positive_f32(double v) noexcept {
-    return fits_f32(v) && v > 0.0 && static_cast<float>(v) > 0.0f;
-}
-
-/// Requires fits_f32(v): "must be finite in float32 (|v| <= 3.4028234663852886e+38)".
-inline void require_fits_f32(double v, const char* field) {
-    require(fits_f32(v), field, "must be finite in float32 (|value| <= 3.4028234663852886e+38)", v);
-}
-
-/// Requires positive_f32(v).
-inline void require_positive_f32(double v, const char* field) {
-    require(positive_f32(v), field,
-            "must be > 0 and finite in float32 (rounds to neither 0 nor inf)", v);
-}
-
-ROPEKIT_END_ISA_NAMESPACE
-}  // namespace detail
-
 /// The longest sequence (and original context) ropekit accepts: 2^32 positions, 400 times the
 /// longest context shipped today (10M tokens); beyond it HF's own float32 angles are meaningless.
 inline constexpr std::int64_t max_seq_len = std::int64_t(1) << 32;
@@ -557,26 +529,28 @@ struct yarn_scaling {
         double high;  ///< min(ceil(dim(beta_slow)), dim - 1) (no ceil when !truncate)
     };
 
-    /// Throws ropekit::error for invalid parameters: factor < 1, L <= 0, betas not finite and
-    /// > 0, beta_fast <= beta_slow, a non-positive attention_factor, a negative mscale.
+    /// Throws ropekit::error for invalid parameters: factor < 1, L <= 0, betas not > 0 and finite
+    /// in float32, beta_fast <= beta_slow, a non-positive attention_factor, a negative mscale
+    /// (every float beyond float32 too: HF's configs are float32 models).
     ROPEKIT_ALWAYS_INLINE void validate(const rope_params& p) const {
         p.validate();
         detail::require_plain_exponent(p, rope_type);
         detail::require_factor_at_least_one(factor, "factor");
         detail::require_context(original_max_position, "original_max_position");
-        detail::require_finite_positive(beta_fast, "beta_fast");
-        detail::require_finite_positive(beta_slow, "beta_slow");
+        detail::require_positive_f32(beta_fast, "beta_fast");
+        detail::require_positive_f32(beta_slow, "beta_slow");
         detail::require(beta_fast > beta_slow, "beta_fast", "must be > beta_slow", beta_fast);
         if (attention_factor) {
             detail::require_finite_positive(*attention_factor, "attention_factor");
             detail::require_positive_f32(*attention_factor, "attention_factor");
         }
         if (mscale)
-            detail::require(std::isfinite(*mscale) && *mscale >= 0.0, "mscale",
-                            "must be finite and >= 0", *mscale);
+            detail::require(detail::fits_f32(*mscale) && *mscale >= 0.0, "mscale",
+                            "must be >= 0 and finite in float32", *mscale);
         if (mscale_all_dim)
-            detail::require(std::isfinite(*mscale_all_dim) && *mscale_all_dim >= 0.0,
-                            "mscale_all_dim", "must be finite and >= 0", *mscale_all_dim);
+            detail::require(detail::fits_f32(*mscale_all_dim) && *mscale_all_dim >= 0.0,
+                            "mscale_all_dim", "must be >= 0 and finite in float32",
+                            *mscale_all_dim);
         // The combinations: the mscale ratio is stored as a float32 attention factor, and
         // DeepSeek's softmax factor is squared.
         detail::require(detail::fits_f32(deepseek_softmax_factor()), "mscale_all_dim",

@@ -4,7 +4,7 @@
 #pragma once
 
 #define ROPEKIT_VERSION_MAJOR 0
-#define ROPEKIT_VERSION_MINOR 2
+#define ROPEKIT_VERSION_MINOR 3
 #define ROPEKIT_VERSION_PATCH 0
 
 /// Version as one integer, `major * 10000 + minor * 100 + patch`.

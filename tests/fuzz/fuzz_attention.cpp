@@ -401,7 +401,12 @@ void run(FuzzedDataProvider& in) {
     const ropekit::leaky_rerope lr{pick_int(in, 0, 100),
                                    in.ConsumeBool() ? 1.0 : double(pick_float(in))};
     const ropekit::self_extend se{pick_int(in, 0, 100), pick_int(in, 0, 9)};
-    const ropekit::streaming_llm sl{pick_int(in, -1, 8), pick_int(in, 0, 100)};
+    // StreamingLLM runs only under its own mask: mostly give it the sink_window mask's fields,
+    // sometimes others (the front door must then refuse the mask).
+    const bool own_mask = in.ConsumeIntegralInRange<int>(0, 3) != 0;
+    const ropekit::streaming_llm sl =
+        own_mask ? ropekit::streaming_llm{sink_window.n_sink, sink_window.window}
+                 : ropekit::streaming_llm{pick_int(in, -1, 8), pick_int(in, 0, 100)};
     const std::int64_t table_first = in.ConsumeIntegralInRange<std::int64_t>(-20, 20);
     const std::int64_t table_rows = in.ConsumeIntegralInRange<std::int64_t>(0, 400);
 

@@ -126,19 +126,18 @@ any_mask make_mask(mask_kind m, std::int64_t n_sink) {
     }
 }
 
-template <class KV, class Rule>
-void run_rule_case(const Rule& rule, const rule_case& c, unsigned seed) {
+ropekit::rope_frequencies case_freqs(const rule_case& c) {
+    return make_freqs(c.D, c.D == 80 ? 48 : c.D, c.D == 80 ? rope_layout::gptj : rope_layout::neox,
+                      c.D == 64 ? 1.2f : 1.0f);
+}
+
+template <class KV, class Rule, class Mask>
+void run_rule_case_masked(const Rule& rule, const rule_case& c, unsigned seed, const Mask& mask) {
     const std::int64_t KVH = 2, H = KVH * c.ratio;
     problem<KV> pr(c.n_q, c.n_kv, H, KVH, c.D, seed);
-    const auto freqs =
-        make_freqs(c.D, c.D == 80 ? 48 : c.D, c.D == 80 ? rope_layout::gptj : rope_layout::neox,
-                   c.D == 64 ? 1.2f : 1.0f);
+    const auto freqs = case_freqs(c);
     const auto table = ropekit::cos_sin_table::for_range(freqs, 0, c.n_kv + 1);
     attention_params p = attention_params::for_model(freqs);
-    any_mask mask = make_mask(c.mask, 4);
-    if constexpr (std::is_same_v<Rule, ropekit::streaming_llm>) {
-        if (c.mask == mask_kind::sink_window) mask = {rule.mask()};
-    }
     std::vector<std::int64_t> kpos;
     if (c.mask == mask_kind::pcw) {
         kpos = pcw_positions(c.n_kv);
@@ -178,6 +177,26 @@ void run_rule_case(const Rule& rule, const rule_case& c, unsigned seed) {
         CHECK(es.max_rel <= 1e-5);
         CHECK(es.nmse <= 1e-10);
         check_lse(pr.lse, rl);
+    }
+}
+
+/// StreamingLLM runs under its own mask only (as a concrete sink_window_mask: a user-style
+/// runtime mask cannot show which mask it is); any other is a named error.
+template <class KV, class Rule>
+void run_rule_case(const Rule& rule, const rule_case& c, unsigned seed) {
+    if constexpr (std::is_same_v<Rule, ropekit::streaming_llm>) {
+        if (c.mask == mask_kind::sink_window)
+            return run_rule_case_masked<KV>(rule, c, seed, rule.mask());
+        problem<KV> pr(c.n_q, c.n_kv, 2 * c.ratio, 2, c.D, seed);
+        const auto freqs = case_freqs(c);
+        const auto table = ropekit::cos_sin_table::for_range(freqs, 0, c.n_kv + 1);
+        CHECK(ropekit_test::thrown_field<ropekit::error>([&] {
+                  ropekit::position_rule_attention(
+                      pr.qv(), pr.kv_k(), pr.kv_v(), pr.ov(), make_mask(c.mask, 4),
+                      attention_params::for_model(freqs), rule, freqs, table);
+              }) == "mask");
+    } else {
+        run_rule_case_masked<KV>(rule, c, seed, make_mask(c.mask, 4));
     }
 }
 
@@ -257,8 +276,13 @@ TEST_CASE("every position rule in one pass equals its two-matrix definition",
         {2, 40, 1, mk::causal, 4, st::f32, 64, 100, 100, false},
         {2, 32, 8, mk::causal, 8, st::f32, 128, 1, 300, true},  // decode
         {2, 48, 16, mk::causal, 4, st::f16, 128, 2, 260, false},
-        // StreamingLLM (q/k rotated): its own mask (sinks + window), and others.
+        // StreamingLLM (q/k rotated): its own mask (sinks + window); any other is an error.
+        {3, 2, 20, mk::sink_window, 4, st::bf16, 64, 37, 133, false},
+        {3, 4, 64, mk::sink_window, 1, st::f16, 128, 133, 133, false},
+        {3, 4, 40, mk::sink_window, 4, st::f32, 64, 2, 200, true},
         {3, 4, 40, mk::sink_window, 1, st::f32, 64, 150, 150, true},
+        {3, 2, 33, mk::sink_window, 1, st::f16, 80, 1, 150, false},
+        {3, 4, 30, mk::sink_window, 1, st::f32, 80, 133, 133, false},
         {3, 3, 40, mk::sink_window, 4, st::bf16, 128, 200, 200, false},
         {3, 4, 40, mk::sink_window, 8, st::f16, 80, 70, 201, false},
         {3, 4, 40, mk::sink_window, 8, st::f32, 128, 1, 300, true},   // decode
@@ -443,7 +467,12 @@ TEST_CASE("position rules: bad input throws ropekit::error naming the field",
     // A table missing the near positions (rules with unrotated inputs).
     const auto short_table = ropekit::cos_sin_table::for_range(freqs, 0, 20);
     CHECK(call(ropekit::self_extend{16, 4}, short_table, p) == "position");
-    CHECK(call(ropekit::streaming_llm{4, 16}, short_table, p) == "no error");
+    CHECK(call(ropekit::streaming_llm{4, 16}, short_table, p) == "mask");  // causal: not its own
+    CHECK(thrown_field<ropekit::error>([&] {
+              const ropekit::streaming_llm sl{4, 16};
+              ropekit::position_rule_attention(pr.qv(), pr.kv_k(), pr.kv_v(), pr.ov(), sl.mask(), p,
+                                               sl, freqs, short_table);
+          }) == "no error");
     // The attention factor must be the frequencies'.
     const auto f12 = make_freqs(64, 64, rope_layout::neox, 1.2f);
     CHECK(thrown_field<ropekit::error>([&] {

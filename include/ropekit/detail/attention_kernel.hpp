@@ -124,15 +124,15 @@ class attention_params {
     /// frequencies) rejects it for frequencies with an attention factor. Throws ropekit::error
     /// unless `softmax_scale` is finite and > 0.
     ROPEKIT_ALWAYS_INLINE static attention_params with_softmax_scale(double softmax_scale) {
-        detail::require_finite_positive(softmax_scale, "softmax_scale");
+        detail::require_positive_f32(softmax_scale, "softmax_scale");
         return attention_params(softmax_scale, 1.0, 0);
     }
 
     /// A copy whose `1/sqrt(head_dim)` part is `scaling` (HF's `self.scaling`, e.g. Gemma's
     /// `query_pre_attn_scalar ** -0.5`); the attention factor (logit_scale()) is kept. Throws
-    /// ropekit::error unless the resulting scale is finite and > 0.
+    /// ropekit::error unless `scaling` and the resulting scale are > 0 and finite in float32.
     ROPEKIT_ALWAYS_INLINE attention_params with_scaling(double scaling) const {
-        detail::require_finite_positive(scaling, "scaling");
+        detail::require_positive_f32(scaling, "scaling");
         attention_params p = *this;
         p.set(scaling, logit_scale_);
         return p;
@@ -170,7 +170,8 @@ class attention_params {
     float* lse = nullptr;
     /// Logit soft-capping (Gemma 2 `attn_logit_softcapping`): each scaled score s becomes
     /// `cap * tanh(s / cap)` before the mask and the sink logits, as HF's eager attention does
-    /// (scores * scaling, then / cap, tanh, * cap, then + mask). 0: no cap. Finite and >= 0.
+    /// (scores * scaling, then / cap, tanh, * cap, then + mask). 0: no cap; otherwise a normal
+    /// float32 (>= 1.1754943508222875e-38: the kernels multiply by 1/cap) and finite.
     float logit_softcap = 0.0f;
 
   private:
@@ -179,10 +180,11 @@ class attention_params {
         set(scaling, logit_scale);
     }
     ROPEKIT_ALWAYS_INLINE void set(double scaling, double logit_scale) {
-        const float s = float(scaling * logit_scale);
-        detail::require(std::isfinite(s) && s > 0.0f, "softmax_scale",
-                        "(scaling * logit_scale) must be finite and > 0 in float",
+        // Checked before the cast: a double beyond float32 converts with undefined behaviour.
+        detail::require(detail::positive_f32(scaling * logit_scale), "softmax_scale",
+                        "(scaling * logit_scale) must be > 0 and finite in float32",
                         scaling * logit_scale);
+        const float s = float(scaling * logit_scale);
         scaling_ = scaling;
         logit_scale_ = logit_scale;
         softmax_scale_ = s;
