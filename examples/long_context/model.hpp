@@ -33,10 +33,10 @@
 
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <memory>
-#include <sstream>
+#include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "safetensors.hpp"
@@ -71,16 +71,35 @@ struct model_config {
     /// Channels of the attention output (num_attention_heads * head_dim).
     int attention_width() const { return num_attention_heads * head_dim; }
 
-    /// Parses config.json text; throws load_error (sizes) or ropekit::error (RoPE keys) naming
-    /// the key at fault.
+    /// Parses config.json text; throws load_error naming the key at fault, and no other
+    /// exception: ropekit's own error for a RoPE key becomes a load_error with ropekit's field
+    /// (`rope_theta`, `head_dim`), malformed or too deep JSON one with field `config.json`.
     static model_config parse(const std::string& text) {
-        nlohmann::json j;
         try {
-            j = nlohmann::json::parse(text);
-        } catch (const nlohmann::json::parse_error& e) {
-            load_fail("config.json", "config.json", "must be valid JSON", e.what());
+            return parse_checked(text);
+        } catch (const ropekit::error& e) {
+            throw load_error(std::string(e.field()), "config.json: " + detail::cut(e.what(), 300));
+        } catch (const nlohmann::json::exception& e) {
+            // parse_checked checks a type before each get<>(); this keeps the promise if a
+            // later change slips.
+            load_fail("config.json", "config.json", "cannot be read", e.what());
+        } catch (const std::bad_alloc&) {
+            load_fail("config.json", "config.json", "does not fit in memory",
+                      std::to_string(text.size()) + " bytes");
         }
-        if (!j.is_object()) load_fail("config.json", "config.json", "must be an object", j.dump());
+    }
+
+  private:
+    static model_config parse_checked(const std::string& text) {
+        if (text.size() > ropekit::max_config_json_bytes)
+            load_fail("config.json", "config.json",
+                      "must be at most " + std::to_string(ropekit::max_config_json_bytes) +
+                          " bytes (ropekit::max_config_json_bytes)",
+                      std::to_string(text.size()) + " bytes");
+        const nlohmann::json j =
+            detail::parse_json("config.json", "config.json", text.begin(), text.end());
+        if (!j.is_object())
+            load_fail("config.json", "config.json", "must be an object", detail::show(j));
         auto get_int = [&](const char* key, std::int64_t lo, std::int64_t hi,
                            bool required) -> std::int64_t {
             const auto it = j.find(key);
@@ -93,7 +112,7 @@ struct model_config {
                 load_fail("config.json", key,
                           "must be an integer in [" + std::to_string(lo) + ", " +
                               std::to_string(hi) + "]",
-                          it->dump());
+                          detail::show(*it));
             return it->get<std::int64_t>();
         };
         constexpr std::int64_t big = 1 << 20;  // far above this model, bounds every allocation
@@ -111,20 +130,24 @@ struct model_config {
         c.max_position_embeddings = get_int("max_position_embeddings", 1, big, true);
         c.bos_token_id = int(get_int("bos_token_id", 0, c.vocab_size - 1, false));
         if (const auto it = j.find("rms_norm_eps"); it != j.end()) {
-            if (!it->is_number() || !(it->get<double>() > 0.0) || !(it->get<double>() < 1.0))
-                load_fail("config.json", "rms_norm_eps", "must be a number in (0, 1)", it->dump());
+            // Below 1 before the float conversion (1e300 to float is undefined), and > 0 after
+            // it (1e-300 would round to an epsilon of 0).
+            if (!it->is_number() || !(it->get<double>() < 1.0) || !(it->get<float>() > 0.0f))
+                load_fail("config.json", "rms_norm_eps",
+                          "must be a number in (0, 1), > 0 in float32", detail::show(*it));
             c.rms_norm_eps = it->get<float>();
         }
         if (const auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {
             if (!it->is_boolean())
-                load_fail("config.json", "tie_word_embeddings", "must be a boolean", it->dump());
+                load_fail("config.json", "tie_word_embeddings", "must be a boolean",
+                          detail::show(*it));
             c.tie_word_embeddings = it->get<bool>();
         }
         if (const auto it = j.find("hidden_act"); it != j.end() && *it != "silu")
-            load_fail("config.json", "hidden_act", "must be \"silu\" (SwiGLU)", it->dump());
+            load_fail("config.json", "hidden_act", "must be \"silu\" (SwiGLU)", detail::show(*it));
         for (const char* bias : {"attention_bias", "mlp_bias"})
             if (const auto it = j.find(bias); it != j.end() && *it != false)
-                load_fail("config.json", bias, "must be false (no biases)", it->dump());
+                load_fail("config.json", bias, "must be false (no biases)", detail::show(*it));
         // The RoPE keys through ropekit's reader (rope_theta, head_dim, partial rotary, layout).
         const ropekit::model_rope_config rope = ropekit::parse_config_json(text);
         if (ropekit::name(rope.scaling) != "default")
@@ -159,21 +182,58 @@ struct model {
 
     /// Reads `dir`/config.json and `dir`/model.safetensors (BF16, F16 or F32, converted to
     /// float32 exactly). Throws load_error naming the file and field at fault (a missing
-    /// tensor, a wrong shape, a malformed file) or ropekit::error for bad RoPE keys.
+    /// tensor, a wrong shape, a malformed file, a bad RoPE key), and no other exception.
     static model load(const std::string& dir) {
-        std::ifstream cf(dir + "/config.json", std::ios::binary);
-        if (!cf)
-            load_fail("model", "config.json", "cannot be opened", "\"" + dir + "/config.json\"");
-        std::ostringstream text;
-        text << cf.rdbuf();
+        const std::vector<unsigned char> text = detail::read_file(
+            "model", "config.json", dir + "/config.json", ropekit::max_config_json_bytes);
         model m;
-        m.config = model_config::parse(text.str());
+        m.config = model_config::parse(std::string(text.begin(), text.end()));
         m.load_weights(safetensors_file::open(dir + "/model.safetensors"));
         return m;
     }
 
-    /// Fills the weights from an open safetensors file (config must be set).
+    /// Fills the weights from an open safetensors file (config must be set). Every tensor's
+    /// shape is compared with the file before anything is allocated: the sizes come from
+    /// config.json (vocab 2^20 x hidden 2^16 is 2^36 floats), and only once they match tensors
+    /// whose byte ranges parse() checked is every allocation here bounded by the file's size.
     void load_weights(const safetensors_file& f) {
+        const model_config& c = config;
+        // Each at most 2^20 (model_config::parse; head_dim 2^16 by ropekit): every product of
+        // two or three of them below fits in int64 with room to spare.
+        const std::int64_t H = c.hidden_size, D = c.head_dim, hq = c.num_attention_heads,
+                           hk = c.num_key_value_heads, I = c.intermediate_size, V = c.vocab_size;
+        const bool own_lm_head = f.contains("lm_head.weight") || !c.tie_word_embeddings;
+        std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected;
+        expected.push_back({"model.embed_tokens.weight", {V, H}});
+        for (int l = 0; l < c.num_hidden_layers; ++l) {
+            const std::string p = "model.layers." + std::to_string(l) + ".";
+            expected.push_back({p + "input_layernorm.weight", {H}});
+            expected.push_back({p + "post_attention_layernorm.weight", {H}});
+            expected.push_back({p + "self_attn.q_proj.weight", {hq * D, H}});
+            expected.push_back({p + "self_attn.k_proj.weight", {hk * D, H}});
+            expected.push_back({p + "self_attn.v_proj.weight", {hk * D, H}});
+            expected.push_back({p + "self_attn.o_proj.weight", {H, hq * D}});
+            expected.push_back({p + "mlp.gate_proj.weight", {I, H}});
+            expected.push_back({p + "mlp.up_proj.weight", {I, H}});
+            expected.push_back({p + "mlp.down_proj.weight", {H, I}});
+        }
+        expected.push_back({"model.norm.weight", {H}});
+        if (own_lm_head) expected.push_back({"lm_head.weight", {V, H}});
+        // Each tensor holds at most 2^40 elements (parse()), so the sum cannot overflow.
+        std::int64_t floats = 0;
+        for (const auto& [name, shape] : expected) floats += f.check(name, shape).elements();
+        if (!own_lm_head) floats += V * H;
+        try {
+            read_checked(f);
+        } catch (const std::bad_alloc&) {
+            load_fail("model", "model.safetensors", "does not fit in memory as float32",
+                      std::to_string(floats) + " floats");
+        }
+    }
+
+  private:
+    // load_weights after every shape was checked against the file.
+    void read_checked(const safetensors_file& f) {
         const model_config& c = config;
         const std::int64_t H = c.hidden_size, D = c.head_dim, hq = c.num_attention_heads,
                            hk = c.num_key_value_heads, I = c.intermediate_size, V = c.vocab_size;

@@ -5,10 +5,13 @@
 /// ..., "__metadata__": {...}}`, offsets relative to the first byte after the header), then the
 /// raw little-endian tensor data. BF16, F16 and F32 tensors are converted to float32 exactly.
 ///
-/// Every malformed input is a load_error naming the field and the value. Nothing is
-/// allocated from a number read in the file before it is checked against the file's real size:
-/// the header length is bounded by the file (and by 100 MB), each tensor's byte range by the
-/// data section, and a tensor's element count by its byte range.
+/// Every malformed input is a load_error naming the field and the value, never another exception
+/// (nlohmann's out_of_range for 1e400, a stack overflow in dump() for deep JSON): the JSON is
+/// parsed by parse_json() below, which bounds the nesting, and values are shown in messages
+/// through show(), which bounds the length. Nothing is allocated from a number read in the file
+/// before it is checked against the file's real size: the header length is bounded by the file
+/// (and by 100 MB), each tensor's byte range by the data section, and a tensor's element count
+/// by its byte range.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -17,10 +20,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
-#include <sstream>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -44,11 +49,26 @@ class load_error : public std::runtime_error {
     std::string field_;
 };
 
-/// Throws load_error "`source`: `field` `requirement` (got `value`)".
+namespace detail {
+
+/// `s` cut to at most `n` characters (n >= 3), "..." marking the cut.
+inline std::string cut(const std::string& s, std::size_t n) {
+    return s.size() <= n ? s : s.substr(0, n - 3) + "...";
+}
+
+}  // namespace detail
+
+/// Throws load_error "`source`: `field` `requirement` (got `value`)". The field() keeps the
+/// whole name; the message shows at most about 350 characters of the three parts, as a tensor
+/// name or a value from the file can be megabytes long.
 [[noreturn]] inline void load_fail(const char* source, const std::string& field,
                                    const std::string& requirement, const std::string& value) {
-    throw load_error(
-        field, std::string(source) + ": " + field + " " + requirement + " (got " + value + ")");
+    // The field's end names the part at fault (`.dtype`, `.data_offsets`): keep it.
+    const std::string shown_field =
+        field.size() <= 80 ? field : field.substr(0, 60) + "..." + field.substr(field.size() - 17);
+    throw load_error(field, std::string(source) + ": " + shown_field + " " +
+                                detail::cut(requirement, 140) + " (got " + detail::cut(value, 120) +
+                                ")");
 }
 
 /// load_fail for the safetensors file.
@@ -85,14 +105,124 @@ struct tensor_info {
     }
 };
 
-/// "[a, b, c]" for messages.
+/// "[a, b, c]" for messages; past about 60 characters "[a, b, ...]" (a shape may hold any
+/// number of 1s).
 inline std::string format_shape(const std::vector<std::int64_t>& shape) {
     std::string s = "[";
-    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        if (s.size() > 60) return s + ", ...]";
+        s += (i ? ", " : "") + std::to_string(shape[i]);
+    }
     return s + "]";
 }
 
 namespace detail {
+
+/// Appends a short rendering of `v` to `out`: at most 2 levels and about `budget` characters.
+/// Not json::dump(), which copies a value of any size into the message (and recurses once per
+/// level). Invalid UTF-8 from a string cut here becomes U+FFFD instead of nlohmann's type_error.
+inline void show_into(const nlohmann::json& v, int depth, std::size_t budget, std::string& out) {
+    const auto dump = [](const nlohmann::json& x) {
+        return x.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    };
+    if (out.size() > budget) return;
+    if (!v.is_structured()) {
+        if (v.is_string()) {
+            const auto& str = v.get_ref<const std::string&>();
+            out += dump(nlohmann::json(str.size() > budget ? str.substr(0, budget) : str));
+        } else {
+            out += dump(v);
+        }
+        return;
+    }
+    const bool obj = v.is_object();
+    out += obj ? '{' : '[';
+    if (depth >= 2 && !v.empty()) {
+        out += "...";
+    } else {
+        bool first = true;
+        for (auto it = v.begin(); it != v.end() && out.size() <= budget; ++it) {
+            if (!first) out += ", ";
+            first = false;
+            if (obj) out += dump(nlohmann::json(it.key())) + ": ";
+            show_into(*it, depth + 1, budget, out);
+        }
+    }
+    out += obj ? '}' : ']';
+}
+
+/// `v` for an error message, cut to 60 characters.
+inline std::string show(const nlohmann::json& v) {
+    std::string s;
+    show_into(v, 0, 64, s);
+    return cut(s, 60);
+}
+
+/// Deepest nesting of arrays and objects accepted in a safetensors header or a config.json
+/// (both use 3 levels), the idea of ropekit's max_config_json_depth: json::dump() recurses once
+/// per level, and 200 KB of text holds 100000 levels, enough to overflow the stack.
+inline constexpr int max_json_depth = 64;
+
+/// Parses the JSON text [first, last) of `source` ("safetensors", "config.json"). Every failure
+/// is a load_error with field `field`: malformed text, a number beyond double (1e400, which
+/// nlohmann reports as out_of_range, not parse_error), nesting deeper than max_json_depth
+/// (refused while parsing, before the level is built), a DOM that does not fit in memory.
+template <class It>
+nlohmann::json parse_json(const char* source, const std::string& field, It first, It last) {
+    using json = nlohmann::json;
+    const json::parser_callback_t bound_depth = [&](int depth, json::parse_event_t event, json&) {
+        // depth counts the levels already open around this array/object.
+        if ((event == json::parse_event_t::array_start ||
+             event == json::parse_event_t::object_start) &&
+            depth >= max_json_depth)
+            load_fail(source, field,
+                      "must not nest arrays/objects deeper than " + std::to_string(max_json_depth) +
+                          " levels",
+                      "level " + std::to_string(depth + 1));
+        return true;
+    };
+    try {
+        return json::parse(first, last, bound_depth);
+    } catch (const json::exception& e) {
+        load_fail(source, field, "must be valid JSON", e.what());
+    } catch (const std::bad_alloc&) {
+        load_fail(source, field, "does not fit in memory as a JSON document",
+                  std::to_string(std::distance(first, last)) + " bytes");
+    }
+}
+
+/// The whole content of the regular file at `path`, at most `max_bytes`. Throws load_error
+/// (`source`, field `field`) for a missing or unreadable file, a directory or other non-regular
+/// file (std::ifstream opens a directory and reports a size near 2^63: std::bad_alloc) and a
+/// file over the limit or over the free memory.
+inline std::vector<unsigned char> read_file(const char* source, const std::string& field,
+                                            const std::string& path, std::uint64_t max_bytes) {
+    const std::string shown = "\"" + path + "\"";
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    if (ec || !std::filesystem::exists(st)) load_fail(source, field, "cannot be opened", shown);
+    if (!std::filesystem::is_regular_file(st))
+        load_fail(source, field, "must be a regular file", shown);
+    const std::uintmax_t size = std::filesystem::file_size(path, ec);
+    if (ec) load_fail(source, field, "cannot be read", shown);
+    if (size > max_bytes)
+        load_fail(source, field, "must be at most " + std::to_string(max_bytes) + " bytes",
+                  shown + ", " + std::to_string(size) + " bytes");
+    std::vector<unsigned char> bytes;
+    try {
+        bytes.resize(static_cast<std::size_t>(size));
+    } catch (const std::bad_alloc&) {
+        load_fail(source, field, "does not fit in memory",
+                  shown + ", " + std::to_string(size) + " bytes");
+    }
+    std::ifstream f(path, std::ios::binary);
+    if (!f) load_fail(source, field, "cannot be opened", shown);
+    // The size is from stat(): a file that shrank since is a short read, one that grew is read
+    // up to the size seen.
+    if (size > 0 && !f.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size)))
+        load_fail(source, field, "cannot be read", shown);
+    return bytes;
+}
 
 /// Largest header the reader accepts: 100 MB (the format's own limit; ours is a few KB).
 inline constexpr std::uint64_t max_header_bytes = 100u * 1000u * 1000u;
@@ -106,25 +236,28 @@ inline constexpr std::int64_t max_elements = std::int64_t(1) << 40;
 /// A safetensors file held in memory: the parsed header and the raw bytes.
 class safetensors_file {
   public:
-    /// Reads and checks the file at `path`; throws load_error (field `path` when it cannot
-    /// be read) for any malformed content.
+    /// Reads and checks the file at `path`; throws load_error (field `path` when it is not a
+    /// readable regular file or does not fit in memory) for any malformed content.
     static safetensors_file open(const std::string& path) {
-        std::ifstream f(path, std::ios::binary | std::ios::ate);
-        if (!f) safetensors_fail("path", "cannot be opened", "\"" + path + "\"");
-        const std::streamoff size = f.tellg();
-        if (size < 0) safetensors_fail("path", "cannot be read", "\"" + path + "\"");
-        std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-        f.seekg(0);
-        if (size > 0 && !f.read(reinterpret_cast<char*>(bytes.data()), size))
-            safetensors_fail("path", "cannot be read", "\"" + path + "\"");
-        return parse(std::move(bytes));
+        return parse(detail::read_file("safetensors", "path", path,
+                                       std::numeric_limits<std::uint64_t>::max()));
     }
 
-    /// Parses a whole file's bytes; throws load_error naming the field at fault.
+    /// Parses a whole file's bytes; throws load_error naming the field at fault, and no other
+    /// exception.
     static safetensors_file parse(std::vector<unsigned char> bytes) {
         safetensors_file out;
         out.bytes_ = std::move(bytes);
-        out.parse_header();
+        // parse_header checks a type before each get<>() and shows values through show(), so
+        // nlohmann cannot throw there; this keeps the promise if a later change slips.
+        try {
+            out.parse_header();
+        } catch (const nlohmann::json::exception& e) {
+            safetensors_fail("header", "cannot be read", e.what());
+        } catch (const std::bad_alloc&) {
+            safetensors_fail("header", "does not fit in memory",
+                             std::to_string(out.bytes_.size()) + " bytes");
+        }
         return out;
     }
 
@@ -142,15 +275,23 @@ class safetensors_file {
         return it->second;
     }
 
-    /// The tensor `name`, checked to have exactly `shape`, converted to float32 into `out`
-    /// (which must hold the product of `shape` floats). Throws load_error naming
-    /// `<name>.shape` for another shape, `tensor` when it is missing.
-    void read_f32(const std::string& name, const std::vector<std::int64_t>& shape,
-                  float* out) const {
+    /// The tensor `name`, checked to have exactly `shape`. Throws load_error naming
+    /// `<name>.shape` for another shape, `tensor` when it is missing. A tensor that passes has
+    /// its element count bounded by the file's size (parse checked its byte range).
+    const tensor_info& check(const std::string& name,
+                             const std::vector<std::int64_t>& shape) const {
         const tensor_info& t = info(name);
         if (t.shape != shape)
             safetensors_fail(name + ".shape", "must be " + format_shape(shape) + " for this model",
                              format_shape(t.shape));
+        return t;
+    }
+
+    /// The tensor `name`, checked to have exactly `shape` (see check()), converted to float32
+    /// into `out` (which must hold the product of `shape` floats).
+    void read_f32(const std::string& name, const std::vector<std::int64_t>& shape,
+                  float* out) const {
+        const tensor_info& t = check(name, shape);
         const unsigned char* p = bytes_.data() + data_start_ + t.begin;
         const std::int64_t n = t.elements();
         switch (t.type) {
@@ -173,12 +314,10 @@ class safetensors_file {
         }
     }
 
-    /// read_f32 into a new vector.
+    /// read_f32 into a new vector, allocated only once the shape matched the file.
     std::vector<float> read_f32(const std::string& name,
                                 const std::vector<std::int64_t>& shape) const {
-        std::int64_t n = 1;
-        for (std::int64_t d : shape) n *= d;
-        std::vector<float> out(static_cast<std::size_t>(n));
+        std::vector<float> out(static_cast<std::size_t>(check(name, shape).elements()));
         read_f32(name, shape, out.data());
         return out;
     }
@@ -202,21 +341,18 @@ class safetensors_file {
         data_start_ = 8 + n;
         const std::uint64_t data_size = file_size - data_start_;
 
-        nlohmann::json header;
-        try {
-            header = nlohmann::json::parse(bytes_.begin() + 8,
-                                           bytes_.begin() + std::ptrdiff_t(data_start_));
-        } catch (const nlohmann::json::parse_error& e) {
-            safetensors_fail("header", "must be valid JSON", e.what());
-        }
-        if (!header.is_object()) safetensors_fail("header", "must be a JSON object", header.dump());
+        const nlohmann::json header =
+            detail::parse_json("safetensors", "header", bytes_.begin() + 8,
+                               bytes_.begin() + std::ptrdiff_t(data_start_));
+        if (!header.is_object())
+            safetensors_fail("header", "must be a JSON object", detail::show(header));
 
         std::vector<const tensor_info*> by_offset;
         for (auto it = header.begin(); it != header.end(); ++it) {
             const std::string& name = it.key();
             if (name == "__metadata__") {
                 if (!it->is_object())
-                    safetensors_fail("__metadata__", "must be an object", it->dump());
+                    safetensors_fail("__metadata__", "must be an object", detail::show(*it));
                 metadata_ = *it;
                 continue;
             }
@@ -229,20 +365,22 @@ class safetensors_file {
         for (std::size_t i = 1; i < by_offset.size(); ++i)
             if (by_offset[i]->begin < by_offset[i - 1]->end)
                 safetensors_fail(by_offset[i]->name + ".data_offsets",
-                                 "must not overlap " + by_offset[i - 1]->name + " (which ends at " +
-                                     std::to_string(by_offset[i - 1]->end) + ")",
+                                 "must not overlap " + detail::cut(by_offset[i - 1]->name, 40) +
+                                     " (which ends at " + std::to_string(by_offset[i - 1]->end) +
+                                     ")",
                                  "[" + std::to_string(by_offset[i]->begin) + ", " +
                                      std::to_string(by_offset[i]->end) + "]");
     }
 
     static tensor_info parse_tensor(const std::string& name, const nlohmann::json& j,
                                     std::uint64_t data_size) {
-        if (!j.is_object()) safetensors_fail(name, "must be an object", j.dump());
+        if (!j.is_object()) safetensors_fail(name, "must be an object", detail::show(j));
         tensor_info t;
         t.name = name;
         const auto dt = j.find("dtype");
         if (dt == j.end()) safetensors_fail(name + ".dtype", "is missing", "nothing");
-        if (!dt->is_string()) safetensors_fail(name + ".dtype", "must be a string", dt->dump());
+        if (!dt->is_string())
+            safetensors_fail(name + ".dtype", "must be a string", detail::show(*dt));
         const std::string d = dt->get<std::string>();
         if (d == "BF16")
             t.type = dtype::bf16;
@@ -251,21 +389,24 @@ class safetensors_file {
         else if (d == "F32")
             t.type = dtype::f32;
         else
-            safetensors_fail(name + ".dtype", "must be BF16, F16 or F32", "\"" + d + "\"");
+            safetensors_fail(name + ".dtype", "must be BF16, F16 or F32", detail::show(*dt));
 
         const auto sh = j.find("shape");
         if (sh == j.end()) safetensors_fail(name + ".shape", "is missing", "nothing");
-        if (!sh->is_array()) safetensors_fail(name + ".shape", "must be an array", sh->dump());
+        if (!sh->is_array())
+            safetensors_fail(name + ".shape", "must be an array", detail::show(*sh));
         std::int64_t elements = 1;
         for (const auto& dim : *sh) {
             if (!dim.is_number_integer() || dim.get<std::int64_t>() < 0 ||
                 dim.get<std::int64_t>() > detail::max_elements)
-                safetensors_fail(name + ".shape", "must hold integers in [0, 2^40]", sh->dump());
+                safetensors_fail(name + ".shape", "must hold integers in [0, 2^40]",
+                                 detail::show(*sh));
             const std::int64_t v = dim.get<std::int64_t>();
             t.shape.push_back(v);
             // elements <= 2^40 and v <= 2^40: the product is checked without overflow.
             if (v != 0 && elements > detail::max_elements / v)
-                safetensors_fail(name + ".shape", "must have at most 2^40 elements", sh->dump());
+                safetensors_fail(name + ".shape", "must have at most 2^40 elements",
+                                 detail::show(*sh));
             elements *= v;
         }
 
@@ -274,23 +415,23 @@ class safetensors_file {
         if (!off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
             !(*off)[1].is_number_unsigned())
             safetensors_fail(name + ".data_offsets", "must be [begin, end], integers >= 0",
-                             off->dump());
+                             detail::show(*off));
         t.begin = (*off)[0].get<std::uint64_t>();
         t.end = (*off)[1].get<std::uint64_t>();
         if (t.begin > t.end)
-            safetensors_fail(name + ".data_offsets", "must have begin <= end", off->dump());
+            safetensors_fail(name + ".data_offsets", "must have begin <= end", detail::show(*off));
         if (t.end > data_size)
             safetensors_fail(
                 name + ".data_offsets",
                 "must lie inside the data section (" + std::to_string(data_size) + " bytes)",
-                off->dump());
+                detail::show(*off));
         const std::uint64_t expected = std::uint64_t(elements) * dtype_size(t.type);
         if (t.end - t.begin != expected)
-            safetensors_fail(name + ".data_offsets",
-                             "must span shape x dtype size = " + std::to_string(expected) +
-                                 " bytes (" + format_shape(t.shape) + " " + dtype_name(t.type) +
-                                 ")",
-                             off->dump() + ", " + std::to_string(t.end - t.begin) + " bytes");
+            safetensors_fail(
+                name + ".data_offsets",
+                "must span shape x dtype size = " + std::to_string(expected) + " bytes (" +
+                    format_shape(t.shape) + " " + dtype_name(t.type) + ")",
+                detail::show(*off) + ", " + std::to_string(t.end - t.begin) + " bytes");
         return t;
     }
 
