@@ -10,7 +10,8 @@
 
 #include <ropekit/attention.hpp>
 #include <ropekit/config_json.hpp>
-#include <ropekit/detail/scaling_inspect.hpp>
+
+#include "rope_inspect.hpp"  // examples/rope_inspect/: the rope-inspect command line
 
 #include <cmath>
 #include <cstdint>
@@ -432,14 +433,14 @@ TEST_CASE("rope-inspect reads every shipped config: each layer type and the laye
           "yarn.json", "llama3.json", "longrope.json"}) {
         INFO(file);
         std::ostringstream out, err;
-        const int status = detail::inspect::run({"--config", example(file), "--layers"}, out, err);
+        const int status = rope_inspect::run({"--config", example(file), "--layers"}, out, err);
         INFO(err.str());
         CHECK(status == 0);
         CHECK(out.str().find("layers ") != std::string::npos);
         CHECK(out.str().find("head_dim        q/k") != std::string::npos);
     }
     std::ostringstream out, err;
-    CHECK(detail::inspect::run({"--config", example("gemma4.json")}, out, err) == 0);
+    CHECK(rope_inspect::run({"--config", example("gemma4.json")}, out, err) == 0);
     CHECK(out.str().find("[full_attention]") != std::string::npos);  // chosen by itself
     CHECK(out.str().find("frequency_dim 512") != std::string::npos);
     CHECK(out.str().find("span 256") != std::string::npos);

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // config.json import (include/ropekit/config_json.hpp) over configs modelled on real models,
-// malformed input, and the rope-inspect command line (detail/scaling_inspect.hpp, the code
-// examples/rope_inspect.cpp runs).
+// malformed input, and the rope-inspect command line (examples/rope_inspect/rope_inspect.hpp,
+// the code examples/rope_inspect/rope_inspect.cpp runs).
 #include "test_support.hpp"
 
 #if ROPEKIT_TEST_HAVE_JSON
 
 #include <ropekit/config_json.hpp>
-#include <ropekit/detail/scaling_inspect.hpp>
+#include <ropekit/inspect.hpp>
+
+#include "rope_inspect.hpp"  // examples/rope_inspect/: the rope-inspect command line
 
 #include <cmath>
 #include <cstdio>
@@ -54,7 +56,7 @@ struct inspect_result {
 };
 inspect_result inspect(const std::vector<std::string>& args) {
     std::ostringstream out, err;
-    const int status = detail::inspect::run(args, out, err);
+    const int status = rope_inspect::run(args, out, err);
     return {status, out.str(), err.str()};
 }
 
@@ -342,7 +344,7 @@ TEST_CASE("the reader, rope-inspect and the error paths follow each method's con
         const model_rope_config c = parse_with_dict(dict);
         REQUIRE(std::holds_alternative<M>(c.scaling));
         CHECK(!has_warning(c, "not used by rope_type"));
-        const nlohmann::json reported = detail::inspect::method_parameters(c.scaling);
+        const nlohmann::json reported = rope_inspect::method_parameters(c.scaling);
         std::size_t reported_keys = 0;
         std::apply(
             [&](const auto&... k) {
@@ -354,10 +356,9 @@ TEST_CASE("the reader, rope-inspect and the error paths follow each method's con
                         // rope-inspect reports the value read, under validate()'s member name.
                         CHECK(reported.contains(std::string(key.member_name())));
                         CHECK(reported[std::string(key.member_name())] ==
-                              detail::inspect::to_json_value(std::get<M>(c.scaling).*key.member));
+                              rope_inspect::to_json_value(std::get<M>(c.scaling).*key.member));
                         if (key.rule == key_rule::max_position) return;  // not a dict key
-                        CHECK(help.find(detail::inspect::flag_for_key(key.name)) !=
-                              std::string::npos);
+                        CHECK(help.find(rope_inspect::flag_for_key(key.name)) != std::string::npos);
                         // A wrongly typed value is an error naming the key as written.
                         nlohmann::json bad = dict;
                         bad[key_name] = "x";
@@ -376,7 +377,7 @@ TEST_CASE("the reader, rope-inspect and the error paths follow each method's con
             },
             M::config_keys());
         std::size_t derived = 0;
-        if constexpr (detail::inspect::has_derived_values<M>::value)
+        if constexpr (detail::has_derived_values<M>::value)
             derived = std::tuple_size_v<decltype(M::derived_values())>;
         CHECK(reported.size() == reported_keys + derived);
     });

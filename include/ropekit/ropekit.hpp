@@ -10,6 +10,7 @@
 #include "attention_temperature.hpp"
 #include "config.hpp"
 #include "error.hpp"
+#include "inspect.hpp"
 #include "layout.hpp"
 #include "mask.hpp"
 #include "mrope.hpp"

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the config.json reader (include/ropekit/config_json.hpp: the single-layer
 // and the per-layer entry) and what follows it: the frequencies, a bounded cos/sin table and
-// rope-inspect's report writers
-// (detail/scaling_inspect.hpp). A thrown ropekit::error is the expected outcome for bad input;
-// anything else (another exception type, a crash, a sanitizer report, a leak, a hang, a huge
-// allocation) escapes and is a finding, and so is a broken invariant (checked with trap()).
+// rope-inspect's report writers (examples/rope_inspect/rope_inspect.hpp). A thrown
+// ropekit::error is the expected outcome for bad input; anything else (another exception type,
+// a crash, a sanitizer report, a leak, a hang, a huge allocation) escapes and is a finding, and
+// so is a broken invariant (checked with trap()).
 //
 //   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined \
 //       -fno-sanitize-recover=undefined -Iinclude \
@@ -13,8 +13,10 @@
 //       /tmp/cj_corpus tests/fuzz/corpus/config_json
 #if __has_include(<nlohmann/json.hpp>)  // tests/fuzz/CMakeLists.txt builds every target
 #include <ropekit/config_json.hpp>
-#include <ropekit/detail/scaling_inspect.hpp>
 #include <ropekit/table.hpp>
+
+// rope-inspect is an example: included by path, so the command above needs no -I for it.
+#include "../../examples/rope_inspect/rope_inspect.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -45,7 +47,7 @@ void check_json_report(const std::string& text) {
 }
 
 void exercise(const ropekit::model_rope_config& c, std::optional<std::int64_t> seq_len) {
-    namespace inspect = ropekit::detail::inspect;
+    namespace inspect = rope_inspect;
     const ropekit::rope_frequencies f = c.frequencies(seq_len);
     check_frequencies(f);
     const ropekit::rope_frequencies def = ropekit::default_rope{}.frequencies(c.params);
@@ -66,7 +68,7 @@ void exercise(const ropekit::model_rope_config& c, std::optional<std::int64_t> s
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    namespace inspect = ropekit::detail::inspect;
+    namespace inspect = rope_inspect;
     const std::string_view text(reinterpret_cast<const char*>(data), size);
     // Options and rope-inspect flags come from the input's size, so every input is still a
     // plain config.json. Set 0 is the library call alone; the others go through rope-inspect's

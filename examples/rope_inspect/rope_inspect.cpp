@@ -8,9 +8,9 @@
 // Prints the method, rotary dim, base, attention factor and, per rotation pair, inv_freq and
 // wavelength next to default RoPE's; --json prints one JSON object instead; --svg draws the
 // wavelengths (log scale) against default RoPE. Bad input: the message on stderr, exit status 2.
-// The logic lives in ropekit/detail/scaling_inspect.hpp so the tests exercise it directly.
+// The logic lives in rope_inspect.hpp next to this file, so the tests exercise it directly.
 #if __has_include(<nlohmann/json.hpp>)
-#include <ropekit/detail/scaling_inspect.hpp>
+#include "rope_inspect.hpp"
 
 #include <iostream>
 #include <string>
@@ -18,7 +18,7 @@
 
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
-    return ropekit::detail::inspect::run(args, std::cout, std::cerr);
+    return rope_inspect::run(args, std::cout, std::cerr);
 }
 #else
 #include <cstdio>

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-/// \file
-/// The `rope-inspect` command line (examples/rope_inspect.cpp) as a library function, so its
-/// behaviour (exit codes, JSON, SVG) is unit-tested: reads a config.json and/or flags, prints
-/// the method, geometry, attention factor and per-pair inv_freq / wavelength.
+// The rope-inspect command line (rope_inspect.cpp runs it): argv parsing, usage text, the
+// text / brief / JSON / per-layer reports and the SVG writer. A header of the example, not of
+// the library, so the tests (tests/test_config_json.cpp, tests/test_config_families.cpp,
+// tests/fuzz/fuzz_config_json.cpp) call run() and the writers directly: exit codes, JSON and
+// SVG are unit-tested. The data it prints comes from the library (config_json.hpp, and
+// inspect.hpp for a method's parameters and original context); the file reading, parsing and
+// error helpers are the config reader's own (ropekit::detail::json_config), so the tool reports
+// bad input exactly as the library does.
 #pragma once
-
-#include "../abi.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -16,31 +18,24 @@
 #include <ostream>
 #include <sstream>
 #include <string>
-#include <tuple>
+#include <string_view>
 #include <type_traits>
 #include <utility>
-#include <variant>
 #include <vector>
 
-#include "../config_json.hpp"
+#include <ropekit/config_json.hpp>
+#include <ropekit/inspect.hpp>
 
-ROPEKIT_BEGIN_NAMESPACE
-namespace detail {
-namespace inspect {
-ROPEKIT_BEGIN_ISA_NAMESPACE
+namespace rope_inspect {
 
-/// Whether M reports derived values (`static constexpr auto derived_values()`).
-template <class M, class = void>
-struct has_derived_values : std::false_type {};
-template <class M>
-struct has_derived_values<M, std::void_t<decltype(M::derived_values())>> : std::true_type {};
+namespace json_config = ropekit::detail::json_config;
 
 /// Calls `f(key)` for every config_key (not ignored_key) of every method, in variant order.
 template <class F>
 void for_each_config_key(F&& f) {
-    for_each_method([&](auto tag) {
+    ropekit::detail::for_each_method([&](auto tag) {
         using M = typename decltype(tag)::type;
-        for_each_key_of<M>([&](const auto& key) { f(key); });
+        ropekit::detail::for_each_key_of<M>([&](const auto& key) { f(key); });
     });
 }
 
@@ -70,7 +65,7 @@ inline const std::vector<key_flag>& key_flags() {
         for_each_config_key([&](const auto& key) {
             using T = typename json_config::stored_as<
                 typename std::decay_t<decltype(key)>::value_type>::type;
-            if (key.rule == key_rule::max_position) return;  // --max-position
+            if (key.rule == ropekit::key_rule::max_position) return;  // --max-position
             if constexpr (std::is_same_v<T, double>)
                 add(key.name, 'f');
             else if constexpr (std::is_same_v<T, std::int64_t>)
@@ -88,7 +83,7 @@ inline const std::vector<key_flag>& key_flags() {
 
 /// Usage text, also printed by --help.
 inline std::string usage() {
-    std::string methods = known_rope_types();
+    std::string methods = ropekit::known_rope_types();
     for (char& ch : methods)
         if (ch == ',') ch = '|';
     methods.erase(std::remove(methods.begin(), methods.end(), ' '), methods.end());
@@ -136,7 +131,7 @@ struct request {
     bool layers = false;  ///< --layers: every layer type (model_config_from_json)
     bool help = false;
     std::string svg_path;
-    config_json_options options;
+    ropekit::config_json_options options;
     nlohmann::json top_overrides = nlohmann::json::object();   ///< top-level config keys
     nlohmann::json dict_overrides = nlohmann::json::object();  ///< rope dict keys
 };
@@ -205,7 +200,7 @@ inline request parse_args(const std::vector<std::string>& args) {
             r.options.layer_type = value(i);
         else if (a == "--layout") {
             const std::string& v = value(i);
-            r.options.layout = parse_rope_layout(v);
+            r.options.layout = ropekit::parse_rope_layout(v);
             if (!r.options.layout) bad_flag(a, "expects neox or gptj (got \"" + v + "\")");
         } else if (a == "--rope-type")
             r.dict_overrides["rope_type"] = value(i);
@@ -343,53 +338,22 @@ nlohmann::json to_json_value(const T& v) {
 }
 
 /// The method's parameters as a JSON object (for --json and the text report), one entry per
-/// config key under validate()'s member name, plus the method's derived values at seq_len.
-inline nlohmann::json method_parameters(const rope_scaling& s,
+/// config key under validate()'s member name, plus the method's derived values at seq_len
+/// (ropekit::for_each_parameter).
+inline nlohmann::json method_parameters(const ropekit::rope_scaling& s,
                                         std::optional<std::int64_t> seq_len = {}) {
     nlohmann::json j = nlohmann::json::object();
-    std::visit(
-        [&](const auto& m) {
-            using M = std::decay_t<decltype(m)>;
-            for_each_key_of<M>([&](const auto& key) {
-                j[std::string(key.member_name())] = to_json_value(m.*key.member);
-            });
-            if constexpr (has_derived_values<M>::value)
-                std::apply(
-                    [&](const auto&... v) {
-                        ((j[std::string(v.name)] = (m.*v.function)(seq_len)), ...);
-                    },
-                    M::derived_values());
-        },
-        s);
+    ropekit::for_each_parameter(s, seq_len, [&](std::string_view name, const auto& value) {
+        j[std::string(name)] = to_json_value(value);
+    });
     return j;
-}
-
-/// The original (pre-training) context the method refers to, if it has one: the member of its
-/// original-context key.
-inline std::optional<std::int64_t> original_context(const rope_scaling& s) {
-    std::optional<std::int64_t> out;
-    std::visit(
-        [&](const auto& m) {
-            using M = std::decay_t<decltype(m)>;
-            for_each_key_of<M>([&](const auto& key) {
-                if (key.rule == key_rule::original_context ||
-                    key.rule == key_rule::original_context_required ||
-                    key.rule == key_rule::max_position) {
-                    if constexpr (std::is_same_v<std::decay_t<decltype(m.*key.member)>,
-                                                 std::int64_t>)
-                        out = m.*key.member;
-                }
-            });
-        },
-        s);
-    return out;
 }
 
 /// The report as exactly one JSON object. Float32 values use 9 significant digits (enough to
 /// round-trip a float32); doubles use 17.
-inline std::string to_json(const model_rope_config& c, const rope_frequencies& f,
-                           const rope_frequencies& def, std::optional<std::int64_t> seq_len,
-                           const std::string& source) {
+inline std::string to_json(const ropekit::model_rope_config& c, const ropekit::rope_frequencies& f,
+                           const ropekit::rope_frequencies& def,
+                           std::optional<std::int64_t> seq_len, const std::string& source) {
     std::ostringstream o;
     auto floats = [&](const char* key, const std::vector<float>& v, bool wl) {
         o << "  \"" << key << "\": [";
@@ -400,20 +364,21 @@ inline std::string to_json(const model_rope_config& c, const rope_frequencies& f
     };
     const nlohmann::json params = method_parameters(c.scaling, seq_len);
     o << "{\n";
-    o << "  \"rope_type\": " << json_string(std::string(name(c.scaling))) << ",\n";
+    o << "  \"rope_type\": " << json_string(std::string(ropekit::name(c.scaling))) << ",\n";
     o << "  \"rope_type_in_file\": " << json_string(c.rope_type) << ",\n";
     o << "  \"source\": " << json_string(source) << ",\n";
     o << "  \"head_dim\": " << c.params.head_dim << ",\n";
     o << "  \"rotary_dim\": " << c.params.rotary_dim << ",\n";
     o << "  \"pairs\": " << f.pairs() << ",\n";
-    o << "  \"layout\": " << json_string(std::string(to_string(c.params.layout))) << ",\n";
+    o << "  \"layout\": " << json_string(std::string(ropekit::to_string(c.params.layout))) << ",\n";
     o << "  \"base\": " << json_number("%.17g", c.params.base) << ",\n";
     o << "  \"seq_len\": " << (seq_len ? std::to_string(*seq_len) : std::string("null")) << ",\n";
     o << "  \"max_position_embeddings\": "
       << (c.max_position_embeddings ? std::to_string(*c.max_position_embeddings) : "null") << ",\n";
-    o << "  \"attention_factor\": " << json_number("%.17g", attention_factor(c.scaling)) << ",\n";
-    o << "  \"logit_scale\": " << json_number("%.17g", std::pow(attention_factor(c.scaling), 2))
+    o << "  \"attention_factor\": " << json_number("%.17g", ropekit::attention_factor(c.scaling))
       << ",\n";
+    o << "  \"logit_scale\": "
+      << json_number("%.17g", std::pow(ropekit::attention_factor(c.scaling), 2)) << ",\n";
     o << "  \"parameters\": " << json_config::dump_text(params) << ",\n";
     floats("inv_freq", f.inv_freq, false);
     floats("wavelength", f.inv_freq, true);
@@ -424,14 +389,14 @@ inline std::string to_json(const model_rope_config& c, const rope_frequencies& f
 }
 
 /// A person-readable report: header lines and one row per pair.
-inline std::string to_text(const model_rope_config& c, const rope_frequencies& f,
-                           const rope_frequencies& def, std::optional<std::int64_t> seq_len,
-                           const std::string& source) {
+inline std::string to_text(const ropekit::model_rope_config& c, const ropekit::rope_frequencies& f,
+                           const ropekit::rope_frequencies& def,
+                           std::optional<std::int64_t> seq_len, const std::string& source) {
     std::ostringstream o;
-    const double af = attention_factor(c.scaling);
+    const double af = ropekit::attention_factor(c.scaling);
     o << "source            " << source << "\n";
-    o << "rope_type         " << name(c.scaling);
-    if (c.rope_type != name(c.scaling)) o << " (written \"" << c.rope_type << "\")";
+    o << "rope_type         " << ropekit::name(c.scaling);
+    if (c.rope_type != ropekit::name(c.scaling)) o << " (written \"" << c.rope_type << "\")";
     o << "\n";
     nlohmann::json params = method_parameters(c.scaling, seq_len);
     for (auto& v : params)  // lists (LongRoPE's factor sets) are in --json; one line here
@@ -439,14 +404,15 @@ inline std::string to_text(const model_rope_config& c, const rope_frequencies& f
     o << "parameters        " << json_config::dump_text(params) << "\n";
     o << "head_dim          " << c.params.head_dim << "\n";
     o << "rotary_dim        " << c.params.rotary_dim << " (" << f.pairs() << " pairs, "
-      << to_string(c.params.layout) << ")\n";
+      << ropekit::to_string(c.params.layout) << ")\n";
     if (!f.ordinary_geometry() || c.params.exponent_dim() != c.params.rotary_dim)
         o << "geometry          span " << f.neox_pair_span() << ", offset "
           << c.params.rotary_offset << ", frequency_dim " << c.params.exponent_dim() << "\n";
     if (c.mrope)
         o << "mrope_section     [" << c.mrope->section[0] << ", " << c.mrope->section[1] << ", "
           << c.mrope->section[2] << "] "
-          << (c.mrope->layout == mrope_layout::interleaved ? "interleaved" : "contiguous") << "\n";
+          << (c.mrope->layout == ropekit::mrope_layout::interleaved ? "interleaved" : "contiguous")
+          << "\n";
     o << "base              " << fmt("%.17g", c.params.base) << "\n";
     o << "seq_len           " << (seq_len ? std::to_string(*seq_len) : std::string("(none)"))
       << "\n";
@@ -465,8 +431,8 @@ inline std::string to_text(const model_rope_config& c, const rope_frequencies& f
 /// Two lines: a header and one row (method, rotary dim, base, attention factor, the wavelength
 /// of pairs 0, n/4, n/2, 3n/4 and n-1 of the n pairs, and how much the last pair's wavelength is
 /// stretched compared with default RoPE).
-inline std::string to_brief(const model_rope_config& c, const rope_frequencies& f,
-                            const rope_frequencies& def, const std::string& source) {
+inline std::string to_brief(const ropekit::model_rope_config& c, const ropekit::rope_frequencies& f,
+                            const ropekit::rope_frequencies& def, const std::string& source) {
     std::string file = source.substr(source.find_last_of('/') + 1);
     if (file.size() > 20) file = file.substr(0, 17) + "...";
     const int n = f.pairs();
@@ -482,8 +448,8 @@ inline std::string to_brief(const model_rope_config& c, const rope_frequencies& 
     }
     o << "  stretch\n";
     std::snprintf(buf, sizeof buf, "%-20s %-8s %4d %9.6g %8.5f", file.c_str(),
-                  std::string(name(c.scaling)).c_str(), c.params.rotary_dim, c.params.base,
-                  attention_factor(c.scaling));
+                  std::string(ropekit::name(c.scaling)).c_str(), c.params.rotary_dim, c.params.base,
+                  ropekit::attention_factor(c.scaling));
     o << buf;
     for (int k : picks) o << fmt(" %9.4g", wavelength(f.inv_freq[std::size_t(k)]));
     o << fmt("  %6.2fx", double(def.inv_freq[std::size_t(n - 1)]) / f.inv_freq[std::size_t(n - 1)])
@@ -493,8 +459,9 @@ inline std::string to_brief(const model_rope_config& c, const rope_frequencies& 
 
 /// A self-contained SVG: wavelength per pair on a log scale, method against default RoPE, with
 /// the original context length marked (the picture the PI / NTK / YaRN papers explain with).
-inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
-                          const rope_frequencies& def, std::optional<std::int64_t> seq_len) {
+inline std::string to_svg(const ropekit::model_rope_config& c, const ropekit::rope_frequencies& f,
+                          const ropekit::rope_frequencies& def,
+                          std::optional<std::int64_t> seq_len) {
     const double W = 760, H = 460, left = 80, right = 190, top = 50, bottom = 60;
     const double pw = W - left - right, ph = H - top - bottom;
     const int n = f.pairs();
@@ -505,7 +472,7 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
             lo = std::min(lo, w);
             hi = std::max(hi, w);
         }
-    const auto ctx = original_context(c.scaling);
+    const auto ctx = ropekit::original_context(c.scaling);
     if (ctx) hi = std::max(hi, double(*ctx));
     // Wavelengths are finite and > 0 (make_frequencies checks inv_freq), so the decades span at
     // most ~700; the clamps keep the grid loop bounded whatever the input.
@@ -521,10 +488,10 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
     o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
     o << "<text x=\"" << left << "\" y=\"24\" font-size=\"15\" font-weight=\"bold\">"
-      << name(c.scaling) << ": wavelength per rotation pair</text>\n";
+      << ropekit::name(c.scaling) << ": wavelength per rotation pair</text>\n";
     o << "<text x=\"" << left << "\" y=\"40\" fill=\"#555\">rotary_dim " << c.params.rotary_dim
       << ", base " << fmt("%g", c.params.base) << ", attention factor "
-      << fmt("%.6g", attention_factor(c.scaling))
+      << fmt("%.6g", ropekit::attention_factor(c.scaling))
       << (seq_len ? ", seq_len " + std::to_string(*seq_len) : std::string()) << "</text>\n";
     const int decades = int(d1 - d0);
     for (int k = 0; k <= decades; ++k) {  // decade grid lines and labels
@@ -563,7 +530,7 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
     const double lx = left + pw + 16;
     o << "<line x1=\"" << lx << "\" x2=\"" << lx + 28 << "\" y1=\"" << top + 12 << "\" y2=\""
       << top + 12 << "\" stroke=\"#1f5fbf\" stroke-width=\"2\"/>\n";
-    o << "<text x=\"" << lx + 34 << "\" y=\"" << top + 16 << "\">" << name(c.scaling)
+    o << "<text x=\"" << lx + 34 << "\" y=\"" << top + 16 << "\">" << ropekit::name(c.scaling)
       << "</text>\n";
     o << "<line x1=\"" << lx << "\" x2=\"" << lx + 28 << "\" y1=\"" << top + 32 << "\" y2=\""
       << top + 32 << "\" stroke=\"#888\" stroke-width=\"2\" stroke-dasharray=\"5,3\"/>\n";
@@ -580,15 +547,15 @@ inline std::string to_svg(const model_rope_config& c, const rope_frequencies& f,
 
 /// The per-layer report: the layer map, then per layer type its RoPE (method, geometry, inv_freq
 /// at the first, middle and last pair, wavelength range) and what its attention needs.
-inline std::string to_layers_text(const model_layers_config& m, std::optional<std::int64_t> seq_len,
-                                  const std::string& source) {
+inline std::string to_layers_text(const ropekit::model_layers_config& m,
+                                  std::optional<std::int64_t> seq_len, const std::string& source) {
     std::ostringstream o;
     o << "source            " << source << "\n";
     if (!m.model_type.empty()) o << "model_type        " << m.model_type << "\n";
-    o << "layers            " << layer_map_summary(m) << "\n";
+    o << "layers            " << ropekit::layer_map_summary(m) << "\n";
     for (std::size_t t = 0; t < m.types.size(); ++t) {
-        const layer_config& c = m.types[t];
-        const rope_params& p = c.rope.params;
+        const ropekit::layer_config& c = m.types[t];
+        const ropekit::rope_params& p = c.rope.params;
         std::size_t count = 0;
         for (std::size_t k : m.layer_type_index) count += k == t;
         o << "\n[" << c.layer_type << (c.use_rope ? "" : ", NoPE") << "]  " << count << " layer"
@@ -610,22 +577,23 @@ inline std::string to_layers_text(const model_layers_config& m, std::optional<st
             o << "  rope            none (q and k are not rotated)\n";
             continue;
         }
-        const rope_frequencies f = c.frequencies(seq_len);
+        const ropekit::rope_frequencies f = c.frequencies(seq_len);
         nlohmann::json params = method_parameters(c.rope.scaling, seq_len);
         for (auto& v : params)
             if (v.is_array()) v = std::to_string(v.size()) + " values";
-        o << "  rope_type       " << name(c.rope.scaling);
-        if (c.rope.rope_type != name(c.rope.scaling))
+        o << "  rope_type       " << ropekit::name(c.rope.scaling);
+        if (c.rope.rope_type != ropekit::name(c.rope.scaling))
             o << " (written \"" << c.rope.rope_type << "\")";
         o << " " << json_config::dump_text(params) << "\n";
         o << "  base            " << fmt("%.17g", p.base) << "\n";
         o << "  geometry        rotary_dim " << p.rotary_dim << " (" << f.pairs() << " pairs, "
-          << to_string(p.layout) << "), span " << f.neox_pair_span() << ", offset "
+          << ropekit::to_string(p.layout) << "), span " << f.neox_pair_span() << ", offset "
           << p.rotary_offset << ", frequency_dim " << p.exponent_dim() << "\n";
         if (c.rope.mrope)
             o << "  mrope_section   [" << c.rope.mrope->section[0] << ", "
               << c.rope.mrope->section[1] << ", " << c.rope.mrope->section[2] << "] "
-              << (c.rope.mrope->layout == mrope_layout::interleaved ? "interleaved" : "contiguous")
+              << (c.rope.mrope->layout == ropekit::mrope_layout::interleaved ? "interleaved"
+                                                                             : "contiguous")
               << "\n";
         const int n = f.pairs();
         o << "  inv_freq        [0] " << fmt("%.9g", f.inv_freq.front()) << ", [" << n / 2 << "] "
@@ -633,7 +601,8 @@ inline std::string to_layers_text(const model_layers_config& m, std::optional<st
           << fmt("%.9g", f.inv_freq.back()) << "\n";
         o << "  wavelength      " << fmt("%.6g", wavelength(f.inv_freq.front())) << " .. "
           << fmt("%.6g", wavelength(f.inv_freq.back())) << "\n";
-        o << "  attention_factor " << fmt("%.17g", attention_factor(c.rope.scaling)) << "\n";
+        o << "  attention_factor " << fmt("%.17g", ropekit::attention_factor(c.rope.scaling))
+          << "\n";
     }
     return o.str();
 }
@@ -661,14 +630,14 @@ inline int run(const std::vector<std::string>& args, std::ostream& out, std::ost
         }
         const nlohmann::json cfg = effective_config(r);
         if (r.layers || (!r.json && !r.brief && r.svg_path.empty() && per_layer_config(cfg, r))) {
-            const model_layers_config m = model_config_from_json(cfg, r.options);
+            const ropekit::model_layers_config m = ropekit::model_config_from_json(cfg, r.options);
             for (const auto& w : m.warnings) err << "rope-inspect: warning: " << w << "\n";
             out << to_layers_text(m, r.seq_len, r.config_path.empty() ? "(flags)" : r.config_path);
             return 0;
         }
-        const model_rope_config c = config_from_json(cfg, r.options);
-        const rope_frequencies f = c.frequencies(r.seq_len);
-        const rope_frequencies def = default_rope{}.frequencies(c.params);
+        const ropekit::model_rope_config c = ropekit::config_from_json(cfg, r.options);
+        const ropekit::rope_frequencies f = c.frequencies(r.seq_len);
+        const ropekit::rope_frequencies def = ropekit::default_rope{}.frequencies(c.params);
         const std::string source = r.config_path.empty() ? "(flags)" : r.config_path;
         if (!r.svg_path.empty()) {  // before the report: a failure leaves stdout empty
             std::ofstream svg(r.svg_path, std::ios::binary);
@@ -690,7 +659,4 @@ inline int run(const std::vector<std::string>& args, std::ostream& out, std::ost
     }
 }
 
-ROPEKIT_END_ISA_NAMESPACE
-}  // namespace inspect
-}  // namespace detail
-ROPEKIT_END_NAMESPACE
+}  // namespace rope_inspect
