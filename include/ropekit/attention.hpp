@@ -41,6 +41,7 @@
 
 #include "arch.hpp"
 #include "attention_temperature.hpp"
+#include "attention_types.hpp"
 #include "detail/attention_kernel.hpp"
 #include "error.hpp"
 #include "mask.hpp"
