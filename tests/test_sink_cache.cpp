@@ -617,3 +617,89 @@ TEST_CASE("sink_cache: the two-thread key split equals the single-thread result"
         }
     }
 }
+
+// Issue 24, item 4: sizes from the caller were multiplied and allocated unchecked. Each call
+// below threw std::bad_alloc (64 GiB to 1 TiB requested) instead of ropekit::error; the wrapped
+// one allocated 0 values for K and V (2^30 x 256 x 2^26 = 2^64) and only failed later, on the
+// scratch row, after filling 512 MiB of slot positions.
+TEST_CASE("sink_cache: a cache above sink_cache_max_values is rejected before allocating",
+          "[sink_cache]") {
+    using ropekit::error;
+    using ropekit_test::expect_error;
+    const auto f128 = freqs_for(128), f256 = freqs_for(256);
+    for (key_storage st : all_storages) {
+        INFO(name_of(st));
+        // 65536 KV heads x 256 x (4 + 1020): 2^34 values per store.
+        const sink_cache_options heads{65536, 256, 4, 1020, st};
+        // 8 KV heads x 128 x 2^27 slots: 2^37 values per store.
+        const sink_cache_options window{8, 128, 4, (std::int64_t(1) << 27) - 4, st};
+        // 2^30 KV heads x 256 x 2^26 slots: 2^64 values, 0 once wrapped to 64 bits.
+        const sink_cache_options wraps{1 << 30, 256, 0, std::int64_t(1) << 26, st};
+        REQUIRE_THROWS_AS(sink_cache<float>(f256, heads), error);
+        REQUIRE_THROWS_AS(sink_cache<bfloat16>(f256, heads), error);
+        REQUIRE_THROWS_AS(sink_cache<half>(f128, window), error);
+        REQUIRE_THROWS_AS(sink_cache<float>(f256, wraps), error);
+        expect_error<error>([&] { sink_cache<float>(f256, heads); }, "n_kv_heads", "(got 65536)");
+        expect_error<error>([&] { sink_cache<half>(f128, window); }, "window", "(got 134217724)");
+        expect_error<error>([&] { sink_cache<float>(f256, wraps); }, "window", "(got 67108864)");
+    }
+}
+
+// The decode scratch was sized from n_heads x head_dim unchecked: std::bad_alloc (1 TiB, 256
+// GiB) or std::length_error instead of ropekit::error.
+TEST_CASE("sink_partial and sink_workspace: n_heads x head_dim is bounded before allocating",
+          "[sink_cache]") {
+    using ropekit::error;
+    using ropekit_test::expect_error;
+    constexpr int int_max = std::numeric_limits<int>::max();
+    REQUIRE_THROWS_AS(ropekit::sink_partial(1 << 30, 256), error);
+    REQUIRE_THROWS_AS(ropekit::sink_partial(int_max, int_max), error);
+    expect_error<error>([&] { ropekit::sink_partial(1 << 30, 256); }, "n_heads",
+                        "(got 1073741824)");
+    expect_error<error>([&] { ropekit::sink_partial(int_max, int_max); }, "head_dim",
+                        "(got 2147483647)");
+    const auto f = freqs_for(64);
+    for (key_storage st : all_storages) {
+        INFO(name_of(st));
+        const sink_cache<float> cache(f, {2, 64, 4, 60, st});
+        REQUIRE_THROWS_AS(ropekit::sink_workspace<float>(cache, 1 << 30), error);
+        expect_error<error>([&] { ropekit::sink_workspace<float>(cache, 1 << 30); }, "n_heads",
+                            "(got 1073741824)");
+    }
+}
+
+// Just above the bound, where the unbounded code allocated (and zero-filled) 4 GiB or more per
+// buffer and succeeded: which field is named, and the factors in the message.
+TEST_CASE("sink_cache: the size bound's edges name the field", "[sink_cache]") {
+    using ropekit::error;
+    using ropekit_test::expect_error;
+    static_assert(ropekit::sink_cache_max_values == std::int64_t(1) << 30);
+    const auto f = freqs_for(256);
+    // 4097 x 256 x 1024 = 2^30 + 2^18 (4096 heads would be exactly the bound).
+    expect_error<error>(
+        [&] {
+            sink_cache<float>(f, {4097, 256, 4, 1020});
+        },
+        "n_kv_heads", "here 4097 x 256 x 1024 (got 4097)");
+    // One KV head already exceeds it: the window is at fault, or the sinks alone.
+    expect_error<error>(
+        [&] {
+            sink_cache<float>(f, {1, 256, 4, (std::int64_t(1) << 22) - 3});
+        },
+        "window", "here 1 x 256 x 4194305 (got 4194301)");
+    expect_error<error>(
+        [&] {
+            sink_cache<float>(f, {1, 256, (std::int64_t(1) << 22) + 1, 1});
+        },
+        "n_sink", "(got 4194305)");
+    expect_error<error>([] { ropekit::sink_partial((1 << 22) + 1, 256); }, "n_heads",
+                        "(got 4194305)");
+    expect_error<error>([] { ropekit::sink_partial(1, (1 << 30) + 1); }, "head_dim",
+                        "(got 1073741825)");
+    // A workspace checks its head count before anything else is allocated.
+    const sink_cache<float> cache(f, {2, 256, 4, 60});
+    expect_error<error>([&] { ropekit::sink_workspace<float>(cache, (1 << 22) + 2); }, "n_heads",
+                        "(got 4194306)");
+    expect_error<error>([&] { ropekit::sink_workspace<float>(cache, 3); }, "n_heads",
+                        "positive multiple of n_kv_heads");
+}

@@ -60,6 +60,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "arch.hpp"
@@ -79,6 +80,32 @@ enum class key_storage {
     rotated_at_slot,  ///< rotated at the cache position, window re-rotated on every eviction
     rotated_once      ///< rotated at the stream position once; periodic exact re-base (default)
 };
+
+/// Largest number of values one K store of a sink_cache may hold, `n_kv_heads x head_dim x
+/// (n_sink + window)` (its V store holds as many): 2^30, i.e. 4 GiB per store in float (8 GiB
+/// for K and V of one layer), 2 GiB in bfloat16 or half. No real StreamingLLM cache comes
+/// near it: the paper's caches hold 256 to 4096 tokens, and even the widest RoPE key row in use
+/// without GQA, 64 heads x 128 (LLaMA-65B), fits a 2^17-token window (a GQA row of 8 x 128,
+/// 2^20 tokens). The bound is in values, not bytes, so one set of options is valid for every
+/// storage type. The constructor checks it by division, before allocating anything: the
+/// product of an int, 256 and 2^28 can pass 2^64 and wrap (2^30 heads x 256 x 2^26 slots is 0
+/// values), and a corrupt count (a config's sliding_window, say) must get a ropekit::error,
+/// not std::bad_alloc. sink_partial and sink_workspace bound `n_heads x head_dim` by it too.
+inline constexpr std::int64_t sink_cache_max_values = std::int64_t(1) << 30;
+
+namespace detail::sink {
+
+/// Throws ropekit::error unless `n_heads x head_dim` (both > 0) is at most
+/// sink_cache_max_values: the field is head_dim when it breaks the bound on its own.
+ROPEKIT_ALWAYS_INLINE void require_row(int n_heads, int head_dim) {
+    detail::require(n_heads > 0, "n_heads", "must be > 0", n_heads);
+    detail::require(head_dim > 0 && head_dim <= sink_cache_max_values, "head_dim",
+                    "must be in [1, sink_cache_max_values = 2^30]", head_dim);
+    detail::require(n_heads <= sink_cache_max_values / head_dim, "n_heads",
+                    "must keep n_heads x head_dim <= sink_cache_max_values (2^30 values)", n_heads);
+}
+
+}  // namespace detail::sink
 
 /// Construction parameters of a sink_cache.
 struct sink_cache_options {
@@ -102,10 +129,12 @@ class sink_cache {
 
   public:
     /// Validates and allocates everything the cache will ever use. Throws ropekit::error naming
-    /// the field: `n_kv_heads` (<= 0), `head_dim` (not in [1, 256]), `n_sink` (< 0), `window`
-    /// (< 1, or n_sink + window >= 2^28), `rebase_interval` (< 1 or c + rebase_interval >= 2^29),
-    /// or the frequencies' own fields (rope_frequencies::validate), `head_dim` when
-    /// freqs.head_dim differs from options.head_dim.
+    /// the field, before allocating anything: `n_kv_heads` (<= 0), `head_dim` (not in [1, 256]),
+    /// `n_sink` (< 0), `window` (< 1, or n_sink + window >= 2^28), a store of more than
+    /// sink_cache_max_values values (`n_sink` or `window` when one KV head would already exceed
+    /// it, else `n_kv_heads`), `rebase_interval` (< 1 or c + rebase_interval >= 2^29), or the
+    /// frequencies' own fields (rope_frequencies::validate), `head_dim` when freqs.head_dim
+    /// differs from options.head_dim.
     /// \param freqs the model's frequencies (any scaling method; copied)
     /// \param opt shape and strategy
     ROPEKIT_ALWAYS_INLINE sink_cache(const rope_frequencies& freqs, const sink_cache_options& opt)
@@ -117,6 +146,7 @@ class sink_cache {
                         opt.n_sink);
         detail::require(opt.window >= 1 && opt.window < max_slots - opt.n_sink, "window",
                         "must be >= 1 with n_sink + window < 2^28", opt.window);
+        require_size(opt);
         freqs.validate();
         detail::require(freqs.head_dim == opt.head_dim, "head_dim",
                         "of the frequencies must equal the cache's head_dim", freqs.head_dim);
@@ -314,6 +344,31 @@ class sink_cache {
   private:
     static constexpr std::int64_t max_slots = std::int64_t(1) << 28;
 
+    // n_kv_heads x head_dim x slots <= sink_cache_max_values without forming the product,
+    // which can wrap. With slots < 2^28 and head_dim <= 256 (checked first) slots x head_dim
+    // stays below 2^36. The field named is the one that breaks the bound on its own: n_sink or
+    // window when even one KV head would not fit, else n_kv_heads.
+    ROPEKIT_ALWAYS_INLINE static void require_size(const sink_cache_options& o) {
+        constexpr std::int64_t max = sink_cache_max_values;
+        const std::int64_t d = o.head_dim, slots = o.n_sink + o.window;
+        constexpr const char* rule =
+            "must keep n_kv_heads x head_dim x (n_sink + window) <= sink_cache_max_values "
+            "(2^30 values per K or V store)";
+        if (o.n_sink * d > max) fail_size("n_sink", rule, o, o.n_sink);
+        if (slots * d > max) fail_size("window", rule, o, o.window);
+        if (o.n_kv_heads > max / (slots * d)) fail_size("n_kv_heads", rule, o, o.n_kv_heads);
+    }
+    // Cold: the message also shows the three factors, since any of them may be the corrupt one.
+    [[noreturn]] ROPEKIT_ALWAYS_INLINE static void fail_size(const char* field, const char* rule,
+                                                             const sink_cache_options& o,
+                                                             std::int64_t value) {
+        detail::fail(field,
+                     (std::string(rule) + "; here " + std::to_string(o.n_kv_heads) + " x " +
+                      std::to_string(o.head_dim) + " x " + std::to_string(o.n_sink + o.window))
+                         .c_str(),
+                     value);
+    }
+
     ROPEKIT_ALWAYS_INLINE void check_chunk(const head_view<const float>& k,
                                            const head_view<const float>& v,
                                            std::int64_t tokens) const {
@@ -397,11 +452,12 @@ struct sink_partial {
     int head_dim = 0;        ///< channels per head
     std::vector<float> o;    ///< partial output, [n_heads][head_dim]
     std::vector<float> lse;  ///< log-sum-exp of each head's scaled scores (-inf: no key)
-    /// Allocates for `n_heads x head_dim` (throws ropekit::error for non-positive sizes).
+    /// Allocates for `n_heads x head_dim`. Throws ropekit::error, before allocating, for
+    /// non-positive sizes and for `n_heads x head_dim` above sink_cache_max_values (field
+    /// `head_dim` when it alone exceeds the bound, else `n_heads`).
     ROPEKIT_ALWAYS_INLINE sink_partial(int n_heads_, int head_dim_)
         : n_heads(n_heads_), head_dim(head_dim_) {
-        detail::require(n_heads_ > 0, "n_heads", "must be > 0", n_heads_);
-        detail::require(head_dim_ > 0, "head_dim", "must be > 0", head_dim_);
+        detail::sink::require_row(n_heads_, head_dim_);
         o.assign(std::size_t(n_heads_) * std::size_t(head_dim_), 0.0f);
         lse.assign(std::size_t(n_heads_), -std::numeric_limits<float>::infinity());
     }
@@ -426,15 +482,16 @@ struct sink_workspace {
     sink_partial sinks;                         ///< rotated_once: the sink keys' partial
     std::vector<KV> k_rotated;                  ///< unrotated: keys rotated for this step
     std::vector<std::int64_t> k_positions;      ///< unrotated: per-slot rotation positions
-    /// Sized for `cache`'s shape and `n_heads` query heads (a multiple of n_kv_heads).
+    /// Sized for `cache`'s shape and `n_heads` query heads (a multiple of n_kv_heads, with
+    /// `n_heads x head_dim` at most sink_cache_max_values). Throws ropekit::error (field
+    /// `n_heads`) before allocating anything; the rotated keys of an unrotated cache are as
+    /// large as its K store, which its constructor bounded.
     ROPEKIT_ALWAYS_INLINE sink_workspace(const sink_cache<KV>& cache, int n_heads_)
-        : n_heads(n_heads_),
+        : n_heads(checked_heads(cache, n_heads_)),
           head_dim(cache.options().head_dim),
           slots(cache.slots()),
           attn(std::make_unique<attention_workspace>()),
           sinks(n_heads_, cache.options().head_dim) {
-        detail::require(n_heads_ > 0 && n_heads_ % cache.options().n_kv_heads == 0, "n_heads",
-                        "must be a positive multiple of n_kv_heads", n_heads_);
         const std::size_t qn = std::size_t(n_heads_) * std::size_t(head_dim);
         q_window.assign(qn, 0.0f);
         q_sink.assign(qn, 0.0f);
@@ -444,6 +501,16 @@ struct sink_workspace {
                              KV{});
             k_positions.assign(std::size_t(slots), 0);
         }
+    }
+
+  private:
+    // Runs first (n_heads is the first member), so a bad count allocates nothing, not even the
+    // 1 MB attention workspace.
+    ROPEKIT_ALWAYS_INLINE static int checked_heads(const sink_cache<KV>& cache, int n) {
+        detail::require(n > 0 && n % cache.options().n_kv_heads == 0, "n_heads",
+                        "must be a positive multiple of n_kv_heads", n);
+        detail::sink::require_row(n, cache.options().head_dim);
+        return n;
     }
 };
 
