@@ -12,6 +12,7 @@
 #include <ropekit/mrope.hpp>
 #include <ropekit/position_rules.hpp>
 #include <ropekit/scaling.hpp>
+#include <ropekit/sink_cache.hpp>
 #include <ropekit/version.hpp>
 
 #if ROPEKIT_TEST_HAVE_JSON
@@ -130,6 +131,30 @@ TEST_CASE("attention rejects a logit_softcap that is subnormal, NaN or infinite"
     for (float x : o) CHECK(std::isfinite(x));
     run(0.0f);  // no cap
     for (float x : o) CHECK(x == Approx(1.0f));
+}
+
+TEST_CASE("sink_attention rejects a subnormal logit_softcap like attention does", "[input]") {
+    const int D = 16;
+    ropekit::rope_params geometry;
+    geometry.head_dim = D;
+    geometry.rotary_dim = D;
+    const auto freqs = ropekit::default_rope{}.frequencies(geometry);
+    ropekit::sink_cache<float> cache(freqs, {1, D, 2, 4});
+    std::vector<float> q(D, 0.25f), k(D, 0.5f), v(D, 1.0f), o(D);
+    cache.append(ropekit::packed_view<const float>(k.data(), 1, 1, D),
+                 ropekit::packed_view<const float>(v.data(), 1, 1, D));
+    ropekit::sink_workspace<float> ws(cache, 1);
+    ropekit::sink_partial partial(1, D);
+    auto run = [&](float cap) {
+        auto p = ropekit::attention_params::for_model(freqs);
+        p.logit_softcap = cap;
+        ropekit::sink_attention(cache, ropekit::packed_view<const float>(q.data(), 1, 1, D),
+                                ropekit::packed_view(o.data(), 1, 1, D), p, ws, partial);
+    };
+    // Before: the sink cache's own check let a subnormal cap through (NaN outputs).
+    expect_error([&] { run(1e-40f); }, "logit_softcap");
+    CHECK_NOTHROW(run(30.0f));
+    for (float x : o) CHECK(std::isfinite(x));
 }
 
 TEST_CASE("attention_params constructors reject scales beyond float32", "[input]") {

@@ -91,6 +91,15 @@ inline void validate_attention_positions(const positions& pos, std::int64_t n, c
     });
 }
 
+/// Throws ropekit::error (field `logit_softcap`) unless the cap is 0 (none) or a normal float32:
+/// the kernels multiply by 1/cap, a subnormal cap has 1/cap = inf, and a zero score then gives
+/// 0 * inf = NaN.
+inline void validate_logit_softcap(const attention_params& p) {
+    require(p.logit_softcap == 0.0f || normal_positive_f32(p.logit_softcap), "logit_softcap",
+            "must be 0 (no cap) or a normal float32 > 0 (>= 1.1754943508222875e-38, finite)",
+            p.logit_softcap);
+}
+
 /// Cold-path check of everything attention() / position_rule_attention() need; throws
 /// ropekit::error naming the field.
 template <class KV, class Mask>
@@ -109,11 +118,7 @@ void validate_attention(const head_view<const float>& q, const head_view<const K
     require(p.head_dim() == 0 || p.head_dim() == q.head_dim, "head_dim",
             "(of q and k) must equal that of the frequencies attention_params were built from",
             q.head_dim);
-    // The kernels multiply by 1/cap: a subnormal cap has 1/cap = inf, and a zero score then
-    // gives 0 * inf = NaN.
-    require(p.logit_softcap == 0.0f || normal_positive_f32(p.logit_softcap), "logit_softcap",
-            "must be 0 (no cap) or a normal float32 > 0 (>= 1.1754943508222875e-38, finite)",
-            p.logit_softcap);
+    validate_logit_softcap(p);
     require(q.heads > 0, "n_heads", "must be > 0", q.heads);
     require(k.heads > 0 && q.heads % k.heads == 0, "n_kv_heads", "must be > 0 and divide n_heads",
             k.heads);

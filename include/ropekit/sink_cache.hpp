@@ -714,8 +714,7 @@ void sink_attention(const sink_cache<KV>& cache, head_view<const float> q, head_
                     "of attention_params must be the frequencies' logit_scale(): build them "
                     "with attention_params::for_model(freqs)",
                     params.logit_scale());
-    detail::require(std::isfinite(params.logit_softcap) && params.logit_softcap >= 0.0f,
-                    "logit_softcap", "must be finite and >= 0 (0: no cap)", params.logit_softcap);
+    detail::attn::validate_logit_softcap(params);
     detail::require(params.sink_logits == nullptr, "sink_logits",
                     "must be null (StreamingLLM sinks are tokens of the cache)", "non-null");
     detail::require(
