@@ -74,6 +74,15 @@ TEST_CASE("get_rope_index rejects tokens_per_second and second_per_grid_t beyond
         segs[1].second_per_grid_t = v;
         expect_error([&] { (void)ropekit::get_rope_index(segs, o); }, "second_per_grid_t");
     }
+    // Found by fuzz_mrope: each factor fits float32, the float32 product of frame 2 does not
+    // (2 x 3e38 = inf before the x 1e-45), and int64(inf) was undefined behaviour.
+    {
+        auto o2 = o;
+        o2.tokens_per_second = 1e-45;
+        auto segs = video;
+        segs[1] = ropekit::mrope_segment::video(3, 4, 4, 3e38);
+        expect_error([&] { (void)ropekit::get_rope_index(segs, o2); }, "position_ids");
+    }
     // The in-range values still give HF's ids: frame f at long(f * 0.5 * 2) after 3 text tokens.
     auto segs = video;
     segs[1].second_per_grid_t = 0.5;
@@ -166,6 +175,10 @@ TEST_CASE("attention_params constructors reject scales beyond float32", "[input]
             [&] { (void)ropekit::attention_params::with_softmax_scale(1.0).with_scaling(v); },
             "scaling");
     }
+    // Found by fuzz_position_rules: a scale near float's maximum overflowed the scores (NaN).
+    expect_error([&] { (void)ropekit::attention_params::with_softmax_scale(3e38); },
+                 "softmax_scale", "65536");
+    CHECK_NOTHROW(ropekit::attention_params::with_softmax_scale(65536.0));
     // Positive in double, 0 in float: the scores would all be 0 with no error.
     expect_error([&] { (void)ropekit::attention_params::with_softmax_scale(1e-50); },
                  "softmax_scale");
@@ -252,6 +265,28 @@ TEST_CASE("every float key of every scaling method rejects NaN, inf and beyond-f
     }
 }
 
+// ---- Found by fuzz_position_rules: a table asked about a far position -----------------------
+
+TEST_CASE("cos_sin_table::contains answers for every int64 without overflow", "[input]") {
+    ropekit::rope_params geometry;
+    geometry.head_dim = 16;
+    geometry.rotary_dim = 16;
+    const auto freqs = ropekit::default_rope{}.frequencies(geometry);
+    constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min();
+    constexpr std::int64_t hi = std::numeric_limits<std::int64_t>::max();
+    // Before: 0 - INT64_MIN (an empty table may start anywhere) and INT64_MAX - (-5) overflowed
+    // (UBSan in the position rules' validator, reached with ReRoPE under a full mask).
+    const auto empty = ropekit::cos_sin_table::for_range(freqs, lo, 0);
+    CHECK_FALSE(empty.contains(0));
+    CHECK_FALSE(empty.contains(hi));
+    const auto t = ropekit::cos_sin_table::for_range(freqs, -5, 10);
+    CHECK_FALSE(t.contains(hi));
+    CHECK_FALSE(t.contains(lo));
+    CHECK(t.contains(-5));
+    CHECK(t.contains(4));
+    CHECK_FALSE(t.contains(5));
+}
+
 // ---- Issue 24 item 9: a rule whose meaning fixes the mask ------------------------------------
 
 TEST_CASE("streaming_llm accepts only its own mask", "[input][rules]") {
@@ -277,6 +312,23 @@ TEST_CASE("streaming_llm accepts only its own mask", "[input][rules]") {
     expect_error([&] { run(ropekit::sink_window_mask{1, 4}); }, "mask", "rule.mask()");
     expect_error([&] { run(ropekit::sink_window_mask{2, 5}); }, "mask", "rule.mask()");
     CHECK_NOTHROW(run(rule.mask()));
+    // Found by fuzz_position_rules: a query far past 2^29 was accepted and its sink scores were
+    // wrong (LSE 1.37e12 against 1.39 at 2^62 - 2): the far rotation is exact only below 2^29.
+    std::vector<std::int64_t> kpos(n), qpos(n);
+    for (int j = 0; j < n; ++j) kpos[j] = qpos[j] = (std::int64_t(1) << 40) + j;
+    auto far = [&](std::int64_t shift) {
+        auto p = ropekit::attention_params::for_model(freqs);
+        for (int j = 0; j < n; ++j) kpos[j] = qpos[j] = shift + j;
+        p.q_positions = ropekit::positions::ids(qpos.data());
+        p.k_positions = ropekit::positions::ids(kpos.data());
+        ropekit::position_rule_attention(ropekit::packed_view<const float>(q.data(), n, 1, D),
+                                         ropekit::packed_view<const float>(k.data(), n, 1, D),
+                                         ropekit::packed_view<const float>(v.data(), n, 1, D),
+                                         ropekit::packed_view(o.data(), n, 1, D), rule.mask(), p,
+                                         rule, freqs, table);
+    };
+    expect_error([&] { far(std::int64_t(1) << 40); }, "positions", "2^29");
+    CHECK_NOTHROW(far(std::int64_t(1) << 28));
     // The rules without a mask of their own take any mask.
     CHECK(ropekit::detail::rule_accepts_mask(ropekit::rerope{8}, ropekit::full_mask{}));
     CHECK(ropekit::detail::rule_accepts_mask(ropekit::self_extend{8, 2}, ropekit::causal_mask{}));
@@ -325,6 +377,17 @@ TEST_CASE("config keys that become floats are checked against float32", "[input]
     for (const char* v : {"1e-50", "1e39", "1e-40"})
         expect_config_error(std::string(R"("attn_logit_softcapping": )") + v,
                             "attn_logit_softcapping");
+    // Found by fuzz_model_config: each factor fits, the DeepSeek product (1.2e-38^-0.5 x
+    // get_mscale(40, 1e17)^2 = 1.2e52) did not, and was handed to the engine as the scale.
+    expect_error(
+        [&] {
+            (void)ropekit::parse_model_config(R"({"model_type": "deepseek_v3",
+                "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "num_attention_heads": 8,
+                "max_position_embeddings": 163840, "query_pre_attn_scalar": 1.2e-38,
+                "rope_scaling": {"rope_type": "yarn", "factor": 40,
+                "original_max_position_embeddings": 4096, "mscale_all_dim": 1e17}})");
+        },
+        "mscale_all_dim");
     // query_pre_attn_scalar ** -0.5 must be a float32 scale too.
     for (const char* v : {"1e-300", "1e39"})
         expect_config_error(std::string(R"("query_pre_attn_scalar": )") + v,

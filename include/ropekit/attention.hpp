@@ -328,6 +328,16 @@ void validate_position_rule(const Rule& rule, const rope_frequencies& freqs,
                         "must cover Self-Extend's far key rows floor(j/G)", row);
         }
     }
+    if constexpr (std::is_same_v<Rule, streaming_llm>) {
+        // The far q is rotated back by i - (n_sink + window - 1); a row the table lacks is
+        // computed, exactly only below max_accurate_position (2^29): further back the scores
+        // drift (1e-5 at 2^40) and then are garbage, with no error.
+        const std::int64_t back = qhi - std::min(qhi, rule.cache_size() - 1);
+        require(back <= max_accurate_position(freqs.inv_freq), "positions",
+                "must keep i - (n_sink + window - 1) below 2^29 with streaming_llm (the far "
+                "query's rotation is exact only there)",
+                qhi);
+    }
 }
 
 /// The 0.2 name of validate_position_rule (ReRoPE and Leaky ReRoPE).

@@ -71,6 +71,11 @@ struct key_range : detail::range_base {
 /// model without RoPE. There is no default constructor: a zero scale cannot be built.
 class attention_params {
   public:
+    /// Largest softmax scale accepted, 2^16: the kernels scale q before the products, and a
+    /// scale near float's maximum overflows the scores of ordinary q and k into inf and NaN.
+    /// Real models use about 0.02 to 1 (1/sqrt(head_dim) times YaRN / DeepSeek factors below 10).
+    static constexpr double max_softmax_scale = 65536.0;
+
     /// Deleted: build the parameters from the model's frequencies,
     /// `attention_params::for_model(freqs)`, or set the whole scale explicitly,
     /// `attention_params::with_softmax_scale(s)` (models without RoPE).
@@ -153,6 +158,9 @@ class attention_params {
         // Checked before the cast: a double beyond float32 converts with undefined behaviour.
         detail::require(detail::positive_f32(scaling * logit_scale), "softmax_scale",
                         "(scaling * logit_scale) must be > 0 and finite in float32",
+                        scaling * logit_scale);
+        detail::require(scaling * logit_scale <= max_softmax_scale, "softmax_scale",
+                        "(scaling * logit_scale) must be <= 65536 (max_softmax_scale)",
                         scaling * logit_scale);
         const float s = float(scaling * logit_scale);
         scaling_ = scaling;

@@ -1093,8 +1093,15 @@ inline void read_layer_attention(const json& top, const std::string& model_type,
     // yarn_get_mscale(factor, mscale_all_dim)^2 on top of the qk head's -0.5 power.
     if (find(top, "qk_rope_head_dim"))  // MLA
         if (const auto* y = std::get_if<yarn_scaling>(&c.rope.scaling))
-            if (y->mscale_all_dim && *y->mscale_all_dim != 0.0)
+            if (y->mscale_all_dim && *y->mscale_all_dim != 0.0) {
                 c.scaling *= y->deepseek_softmax_factor();
+                // Each factor fits float32; their product need not (1.2e-38^-0.5 x 1e17^2).
+                if (!positive_f32(c.scaling))
+                    fail("mscale_all_dim",
+                         "makes the softmax scale (query_pre_attn_scalar ** -0.5 or head_dim ** "
+                         "-0.5, times get_mscale(factor, mscale_all_dim)^2) leave float32 (got " +
+                             show(json(c.scaling)) + ")");
+            }
     if (c.layer_type == "sliding_attention") {
         c.sliding_window = positive_integer(top, "sliding_window");
         if (!c.sliding_window)

@@ -643,10 +643,12 @@ inline mrope_index get_rope_index(const mrope_segment* segments, std::size_t cou
                     } else {
                         // HF: arange(t) * second_per_grid_t * tokens_per_second in float32,
                         // then .long() (truncation toward zero).
-                        const double exact = double(f) * s.second_per_grid_t * o.tokens_per_second;
-                        if (!(next + exact < double(limit))) too_large(i, double(next) + exact);
+                        // The check is on that float32 product itself: it overflows where the
+                        // exact one does not (frame 2 x 3e38 x 1e-45), and int64(inf) is UB.
                         const float v =
                             float(f) * float(s.second_per_grid_t) * float(o.tokens_per_second);
+                        if (!(std::isfinite(v) && double(next) + double(v) < double(limit)))
+                            too_large(i, double(next) + double(v));
                         tid = std::int64_t(v);
                     }
                 }

@@ -293,9 +293,12 @@ class cos_sin_table {
     ROPEKIT_ALWAYS_INLINE bool is_range() const noexcept { return is_range_; }
     /// Position of row 0 of a range table (0 for a list table).
     ROPEKIT_ALWAYS_INLINE std::int64_t first_position() const noexcept { return first_position_; }
-    /// True when a range table has a row for `position`.
+    /// True when a range table has a row for `position` (any int64: the distance from the first
+    /// row is taken in unsigned arithmetic, since `position - first_position()` overflows for
+    /// far positions, and an empty table may start anywhere).
     ROPEKIT_ALWAYS_INLINE bool contains(std::int64_t position) const noexcept {
-        return is_range_ && position >= first_position_ && position - first_position_ < rows_;
+        return is_range_ && position >= first_position_ &&
+               std::uint64_t(position) - std::uint64_t(first_position_) < std::uint64_t(rows_);
     }
     /// Row of `position` in a range table; throws ropekit::error when there is none.
     ROPEKIT_ALWAYS_INLINE std::int64_t row_of(std::int64_t position) const {
