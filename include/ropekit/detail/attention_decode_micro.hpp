@@ -17,12 +17,7 @@
 #include "attention_micro.hpp"
 #include "attention_simd.hpp"
 
-// See attention_simd.hpp: GCC 12 false positives inside inlined AVX-512 intrinsics.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "warnings_push.hpp"
 
 ROPEKIT_BEGIN_NAMESPACE
 namespace detail::attn {
@@ -240,6 +235,4 @@ ROPEKIT_ALWAYS_INLINE void decode_step(const KV* kbase, std::ptrdiff_t kstride, 
 }  // namespace detail::attn
 ROPEKIT_END_NAMESPACE
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "warnings_pop.hpp"

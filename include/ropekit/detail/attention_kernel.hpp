@@ -45,12 +45,7 @@
 #include "simd_storage.hpp"
 #endif
 
-// See attention_simd.hpp: GCC 12 false positives inside inlined AVX-512 intrinsics.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "warnings_push.hpp"
 
 ROPEKIT_BEGIN_NAMESPACE
 
@@ -941,6 +936,4 @@ class kernel {
 }  // namespace detail::attn
 ROPEKIT_END_NAMESPACE
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "warnings_pop.hpp"

@@ -16,13 +16,7 @@
 #include "simd_storage.hpp"
 #endif
 
-// GCC 12's -Wmaybe-uninitialized fires inside the AVX-512 intrinsics themselves (their
-// `_mm512_undefined_ps()` pass-through operand, GCC PR 105593) wherever xsimd inlines them.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "warnings_push.hpp"
 
 ROPEKIT_BEGIN_NAMESPACE
 namespace detail::attn {
@@ -323,6 +317,4 @@ struct vec_ops {
 }  // namespace detail::attn
 ROPEKIT_END_NAMESPACE
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "warnings_pop.hpp"
