@@ -361,7 +361,10 @@ json& method_dict(FuzzedDataProvider& in, json& top) {
         if (d.contains("rope_type") || d.contains("type") || !d.begin()->is_object()) return d;
         auto it = d.begin();  // nested per layer type: one of them
         std::advance(it, in.ConsumeIntegralInRange<std::size_t>(0, d.size() - 1));
-        return *it;
+        // Only the first entry was checked to be an object: another may be a string, and the
+        // caller indexes the result by key.
+        if (it->is_object()) return *it;
+        return d;
     }
     static const char* const types[] = {"default",  "linear", "dynamic", "yarn",        "llama3",
                                         "longrope", "ntk",    "mrope",   "proportional"};
