@@ -95,7 +95,7 @@ inline void validate_attention_positions(const positions& pos, std::int64_t n, c
 /// the kernels multiply by 1/cap, a subnormal cap has 1/cap = inf, and a zero score then gives
 /// 0 * inf = NaN.
 inline void validate_logit_softcap(const attention_params& p) {
-    require(p.logit_softcap == 0.0f || normal_positive_f32(p.logit_softcap), "logit_softcap",
+    require(logit_softcap_ok(p.logit_softcap), "logit_softcap",
             "must be 0 (no cap) or a normal float32 > 0 (>= 1.1754943508222875e-38, finite)",
             p.logit_softcap);
 }
@@ -176,10 +176,7 @@ bool params_ok(const attention_params& p, head_range heads, query_range queries,
                key_range keys) noexcept {
     (void)heads;  // the decode form reads query positions even for an empty head range
     const bool rows = queries.size() > 0;
-    return p.softmax_scale() > 0.0f &&
-           (p.logit_softcap == 0.0f ||
-            (p.logit_softcap >= std::numeric_limits<float>::min() &&
-             p.logit_softcap < std::numeric_limits<float>::infinity())) &&
+    return p.softmax_scale() > 0.0f && logit_softcap_ok(p.logit_softcap) &&
            (!p.q_positions || positions_usable(*p.q_positions, rows)) &&
            (!p.k_positions || positions_usable(*p.k_positions, rows && keys.size() > 0));
 }

@@ -180,6 +180,12 @@ namespace detail::attn {
 /// latent). Rows of the tiles keep their compile-time strides, so a smaller head only touches
 /// the first part of each tile.
 constexpr int max_head_dim = 576;
+/// The soft-cap rule, in one place for the front doors (which throw) and the hot path (which
+/// asserts): 0 (no cap) or a normal, finite float, since the kernels multiply by 1/cap.
+ROPEKIT_ALWAYS_INLINE bool logit_softcap_ok(float cap) noexcept {
+    return cap == 0.0f || (cap >= std::numeric_limits<float>::min() &&
+                           cap < std::numeric_limits<float>::infinity());
+}
 /// Largest head_dim of the position-rule kernels and the sink cache, which rotate q and k with
 /// fixed-size cos|sin rows (and require equal q / k / v head sizes).
 constexpr int max_rule_head_dim = 256;
