@@ -276,7 +276,7 @@ void validate_position_rule(const Rule& rule, const rope_frequencies& freqs,
                             const cos_sin_table& table, const head_view<const float>& q,
                             std::int64_t n_kv, const attention_params& p) {
     static_assert(is_position_rule_v<Rule>,
-                  "Rule is ropekit::rerope, leaky_rerope, self_extend or streaming_llm");
+                  "Rule must have the shape of a position rule (position_rules.hpp)");
     rule.validate();
     freqs.validate();
     require(freqs.head_dim == q.head_dim, "head_dim", "must equal rope_frequencies::head_dim",
@@ -311,30 +311,10 @@ void validate_position_rule(const Rule& rule, const rope_frequencies& freqs,
         }
     }
     if (q.tokens <= 0 || n_kv <= 0) return;
-    if constexpr (std::is_same_v<Rule, self_extend>) {
-        // Far pairs exist only for i - j >= w: queries i >= klo + w, keys j <= qhi - w. The
-        // row maps are monotone, so the ends of those ranges bound the rows.
-        if (qhi - klo >= rule.window) {
-            const std::int64_t i0 = std::max(qlo, klo + rule.window);
-            const std::int64_t j1 = std::min(khi, qhi - rule.window);
-            for (std::int64_t row : {rule.far_q_index(i0), rule.far_q_index(qhi)})
-                require(table.contains(row), "table",
-                        "must cover Self-Extend's far query rows floor(i/G) + w - floor(w/G)", row);
-            for (std::int64_t row : {rule.far_k_index(klo), rule.far_k_index(j1)})
-                require(table.contains(row), "table",
-                        "must cover Self-Extend's far key rows floor(j/G)", row);
-        }
-    }
-    if constexpr (std::is_same_v<Rule, streaming_llm>) {
-        // The far q is rotated back by i - (n_sink + window - 1); a row the table lacks is
-        // computed, exactly only below max_accurate_position (2^29): further back the scores
-        // drift (1e-5 at 2^40) and then are garbage, with no error.
-        const std::int64_t back = qhi - std::min(qhi, rule.cache_size() - 1);
-        require(back <= max_accurate_position(freqs.inv_freq), "positions",
-                "must keep i - (n_sink + window - 1) below 2^29 with streaming_llm (the far "
-                "query's rotation is exact only there)",
-                qhi);
-    }
+    // What only this call can tell: the far positions its queries and keys reach (the rule's
+    // validate_call hook, position_rules.hpp).
+    detail::validate_rule_call(
+        rule, rule_call_bounds{qlo, qhi, klo, khi, max_accurate_position(freqs.inv_freq)}, table);
 }
 
 /// The 0.2 name of validate_position_rule (ReRoPE and Leaky ReRoPE).
@@ -368,8 +348,8 @@ void position_rule_attention_blocked(Arch, head_view<const float> q, head_view<c
                                      const rope_frequencies& freqs, const cos_sin_table& table,
                                      head_range heads, query_range queries, key_range keys,
                                      attention_workspace& ws) {
-    static_assert(detail::attn::is_position_rule_v<Rule>,
-                  "Rule is ropekit::rerope, leaky_rerope, self_extend or streaming_llm");
+    static_assert(is_position_rule_v<Rule>,
+                  "Rule must have the shape of a position rule (position_rules.hpp)");
     ROPEKIT_TRACE_KERNEL("position_rule_attention_blocked", Arch::name());
     const bool shapes = detail::attn::shapes_ok<Arch, KV>(q, k, v, o, heads, queries, keys);
     ROPEKIT_ASSERT(shapes, "position_rule_attention_blocked: inconsistent shapes or ranges");

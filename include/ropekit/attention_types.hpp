@@ -214,18 +214,18 @@ struct alignas(64) attention_workspace {
     static constexpr int R = detail::attn::block_rows;
     static constexpr int C = detail::attn::tile_keys;
     static constexpr int D = detail::attn::max_head_dim;
-    alignas(64) float qt[D * R];    // scaled Q^T (ReRoPE: rotated at the query position)
-    alignas(64) float qcap[D * R];  // ReRoPE: scaled Q^T rotated at the capped position
+    alignas(64) float qt[D * R];    // scaled Q^T (rules with unrotated inputs: rotated at i)
+    alignas(64) float qcap[D * R];  // rules: scaled Q^T rotated at the far q position
     alignas(64) float ot[D * R];    // O^T accumulators
     alignas(64) float st[C * R];    // S^T, then P^T
-    alignas(64) float st2[C * R];   // ReRoPE: capped scores
+    alignas(64) float st2[C * R];   // rules: far scores (grouped prefill: m / l / alpha)
     alignas(64) float kt[C * D];    // K tile as float (16-bit storage, or rotated)
-    alignas(64) float kc[C * D];    // ReRoPE: K tile for the capped scores
+    alignas(64) float kc[C * D];    // rules: K tile of the far scores (decode: q rows)
     alignas(64) float vt[C * D];    // V tile as float (16-bit storage)
     alignas(64) float m[R], l[R], alpha[R], ones[R];
-    alignas(64) float leaky_off[C * 2 * detail::attn::max_pairs];  // leaky ReRoPE: offsets o/k
+    alignas(64) float leaky_off[C * 2 * detail::attn::max_pairs];  // scaled far keys: rows of o/k
     alignas(64) float cs_tmp[2 * detail::attn::max_pairs];
-    alignas(64) float cs_cap[2 * detail::attn::max_pairs];  // ReRoPE: cos|sin at the window
+    alignas(64) float cs_cap[2 * detail::attn::max_pairs];  // fixed far q: its cos|sin row
     std::int64_t tok_pos[R], tok_idx[R];
     std::int64_t kpos[C];
     /// \endcond

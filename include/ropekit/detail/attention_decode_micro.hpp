@@ -52,7 +52,7 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_scores(const KV* kbase, std::ptrdiff_t k
         ROPEKIT_UNROLL
         for (int i = 0; i < NR; ++i) acc[i] = Ops::zero();
         for (int d = 0; d < D; d += P * W) {
-            if (prefetch_offset != 0) prefetch_kv(kr, d, prefetch_offset);
+            if (prefetch_offset != 0) kv_traits<KV>::prefetch(kr, d, prefetch_offset);
             V kv[P];
             load_kv<Ops, P>(kr, d, kv);
             ROPEKIT_UNROLL
@@ -156,29 +156,33 @@ ROPEKIT_ALWAYS_INLINE void decode_chunk_pv_micro(const KV* vbase, std::ptrdiff_t
     for (int c = 0; c < nc; ++c, vr += vstride) {
         V vv[NDV];
         static_assert(NDV % P == 0, "pairs of V vectors");
-        constexpr int VB = q8_0_block_values / W;  // (q8_0) vectors per block
-        if constexpr (std::is_same_v<KV, block_q8_0> && NDV % VB == 0) {
-            // Whole blocks (d0 is then a multiple of 32): each block's scale widened once.
+        using S = kv_traits<KV>;
+        // Block-scaled storage (q8_0): vectors per block; 1 for the others (unused there).
+        constexpr int VB = S::scaled ? S::block_values / W : 1;
+        if constexpr (S::scaled && NDV % VB == 0) {
+            // Whole blocks (d0 is then a multiple of the block): each block's scale widened once.
             ROPEKIT_UNROLL
             for (int nb = 0; nb < NDV / VB; ++nb) {
-                const KV* blk = vr + d0 / q8_0_block_values + nb;
-                if (prefetch_offset != 0) prefetch_q8_0(blk, true, prefetch_offset);
-                const V sc = Ops::q8_0_scale(blk);
+                const KV* blk = S::block_at(vr, d0) + nb;
+                if (prefetch_offset != 0) S::prefetch_block(blk, true, prefetch_offset);
+                const V sc = S::template scale<Ops>(blk);
                 ROPEKIT_UNROLL
-                for (int u = 0; u < VB; ++u) vv[nb * VB + u] = Ops::load_q8_0_ints(blk, u * W) * sc;
+                for (int u = 0; u < VB; ++u)
+                    vv[nb * VB + u] = S::template load_unscaled<Ops>(blk, u * W) * sc;
             }
-        } else if constexpr (std::is_same_v<KV, block_q8_0> && VB % NDV == 0) {
+        } else if constexpr (S::scaled && VB % NDV == 0) {
             // The pass lies inside one block (d0 is a multiple of NDV * W): one scale.
-            const KV* blk = vr + d0 / q8_0_block_values;
-            const int j0 = d0 % q8_0_block_values;
-            if (prefetch_offset != 0 && j0 == 0) prefetch_q8_0(blk, true, prefetch_offset);
-            const V sc = Ops::q8_0_scale(blk);
+            const KV* blk = S::block_at(vr, d0);
+            const int j0 = d0 % S::block_values;
+            if (prefetch_offset != 0 && j0 == 0) S::prefetch_block(blk, true, prefetch_offset);
+            const V sc = S::template scale<Ops>(blk);
             ROPEKIT_UNROLL
-            for (int n = 0; n < NDV; ++n) vv[n] = Ops::load_q8_0_ints(blk, j0 + n * W) * sc;
+            for (int n = 0; n < NDV; ++n)
+                vv[n] = S::template load_unscaled<Ops>(blk, j0 + n * W) * sc;
         } else {
             ROPEKIT_UNROLL
             for (int n = 0; n < NDV; n += P) {
-                if (prefetch_offset != 0) prefetch_kv(vr, d0 + n * W, prefetch_offset);
+                if (prefetch_offset != 0) S::prefetch(vr, d0 + n * W, prefetch_offset);
                 load_kv<Ops, P>(vr, d0 + n * W, vv + n);
             }
         }

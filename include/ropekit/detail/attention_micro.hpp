@@ -2,8 +2,8 @@
 /// \file
 /// The register-blocked micro-kernels of blocked attention in the "queries in lanes" layout
 /// (attention_kernel.hpp explains it): S^T = K Q^T and O^T += V P^T over one tile, the online
-/// softmax update, soft-capping, the K/V loads and prefetches of every storage type, and the
-/// score tree the decode path shares.
+/// softmax update, soft-capping, the K/V loads (through kv_traits, kv_storage.hpp), and the score
+/// tree the decode path shares.
 #pragma once
 
 #include <algorithm>
@@ -18,9 +18,7 @@
 #include "../config.hpp"
 #include "../storage.hpp"
 #include "attention_simd.hpp"
-#if ROPEKIT_HAS_XSIMD
-#include "simd_storage.hpp"
-#endif
+#include "kv_storage.hpp"
 
 #include "warnings_push.hpp"
 
@@ -206,21 +204,6 @@ inline void zero_floats(float* p, int n) noexcept {
 /// K/V heads) stay well inside L2.
 constexpr int decode_prefetch_bytes = 16384;
 
-/// Hints that the element `offset` elements after `p` will be read soon, into L2 (Zen 4 and
-/// Intel put T1 prefetches there): far enough ahead to cover DRAM latency without evicting the
-/// L1 lines in use. Computed on integers: the address may lie past the array, which is harmless
-/// for a prefetch.
-template <class T>
-ROPEKIT_ALWAYS_INLINE void prefetch_l2(const T* p, std::ptrdiff_t offset) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    const std::uintptr_t a =
-        reinterpret_cast<std::uintptr_t>(p) + std::uintptr_t(offset * std::ptrdiff_t(sizeof(T)));
-    __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 2);
-#else
-    (void)p, (void)offset;
-#endif
-}
-
 /// Runtime padded row count (1, 2, 4 or 8) to an instantiation.
 template <class F>
 ROPEKIT_ALWAYS_INLINE void with_padded_rows(int nr, F&& f) noexcept {
@@ -240,49 +223,18 @@ ROPEKIT_ALWAYS_INLINE void with_nr(int nr, F&& f) noexcept {
 }
 
 /// Loads the K / V values [d, d + P * width) of the row at `row`: P = 1, width values widened
-/// to float (dequantised for block_q8_0); P = 2 (bfloat16 only), 2 x width values as their even
-/// and odd elements (vec_ops::load_bf16_pairs).
+/// to float; P = 2 (kv_traits::even_odd_pairs), 2 x width values as their even and odd values.
 template <class Ops, int P, class KV>
 ROPEKIT_ALWAYS_INLINE void load_kv(const KV* row, int d, typename Ops::vec* out) noexcept {
-    if constexpr (std::is_same_v<KV, block_q8_0>) {
-        static_assert(P == 1, "q8_0 blocks are read one vector at a time");
-        out[0] = Ops::load_q8_0(row + d / q8_0_block_values, d % q8_0_block_values);
-    } else if constexpr (P == 2) {
-        Ops::load_bf16_pairs(row + d, out[0], out[1]);
+    using S = kv_traits<KV>;
+    if constexpr (P == 2) {
+        static_assert(S::template even_odd_pairs<Ops>, "pairs are read only where the traits say");
+        S::template load_pairs<Ops>(row, d, out[0], out[1]);
     } else {
-        out[0] = Ops::load_stored(row + d);
+        out[0] = S::template load<Ops>(row, d);
     }
     ROPEKIT_UNROLL
     for (int i = 0; i < P; ++i) Ops::in_register(out[i]);
-}
-
-/// Bytes of a row of `values` values of KV (a multiple of 32 for block_q8_0).
-template <class KV>
-constexpr int row_bytes(int values) noexcept {
-    return values / values_per_element_v<KV> * int(sizeof(KV));
-}
-
-/// prefetch_l2 of the element holding value `d` of `row`, `offset` elements ahead. A q8_0 block
-/// (34 bytes) is asked for once, at its first value: one hint per vector would issue 4 to 8
-/// prefetches per cache line.
-template <class KV>
-ROPEKIT_ALWAYS_INLINE void prefetch_kv(const KV* row, int d, std::ptrdiff_t offset) noexcept {
-    if constexpr (std::is_same_v<KV, block_q8_0>) {
-        if (d % q8_0_block_values == 0) prefetch_l2(row + d / q8_0_block_values, offset);
-    } else {
-        prefetch_l2(row + d, offset);
-    }
-}
-
-/// prefetch_l2 of q8_0 block `b`, and with `last` of its last byte too. Block starts are 34
-/// bytes apart, so hinting each block's start reaches every cache line of a row but, at some
-/// alignments, the one holding the row's last bytes: the last block also hints its end.
-ROPEKIT_ALWAYS_INLINE void prefetch_q8_0(const block_q8_0* b, bool last,
-                                         std::ptrdiff_t offset) noexcept {
-    prefetch_l2(b, offset);
-    if (last)
-        prefetch_l2(reinterpret_cast<const char*>(b) + sizeof(block_q8_0) - 1,
-                    offset * std::ptrdiff_t(sizeof(block_q8_0)));
 }
 
 /// Row strides of the decode tiles (q rows, O rows): 256 floats while both head sizes fit, so
@@ -307,19 +259,21 @@ ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff
     const KV* kp[KB];
     ROPEKIT_UNROLL
     for (int c = 0; c < KB; ++c) kp[c] = kbase + c * kstride;
-    if constexpr (std::is_same_v<KV, block_q8_0>) {
+    using S = kv_traits<KV>;
+    if constexpr (S::scaled) {
         // One block at a time, its scale widened once per key (a half -> float conversion and
         // a broadcast per vector cost more than the FMAs the vector feeds).
-        constexpr int VB = q8_0_block_values / W;
-        static_assert(VB >= 1 && q8_0_block_values % W == 0, "whole vectors per block");
-        for (int d = 0; d < D; d += q8_0_block_values) {
-            const int b = d / q8_0_block_values;
+        constexpr int BV = S::block_values;
+        constexpr int VB = BV / W;
+        static_assert(VB >= 1 && BV % W == 0, "whole vectors per block");
+        for (int d = 0; d < D; d += BV) {
+            const int b = d / BV;
             V sc[KB];
             ROPEKIT_UNROLL
             for (int c = 0; c < KB; ++c) {
                 if (prefetch_offset != 0)
-                    prefetch_q8_0(kp[c] + b, d + q8_0_block_values == D, prefetch_offset);
-                sc[c] = Ops::q8_0_scale(kp[c] + b);
+                    S::prefetch_block(kp[c] + b, d + BV == D, prefetch_offset);
+                sc[c] = S::template scale<Ops>(kp[c] + b);
             }
             ROPEKIT_UNROLL
             for (int u = 0; u < VB; ++u) {
@@ -328,7 +282,7 @@ ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff
                 for (int i = 0; i < NR; ++i) qv[i] = Ops::load(q + i * RS + d + u * W);
                 ROPEKIT_UNROLL
                 for (int c = 0; c < KB; ++c) {
-                    const V kv = Ops::load_q8_0_ints(kp[c] + b, u * W) * sc[c];
+                    const V kv = S::template load_unscaled<Ops>(kp[c] + b, u * W) * sc[c];
                     ROPEKIT_UNROLL
                     for (int i = 0; i < NR; ++i)
                         acc[c * NR + i] = Ops::fma(qv[i], kv, acc[c * NR + i]);
@@ -351,7 +305,7 @@ ROPEKIT_ALWAYS_INLINE typename Ops::vec score_tree(const KV* kbase, std::ptrdiff
         }
         ROPEKIT_UNROLL
         for (int c = 0; c < KB; ++c) {
-            if (prefetch_offset != 0) prefetch_kv(kp[c], d, prefetch_offset);
+            if (prefetch_offset != 0) S::prefetch(kp[c], d, prefetch_offset);
             V kv[P];
             load_kv<Ops, P>(kp[c], d, kv);
             ROPEKIT_UNROLL

@@ -6,7 +6,8 @@
 /// one or both; this header answers "which cos|sin row" for each operand, so the kernel itself
 /// has no per-rule branches beyond the far key kind.
 ///
-/// Per rule (i: query position, j: key position):
+/// The kernel reads only the rule's rotation forms (far_query_rotation, far_key_rotation) and
+/// the hooks they name; no rule is named here. Per rule (i: query position, j: key position):
 ///
 /// | rule          | inputs    | near q | near k | far q                          | far k         |
 /// |---------------|-----------|--------|--------|--------------------------------|---------------|
@@ -41,7 +42,7 @@ struct no_rotation {};
 /// cos/sin table of them (engines keep one per model).
 template <class Rule>
 struct rule_rotation {
-    using rule_type = Rule;  ///< rerope, leaky_rerope, self_extend or streaming_llm
+    using rule_type = Rule;  ///< a position rule (position_rules.hpp)
     Rule rule;
     const rope_frequencies* freqs;
     const cos_sin_table* table;
@@ -51,29 +52,24 @@ struct rule_rotation {
 template <class Rule>
 using rerope_rotation = rule_rotation<Rule>;
 
-/// Whether Rule is one of the four rules the kernel knows.
-template <class Rule>
-inline constexpr bool is_position_rule_v =
-    std::is_same_v<Rule, rerope> || std::is_same_v<Rule, leaky_rerope> ||
-    std::is_same_v<Rule, self_extend> || std::is_same_v<Rule, streaming_llm>;
-
-template <class Rule>
-inline constexpr bool is_leaky_v = std::is_same_v<Rule, leaky_rerope>;
-
 /// What the kernel needs to know about its position policy at compile time.
 template <class Pos>
 struct pos_traits {
     static constexpr bool rule = false;           ///< a rule: two products per tile at most
     static constexpr bool rotate_inputs = false;  ///< the kernel rotates q and k at i and j
+    static constexpr far_query_rotation far_q = far_query_rotation::fixed;
     static constexpr far_key_rotation far_keys = far_key_rotation::same;
 };
 template <class Rule>
 struct pos_traits<rule_rotation<Rule>> {
     static_assert(is_position_rule_v<Rule>,
-                  "Rule is ropekit::rerope, leaky_rerope, self_extend or streaming_llm");
+                  "Rule must have the shape of a position rule (position_rules.hpp)");
     static constexpr bool rule = true;
     static constexpr bool rotate_inputs = Rule::inputs == rule_inputs::unrotated;
+    static constexpr far_query_rotation far_q = Rule::far_q;
     static constexpr far_key_rotation far_keys = Rule::far_keys;
+    static_assert(rotate_inputs || far_q == far_query_rotation::integer,
+                  "rules with rotated inputs turn q by an integer difference of positions");
 };
 
 /// cos|sin of `position * inv_freq` for every pair, accurate (see detail::accurate_cos_sin).
@@ -101,47 +97,54 @@ ROPEKIT_ALWAYS_INLINE const float* row_or_accurate(const cos_sin_table& t,
 }
 
 /// The cos|sin row the far q of query position i is rotated by, or null for no rotation (the
-/// far q equals the near one: StreamingLLM inside the cache). `tmp` holds a computed row
-/// (2 * pairs floats). ReRoPE's constant row is the kernel's (prepared once per call), so it
-/// is passed in as `cap`.
+/// far q equals the near one). `tmp` holds a computed row (2 * pairs floats). A fixed far
+/// position's row is the kernel's (prepared once per call), passed in as `fixed`.
+/// - unrotated inputs: R at the far position (a table row for integer positions);
+/// - rotated inputs (StreamingLLM): q arrives rotated at i and the far score wants it at
+///   m = far_q_index(i), so q is turned by m - i: no rotation when it is 0, else the table row
+///   at |m - i|, conjugated (sin negated) when m < i, or that row computed when the table
+///   lacks it.
 template <class Arch, class Rule>
 ROPEKIT_ALWAYS_INLINE const float* far_q_row(const rule_rotation<Rule>& rot, std::int64_t i,
-                                             const float* cap, float* tmp) noexcept {
+                                             const float* fixed, float* tmp) noexcept {
     const rope_frequencies& f = *rot.freqs;
-    if constexpr (std::is_same_v<Rule, rerope>) {
-        (void)i, (void)tmp;
-        return cap;
-    } else if constexpr (std::is_same_v<Rule, leaky_rerope>) {
-        (void)cap;
+    constexpr far_query_rotation form = Rule::far_q;
+    if constexpr (form == far_query_rotation::fixed) {
+        (void)i, (void)tmp, (void)f;
+        return fixed;
+    } else if constexpr (form == far_query_rotation::fractional) {
+        (void)fixed;
         accurate_row<Arch>(rot.rule.far_q_position(i), f.inv_freq.data(), f.pairs(), tmp);
         return tmp;
-    } else if constexpr (std::is_same_v<Rule, self_extend>) {
-        (void)cap;
+    } else if constexpr (Rule::inputs == rule_inputs::unrotated) {
+        (void)fixed;
         return row_or_accurate<Arch>(*rot.table, f, rot.rule.far_q_index(i), tmp);
     } else {
-        // StreamingLLM: q arrives rotated at i; the far score wants it at min(i, c), so rotate
-        // by the delta min(i, c) - i <= 0: the conjugate of the row at i - min(i, c).
-        (void)cap;
-        const std::int64_t back = i - std::min(i, rot.rule.cache_size() - 1);
-        if (back == 0) return nullptr;
+        (void)fixed;
+        const std::int64_t delta = rot.rule.far_q_index(i) - i;
+        if (delta == 0) return nullptr;
+        const std::int64_t back = delta < 0 ? -delta : delta;
         const int pairs = f.pairs();
         if (rot.table->contains(back)) {
             const float* row = table_row_at<Arch>(*rot.table, back);
+            const float sign = delta < 0 ? -1.0f : 1.0f;
             for (int p = 0; p < pairs; ++p) {
                 tmp[p] = row[p];
-                tmp[pairs + p] = -row[pairs + p];
+                tmp[pairs + p] = sign * row[pairs + p];
             }
         } else {
-            accurate_row<Arch>(-double(back), f.inv_freq.data(), pairs, tmp);
+            accurate_row<Arch>(double(delta), f.inv_freq.data(), pairs, tmp);
         }
         return tmp;
     }
 }
 
-/// Self-Extend's far key row of key position j (an integer table row, or computed into tmp).
-template <class Arch>
-ROPEKIT_ALWAYS_INLINE const float* far_k_row(const rule_rotation<self_extend>& rot, std::int64_t j,
+/// The far key row of key position j for far_key_rotation::integer (a table row, or computed
+/// into tmp).
+template <class Arch, class Rule>
+ROPEKIT_ALWAYS_INLINE const float* far_k_row(const rule_rotation<Rule>& rot, std::int64_t j,
                                              float* tmp) noexcept {
+    static_assert(Rule::far_keys == far_key_rotation::integer, "integer far key positions");
     return row_or_accurate<Arch>(*rot.table, *rot.freqs, rot.rule.far_k_index(j), tmp);
 }
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
 /// What the attention drivers do around the micro-kernels: rotating a head by a cos|sin row,
-/// widening a K/V row of any storage type into a float tile, and resolving / bounding the query
-/// and key positions of a call.
+/// widening a K/V row of any storage type into a float tile (kv_storage.hpp), and resolving /
+/// bounding the query and key positions of a call.
 #pragma once
 
 #include <cstddef>
@@ -15,10 +15,8 @@
 #include "../positions.hpp"
 #include "../storage.hpp"
 #include "attention_simd.hpp"
+#include "kv_storage.hpp"
 #include "rope_kernels.hpp"
-#if ROPEKIT_HAS_XSIMD
-#include "simd_storage.hpp"
-#endif
 
 #include "warnings_push.hpp"
 
@@ -57,39 +55,6 @@ ROPEKIT_ALWAYS_INLINE void compose_rows(const float* a, const float* b, int pair
         const float ca = a[i], sa = a[pairs + i], cb = b[i], sb = b[pairs + i];
         out[i] = ca * cb - sa * sb;
         out[pairs + i] = sa * cb + ca * sb;
-    }
-}
-
-/// Converts `n` stored values to float (for block_q8_0: n / 32 blocks, n a multiple of 32).
-template <class Arch, class T>
-ROPEKIT_ALWAYS_INLINE void convert_row(const T* ROPEKIT_RESTRICT src, float* ROPEKIT_RESTRICT dst,
-                                       int n) noexcept {
-    if constexpr (std::is_same_v<T, block_q8_0>) {
-#if ROPEKIT_HAS_XSIMD
-        if constexpr (!std::is_same_v<Arch, scalar_arch>) {
-            constexpr int W = int(xsimd::batch<float, Arch>::size);
-            for (int d = 0; d < n; d += W)
-                simd::load_q8_0<Arch>(src + d / q8_0_block_values, d % q8_0_block_values)
-                    .store_unaligned(dst + d);
-            return;
-        }
-#endif
-        dequantize_q8_0(src, dst, n);
-        return;
-    } else {
-#if ROPEKIT_HAS_XSIMD
-        if constexpr (!std::is_same_v<Arch, scalar_arch>) {
-            constexpr int W = int(xsimd::batch<float, Arch>::size);
-            int d = 0;
-            for (; d + W <= n; d += W)
-                simd::load_as_float<Arch, T>(src + d).store_unaligned(dst + d);
-            if (d < n)
-                simd::load_as_float_partial<Arch, T>(src + d, std::size_t(n - d))
-                    .store_unaligned(dst + d);
-            return;
-        }
-#endif
-        for (int d = 0; d < n; ++d) dst[d] = to_float(src[d]);
     }
 }
 
