@@ -38,6 +38,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -343,6 +344,91 @@ void decode(benchmark::State& st, std::int64_t n_kv, std::int64_t H, std::int64_
     set_counters<KV>(st, secs, mask, 1, n_kv, H, D, threads, double(n_kv));
 }
 
+/// The same K/V as `d`, in a shuffled pool of token-major pages of `page_size` tokens (what a
+/// serving engine's cache looks like), with its block table.
+template <class KV>
+struct paged_copy {
+    std::vector<KV> k, v;
+    std::vector<std::int32_t> table;
+    std::int64_t pages = 0;
+    int page_size;
+    paged_copy(const data<KV>& d, int page) : page_size(page) {
+        pages = (d.n_kv + page - 1) / page;
+        const std::size_t row = std::size_t(ropekit::head_view<const KV>::row_elements(d.D));
+        const std::size_t token = std::size_t(d.KVH) * row;
+        k.resize(std::size_t(pages) * std::size_t(page) * token);
+        v.resize(k.size());
+        table.resize(std::size_t(pages));
+        std::iota(table.begin(), table.end(), 0);
+        std::shuffle(table.begin(), table.end(), std::mt19937(7));
+        for (std::int64_t t = 0; t < d.n_kv; ++t) {
+            const std::size_t dst = (std::size_t(table[std::size_t(t / page)]) * std::size_t(page) +
+                                     std::size_t(t % page)) *
+                                    token;
+            std::copy_n(d.k.data() + std::size_t(t) * token, token, k.data() + dst);
+            std::copy_n(d.v.data() + std::size_t(t) * token, token, v.data() + dst);
+        }
+    }
+    ropekit::paged_view<const KV> view(const std::vector<KV>& x, const data<KV>& d) const {
+        return ropekit::paged_view<const KV>::token_major(x.data(), pages, page_size, int(d.KVH),
+                                                          d.D, table.data(), d.n_kv);
+    }
+};
+
+/// Attention of n_q queries (the last n_q positions: decode with 1, a chunked prefill over a
+/// cached prefix with more) over paged K/V, and over the same K/V contiguous, back to back in
+/// every iteration: over_contiguous is the paged time over the contiguous one (the cost of
+/// pages). Threads split heads for prefill and keys for decode.
+template <class KV>
+void paged(benchmark::State& st, std::int64_t n_kv, std::int64_t n_q, std::int64_t H,
+           std::int64_t KVH, int page_size, int threads) {
+    const int D = 128;
+    data<KV> d(n_q, n_kv, H, KVH, D);
+    const paged_copy<KV> pc(d, page_size);
+    const attention_params p = default_params(D);
+    const auto ws = workspaces(threads);
+    std::vector<std::vector<float>> po(threads, std::vector<float>(d.o.size())),
+        pl(threads, std::vector<float>(d.lse.size()));
+    const ropekit::causal_mask mask;
+    ropekit_bench::thread_team team(threads);
+    auto run = [&](const auto& k, const auto& v) {
+        team.run([&](int ti) {
+            attention_params pp = p;
+            pp.lse = pl[ti].data();
+            if (n_q == 1)
+                ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), k, v,
+                                           ropekit::packed_view(po[ti].data(), 1, H, D), mask, pp,
+                                           head_range{0, H}, query_range{0, 1},
+                                           ropekit::split_keys(n_kv, threads, ti), *ws[ti]);
+            else
+                ropekit::attention_blocked(ropekit::default_arch{}, d.qv(), k, v, d.ov(), mask, p,
+                                           head_range{H * ti / threads, H * (ti + 1) / threads},
+                                           query_range{0, n_q}, key_range{0, n_kv}, *ws[ti]);
+        });
+        if (n_q == 1)
+            for (int ti = 1; ti < threads; ++ti)
+                ropekit::merge_attention(ropekit::packed_view(po[0].data(), 1, H, D), pl[0].data(),
+                                         ropekit::packed_view(po[ti].data(), 1, H, D),
+                                         pl[ti].data(), head_range{0, H}, query_range{0, 1});
+        benchmark::ClobberMemory();
+    };
+    double t_paged = 0, t_contig = 0;
+    for (auto _ : st) {
+        auto a = ropekit_bench::clock::now();
+        run(pc.view(pc.k, d), pc.view(pc.v, d));
+        const double t = std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+        st.SetIterationTime(t);
+        t_paged += t;
+        a = ropekit_bench::clock::now();
+        run(d.kv(d.k), d.kv(d.v));
+        t_contig += std::chrono::duration<double>(ropekit_bench::clock::now() - a).count();
+    }
+    const double iters = double(std::max<benchmark::IterationCount>(st.iterations(), 1));
+    st.counters["over_contiguous"] = t_paged / t_contig;
+    const double pairs = n_q == 1 ? double(n_kv) : visible_pairs(mask, n_q, n_kv);
+    set_counters<KV>(st, t_paged / iters, mask, n_q, n_kv, H, D, threads, pairs);
+}
+
 /// Runs `candidate` then `plain` once per benchmark iteration on the team; the iteration time is
 /// the candidate's. Returns the two summed times (seconds), so a same-run ratio can be reported.
 template <class Team>
@@ -636,6 +722,18 @@ void register_all() {
                     ->Unit(benchmark::kMicrosecond);
             }
         }
+        // Paged K/V (paged_view): decode and a chunked prefill over a cached prefix, pages of
+        // 16 tokens in shuffled order, against the same K/V contiguous (over_contiguous).
+        benchmark::RegisterBenchmark(
+            name<KV>("decode", "paged_p16", "q1/n32768/h32kv8", th).c_str(),
+            [=](benchmark::State& st) { paged<KV>(st, 32768, 1, 32, 8, 16, th); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(
+            name<KV>("prefill", "paged_p16_chunked", "new512/prefix4096/h32kv8", th).c_str(),
+            [=](benchmark::State& st) { paged<KV>(st, 4608, 512, 32, 8, 16, th); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
         if (std::is_same_v<KV, bfloat16>) {
             // Absorbed MLA decode: MLA_HEADS q heads on the one latent head (see mla_decode);
             // mla_h16 / mla_h128 are DeepSeek-V2-Lite's and V3's full head counts, h1..h4 where

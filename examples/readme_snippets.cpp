@@ -132,6 +132,33 @@ void position_rules_snippet(const ropekit::rope_frequencies& freqs) {
                 (long long)cache.next_position());
 }
 
+void paged_snippet(const ropekit::rope_frequencies& freqs) {
+    const int n_kv_heads = 2, n_heads = 8, n_pages = 12;
+    const std::int64_t n_cached = 150;  // 10 pages of 16 tokens, the last one partly filled
+    std::vector<ropekit::bfloat16> kb(std::size_t(n_pages) * 16 * n_kv_heads * 128,
+                                      ropekit::bfloat16(0.25f)),
+        vb(kb.size(), ropekit::bfloat16(1.0f));
+    const ropekit::bfloat16* k_pool = kb.data();
+    const ropekit::bfloat16* v_pool = vb.data();
+    const std::int32_t table[] = {7, 2, 9, 0, 11, 4, 1, 8, 3, 5};  // any order, shareable
+    std::vector<float> qb(std::size_t(n_heads) * 128, 0.5f), ob(qb.size());
+    const auto q = ropekit::packed_view<const float>(qb.data(), 1, n_heads, 128);
+    const auto o = ropekit::packed_view(ob.data(), 1, n_heads, 128);
+    const auto p = ropekit::attention_params::for_model(freqs);
+    auto workspace_owner = std::make_unique<ropekit::attention_workspace>();
+    ropekit::attention_workspace& workspace = *workspace_owner;
+    // clang-format off
+    // README snippet 5
+    // a paged cache (vLLM / FlashInfer shape): pages of 16 tokens x n_kv_heads x 128, a block table per sequence
+    const auto k = ropekit::paged_view<const ropekit::bfloat16>::token_major(k_pool, n_pages, 16, n_kv_heads, 128, table, n_cached);
+    const auto v = ropekit::paged_view<const ropekit::bfloat16>::token_major(v_pool, n_pages, 16, n_kv_heads, 128, table, n_cached);
+    ropekit::attention(q, k, v, o, ropekit::causal_mask{}, p, workspace);  // any mask, rule or storage type
+    // end README snippet 5
+    // clang-format on
+    // Every value of V is 1: every output is 1 up to rounding.
+    std::printf("snippet 5: paged o[0][0][0] = %.6f\n", double(ob[0]));
+}
+
 #if ROPEKIT_SNIPPETS_HAVE_JSON
 void families_snippet() {
     const std::string config_path = ROPEKIT_EXAMPLE_CONFIGS "/gemma4.json";
@@ -145,7 +172,7 @@ void families_snippet() {
     const auto q = ropekit::packed_view(qb.data(), n, 4, 128);
     const auto k = ropekit::packed_view(kb.data(), n, 2, 128);
     // clang-format off
-    // README snippet 5
+    // README snippet 6
     // Gemma 2/3/4, gpt-oss, Llama 4, Qwen-VL, DeepSeek: one layer_config per layer type, and the map
     const ropekit::model_layers_config model = ropekit::load_model_config(config_path);  // Gemma 4
     std::vector<ropekit::cos_sin_table> tables;         // one per layer type, shared by its layers
@@ -162,10 +189,10 @@ void families_snippet() {
         {ropekit::mrope_segment::text(8), ropekit::mrope_segment::image(1, 16, 20), ropekit::mrope_segment::text(40)},
         {ropekit::mrope_model::qwen2_5_vl});
     ropekit::apply_mrope_qk(qwen_table, *qwen.rope.mrope, q, k, ids.positions(), 0, ids.tokens);
-    // end README snippet 5
+    // end README snippet 6
     // clang-format on
     std::printf(
-        "snippet 5: %s; %zu tables, full-attention rotary_dim %d of %d (span %d); %lld "
+        "snippet 6: %s; %zu tables, full-attention rotary_dim %d of %d (span %d); %lld "
         "M-RoPE tokens, next position %lld\n",
         ropekit::layer_map_summary(model).c_str(), tables.size(), tables.back().rotary_dim(),
         model.types.back().head_dim, tables.back().pair_span(), (long long)ids.tokens,
@@ -181,6 +208,7 @@ int main() {
         rope_snippet(freqs);
         attention_snippet(freqs);
         position_rules_snippet(freqs);
+        paged_snippet(freqs);
 #if ROPEKIT_SNIPPETS_HAVE_JSON
         families_snippet();
 #endif

@@ -45,6 +45,7 @@
 #include "detail/attention_kernel.hpp"
 #include "error.hpp"
 #include "mask.hpp"
+#include "paged_view.hpp"
 #include "position_rules.hpp"
 #include "rope.hpp"
 #include "storage.hpp"
@@ -102,10 +103,10 @@ inline void validate_logit_softcap(const attention_params& p) {
 
 /// Cold-path check of everything attention() / position_rule_attention() need; throws
 /// ropekit::error naming the field.
-template <class KV, class Mask>
-void validate_attention(const head_view<const float>& q, const head_view<const KV>& k,
-                        const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
-                        const attention_params& p) {
+template <class KVView, class Mask>
+void validate_attention(const head_view<const float>& q, const KVView& k, const KVView& v,
+                        const head_view<float>& o, const Mask& mask, const attention_params& p) {
+    using KV = std::remove_const_t<std::remove_pointer_t<decltype(k.at(0, 0))>>;
     static_assert(is_kv_storage_type_v<KV>, "K/V storage is float, bfloat16, half or block_q8_0");
     // q / k share one head size and v / o another (MLA: 192 / 128 in prefill, 576 / 512 in the
     // absorbed decode, where v may be a view of k's first 512 channels).
@@ -154,10 +155,19 @@ ROPEKIT_END_ISA_NAMESPACE
 // Hot-path checks, templated on Arch like every helper the kernels call (abi.hpp).
 
 /// Hot-path shape check shared by the kernels: consistent views and ranges inside them.
-template <class Arch, class KV>
-bool shapes_ok(const head_view<const float>& q, const head_view<const KV>& k,
-               const head_view<const KV>& v, const head_view<float>& o, head_range heads,
-               query_range queries, key_range keys) noexcept {
+template <class Arch, class T>
+ROPEKIT_ALWAYS_INLINE bool has_rows(const head_view<T>& x) noexcept {
+    return x.data != nullptr;
+}
+template <class Arch, class T>
+ROPEKIT_ALWAYS_INLINE bool has_rows(const paged_view<T>& x) noexcept {
+    return x.pool != nullptr && x.block_table != nullptr && x.page_size > 0;
+}
+
+template <class Arch, class KVView>
+bool shapes_ok(const head_view<const float>& q, const KVView& k, const KVView& v,
+               const head_view<float>& o, head_range heads, query_range queries,
+               key_range keys) noexcept {
     return q.head_dim > 0 && q.head_dim <= max_head_dim && k.head_dim == q.head_dim &&
            v.head_dim > 0 && v.head_dim <= max_head_dim && o.head_dim == v.head_dim &&
            k.heads > 0 && q.heads >= k.heads && q.heads % k.heads == 0 && v.heads == k.heads &&
@@ -166,7 +176,7 @@ bool shapes_ok(const head_view<const float>& q, const head_view<const KV>& k,
            queries.begin <= queries.end && queries.end <= q.tokens && keys.begin >= 0 &&
            keys.begin <= keys.end && keys.end <= k.tokens &&
            (queries.size() == 0 || heads.size() == 0 || (q.data && o.data)) &&
-           (keys.size() == 0 || (k.data && v.data));
+           (keys.size() == 0 || (has_rows<Arch>(k) && has_rows<Arch>(v)));
 }
 
 /// Hot-path check of the parameters: a positive scale and usable positions (null ids only
@@ -181,6 +191,25 @@ bool params_ok(const attention_params& p, head_range heads, query_range queries,
            (!p.k_positions || positions_usable(*p.k_positions, rows && keys.size() > 0));
 }
 
+}  // namespace detail::attn
+
+namespace detail::attn {
+/// The body of attention_blocked for either kind of K/V view.
+template <class Arch, class KV, class Mask, class KVView>
+void run_blocked(const head_view<const float>& q, const KVView& k, const KVView& v,
+                 const head_view<float>& o, const Mask& mask, const attention_params& params,
+                 head_range heads, query_range queries, key_range keys, attention_workspace& ws) {
+    const bool shapes = shapes_ok<Arch>(q, k, v, o, heads, queries, keys);
+    ROPEKIT_ASSERT(shapes, "attention_blocked: inconsistent shapes or ranges");
+    const bool usable = params_ok<Arch>(params, heads, queries, keys);
+    ROPEKIT_ASSERT(usable, "attention_blocked: softmax_scale <= 0, or unusable positions");
+    // With the asserts compiled out (NDEBUG) a broken precondition writes nothing rather than
+    // reading out of bounds, as the rotary kernels do.
+    if (!shapes || !usable) return;
+    const no_rotation none{};
+    kernel<Arch, KV, Mask, no_rotation, KVView> kern(q, k, v, o, mask, params, none, ws);
+    kern.run(heads.indices(), queries.indices(), keys.indices());
+}
 }  // namespace detail::attn
 
 /// Blocked attention on query heads `heads`, query tokens `queries` and keys `keys` (the
@@ -201,17 +230,19 @@ void attention_blocked(Arch, head_view<const float> q, head_view<const KV> k, he
                        head_range heads, query_range queries, key_range keys,
                        attention_workspace& ws) {
     ROPEKIT_TRACE_KERNEL("attention_blocked", Arch::name());
-    const bool shapes = detail::attn::shapes_ok<Arch, KV>(q, k, v, o, heads, queries, keys);
-    ROPEKIT_ASSERT(shapes, "attention_blocked: inconsistent shapes or ranges");
-    const bool usable = detail::attn::params_ok<Arch>(params, heads, queries, keys);
-    ROPEKIT_ASSERT(usable, "attention_blocked: softmax_scale <= 0, or unusable positions");
-    // With the asserts compiled out (NDEBUG) a broken precondition writes nothing rather than
-    // reading out of bounds, as the rotary kernels do.
-    if (!shapes || !usable) return;
-    const detail::attn::no_rotation none{};
-    detail::attn::kernel<Arch, KV, Mask, detail::attn::no_rotation> kern(q, k, v, o, mask, params,
-                                                                         none, ws);
-    kern.run(heads.indices(), queries.indices(), keys.indices());
+    detail::attn::run_blocked<Arch, KV>(q, k, v, o, mask, params, heads, queries, keys, ws);
+}
+
+/// attention_blocked over a paged K/V cache (paged_view.hpp): the same kernel, reading each
+/// tile and decode chunk one page-long run at a time. `k` and `v` hold the sequence's
+/// k.tokens cached tokens; keys index them.
+template <class Arch, class KV, class Mask>
+void attention_blocked(Arch, head_view<const float> q, paged_view<const KV> k,
+                       paged_view<const KV> v, head_view<float> o, const Mask& mask,
+                       const attention_params& params, head_range heads, query_range queries,
+                       key_range keys, attention_workspace& ws) {
+    ROPEKIT_TRACE_KERNEL("attention_blocked(paged)", Arch::name());
+    detail::attn::run_blocked<Arch, KV>(q, k, v, o, mask, params, heads, queries, keys, ws);
 }
 
 /// attention_blocked for K/V views of non-const elements (`head_view<bfloat16>`, ...): the
@@ -224,6 +255,18 @@ void attention_blocked(Arch arch, head_view<const float> q, head_view<KT> k, hea
                        attention_workspace& ws) {
     using KV = detail::attn::kv_element_t<KT, VT>;
     attention_blocked(arch, q, head_view<const KV>(k), head_view<const KV>(v), o, mask, params,
+                      heads, queries, keys, ws);
+}
+
+/// attention_blocked for paged K/V views of non-const elements.
+template <class Arch, class KT, class VT, class Mask,
+          std::enable_if_t<!(std::is_const_v<KT> && std::is_const_v<VT>), int> = 0>
+void attention_blocked(Arch arch, head_view<const float> q, paged_view<KT> k, paged_view<VT> v,
+                       head_view<float> o, const Mask& mask, const attention_params& params,
+                       head_range heads, query_range queries, key_range keys,
+                       attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    attention_blocked(arch, q, paged_view<const KV>(k), paged_view<const KV>(v), o, mask, params,
                       heads, queries, keys, ws);
 }
 
@@ -248,6 +291,27 @@ void attention(head_view<const float> q, head_view<KT> k, head_view<VT> v, head_
 /// one to the overload above to reuse it.
 template <class KT, class VT, class Mask>
 void attention(head_view<const float> q, head_view<KT> k, head_view<VT> v, head_view<float> o,
+               const Mask& mask, const attention_params& params) {
+    auto ws = std::make_unique<attention_workspace>();
+    attention(q, k, v, o, mask, params, *ws);
+}
+
+/// attention() over one sequence's paged K/V (paged_view.hpp): validates as attention() does,
+/// plus the page layout and every block table entry the sequence uses (field `paged_view` or
+/// `block_table`).
+template <class KT, class VT, class Mask>
+void attention(head_view<const float> q, paged_view<KT> k, paged_view<VT> v, head_view<float> o,
+               const Mask& mask, const attention_params& params, attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    const paged_view<const KV> kc = k, vc = v;
+    detail::attn::validate_attention(q, kc, vc, o, mask, params);
+    attention_blocked(default_arch{}, q, kc, vc, o, mask, params, head_range{0, q.heads},
+                      query_range{0, q.tokens}, key_range{0, k.tokens}, ws);
+}
+
+/// attention() over paged K/V in a freshly allocated workspace (about 1 MB per call).
+template <class KT, class VT, class Mask>
+void attention(head_view<const float> q, paged_view<KT> k, paged_view<VT> v, head_view<float> o,
                const Mask& mask, const attention_params& params) {
     auto ws = std::make_unique<attention_workspace>();
     attention(q, k, v, o, mask, params, *ws);
@@ -328,6 +392,60 @@ void validate_rerope(const Rule& rule, const rope_frequencies& freqs, const cos_
 ROPEKIT_END_ISA_NAMESPACE
 }  // namespace detail::attn
 
+namespace detail::attn {
+/// The body of position_rule_attention_blocked for either kind of K/V view.
+template <class Arch, class KV, class Mask, class Rule, class KVView>
+void run_rule_blocked(const head_view<const float>& q, const KVView& k, const KVView& v,
+                      const head_view<float>& o, const Mask& mask, const attention_params& params,
+                      const Rule& rule, const rope_frequencies& freqs, const cos_sin_table& table,
+                      head_range heads, query_range queries, key_range keys,
+                      attention_workspace& ws) {
+    static_assert(is_position_rule_v<Rule>,
+                  "Rule must have the shape of a position rule (position_rules.hpp)");
+    const bool shapes = shapes_ok<Arch>(q, k, v, o, heads, queries, keys);
+    ROPEKIT_ASSERT(shapes, "position_rule_attention_blocked: inconsistent shapes or ranges");
+    const bool usable =
+        params_ok<Arch>(params, heads, queries, keys) && logit_scale_matches<Arch>(params, freqs);
+    ROPEKIT_ASSERT(usable,
+                   "position_rule_attention_blocked: params without the frequencies' attention "
+                   "factor, or unusable positions");
+    const bool tables_match = freqs.head_dim == q.head_dim && v.head_dim == q.head_dim &&
+                              q.head_dim <= max_rule_head_dim && freqs.ordinary_geometry() &&
+                              freqs.rotary_dim > 0 && freqs.rotary_dim <= q.head_dim &&
+                              freqs.inv_freq.size() == std::size_t(freqs.pairs()) &&
+                              table.pairs() == freqs.pairs() && table.is_range();
+    ROPEKIT_ASSERT(tables_match,
+                   "position_rule_attention_blocked: frequencies / table do not match head_dim");
+    const bool mask_fits = ropekit::detail::rule_accepts_mask(rule, mask);
+    ROPEKIT_ASSERT(mask_fits,
+                   "position_rule_attention_blocked: the rule is defined for rule.mask() only");
+    if (!shapes || !usable || !tables_match || !mask_fits) return;  // NDEBUG: write nothing
+    bool covered = true;
+    if constexpr (Rule::inputs == rule_inputs::unrotated) {
+        // Every position the kernel rotates at must have a table row (cheap: O(1) for
+        // contiguous positions, O(n_q + n_kv) for ids); the table is one interval, so the
+        // bounds suffice.
+        std::int64_t lo = 0, hi = 0;
+        if (queries.size() > 0 && heads.size() > 0) {
+            position_bounds<Arch>(resolved_q_positions(params, q.tokens, k.tokens), queries.begin,
+                                  queries.end, lo, hi);
+            covered = table.contains(lo) && table.contains(hi);
+            if (keys.size() > 0) {
+                position_bounds<Arch>(resolved_k_positions(params), keys.begin, keys.end, lo, hi);
+                covered = covered && table.contains(lo) && table.contains(hi);
+            }
+        }
+    }
+    ROPEKIT_ASSERT(covered,
+                   "position_rule_attention_blocked: a position is outside the cos/sin table");
+    if (!covered) return;
+    using Pos = rule_rotation<Rule>;
+    const Pos rot{rule, &freqs, &table};
+    kernel<Arch, KV, Mask, Pos, KVView> kern(q, k, v, o, mask, params, rot, ws);
+    kern.run(heads.indices(), queries.indices(), keys.indices());
+}
+}  // namespace detail::attn
+
 /// Blocked attention under a relative-position rule (position_rules.hpp: rerope,
 /// leaky_rerope, self_extend, streaming_llm) in one pass with O(tile) memory: the hot-path
 /// kernel (no allocation, no throw; preconditions are ROPEKIT_ASSERTs and, with them compiled
@@ -348,53 +466,22 @@ void position_rule_attention_blocked(Arch, head_view<const float> q, head_view<c
                                      const rope_frequencies& freqs, const cos_sin_table& table,
                                      head_range heads, query_range queries, key_range keys,
                                      attention_workspace& ws) {
-    static_assert(is_position_rule_v<Rule>,
-                  "Rule must have the shape of a position rule (position_rules.hpp)");
     ROPEKIT_TRACE_KERNEL("position_rule_attention_blocked", Arch::name());
-    const bool shapes = detail::attn::shapes_ok<Arch, KV>(q, k, v, o, heads, queries, keys);
-    ROPEKIT_ASSERT(shapes, "position_rule_attention_blocked: inconsistent shapes or ranges");
-    const bool usable = detail::attn::params_ok<Arch>(params, heads, queries, keys) &&
-                        detail::attn::logit_scale_matches<Arch>(params, freqs);
-    ROPEKIT_ASSERT(usable,
-                   "position_rule_attention_blocked: params without the frequencies' attention "
-                   "factor, or unusable positions");
-    const bool tables_match = freqs.head_dim == q.head_dim && v.head_dim == q.head_dim &&
-                              q.head_dim <= detail::attn::max_rule_head_dim &&
-                              freqs.ordinary_geometry() && freqs.rotary_dim > 0 &&
-                              freqs.rotary_dim <= q.head_dim &&
-                              freqs.inv_freq.size() == std::size_t(freqs.pairs()) &&
-                              table.pairs() == freqs.pairs() && table.is_range();
-    ROPEKIT_ASSERT(tables_match,
-                   "position_rule_attention_blocked: frequencies / table do not match head_dim");
-    const bool mask_fits = detail::rule_accepts_mask(rule, mask);
-    ROPEKIT_ASSERT(mask_fits,
-                   "position_rule_attention_blocked: the rule is defined for rule.mask() only");
-    if (!shapes || !usable || !tables_match || !mask_fits) return;  // NDEBUG: write nothing
-    bool covered = true;
-    if constexpr (Rule::inputs == rule_inputs::unrotated) {
-        // Every position the kernel rotates at must have a table row (cheap: O(1) for
-        // contiguous positions, O(n_q + n_kv) for ids); the table is one interval, so the
-        // bounds suffice.
-        std::int64_t lo = 0, hi = 0;
-        if (queries.size() > 0 && heads.size() > 0) {
-            detail::attn::position_bounds<Arch>(
-                detail::attn::resolved_q_positions(params, q.tokens, k.tokens), queries.begin,
-                queries.end, lo, hi);
-            covered = table.contains(lo) && table.contains(hi);
-            if (keys.size() > 0) {
-                detail::attn::position_bounds<Arch>(detail::attn::resolved_k_positions(params),
-                                                    keys.begin, keys.end, lo, hi);
-                covered = covered && table.contains(lo) && table.contains(hi);
-            }
-        }
-    }
-    ROPEKIT_ASSERT(covered,
-                   "position_rule_attention_blocked: a position is outside the cos/sin table");
-    if (!covered) return;
-    using Pos = detail::attn::rule_rotation<Rule>;
-    const Pos rot{rule, &freqs, &table};
-    detail::attn::kernel<Arch, KV, Mask, Pos> kern(q, k, v, o, mask, params, rot, ws);
-    kern.run(heads.indices(), queries.indices(), keys.indices());
+    detail::attn::run_rule_blocked<Arch, KV>(q, k, v, o, mask, params, rule, freqs, table, heads,
+                                             queries, keys, ws);
+}
+
+/// position_rule_attention_blocked over a paged K/V cache (paged_view.hpp).
+template <class Arch, class KV, class Mask, class Rule>
+void position_rule_attention_blocked(Arch, head_view<const float> q, paged_view<const KV> k,
+                                     paged_view<const KV> v, head_view<float> o, const Mask& mask,
+                                     const attention_params& params, const Rule& rule,
+                                     const rope_frequencies& freqs, const cos_sin_table& table,
+                                     head_range heads, query_range queries, key_range keys,
+                                     attention_workspace& ws) {
+    ROPEKIT_TRACE_KERNEL("position_rule_attention_blocked(paged)", Arch::name());
+    detail::attn::run_rule_blocked<Arch, KV>(q, k, v, o, mask, params, rule, freqs, table, heads,
+                                             queries, keys, ws);
 }
 
 /// position_rule_attention_blocked for K/V views of non-const elements.
@@ -408,6 +495,20 @@ void position_rule_attention_blocked(Arch arch, head_view<const float> q, head_v
                                      attention_workspace& ws) {
     using KV = detail::attn::kv_element_t<KT, VT>;
     position_rule_attention_blocked(arch, q, head_view<const KV>(k), head_view<const KV>(v), o,
+                                    mask, params, rule, freqs, table, heads, queries, keys, ws);
+}
+
+/// position_rule_attention_blocked for paged K/V views of non-const elements.
+template <class Arch, class KT, class VT, class Mask, class Rule,
+          std::enable_if_t<!(std::is_const_v<KT> && std::is_const_v<VT>), int> = 0>
+void position_rule_attention_blocked(Arch arch, head_view<const float> q, paged_view<KT> k,
+                                     paged_view<VT> v, head_view<float> o, const Mask& mask,
+                                     const attention_params& params, const Rule& rule,
+                                     const rope_frequencies& freqs, const cos_sin_table& table,
+                                     head_range heads, query_range queries, key_range keys,
+                                     attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    position_rule_attention_blocked(arch, q, paged_view<const KV>(k), paged_view<const KV>(v), o,
                                     mask, params, rule, freqs, table, heads, queries, keys, ws);
 }
 
@@ -480,6 +581,38 @@ void position_rule_attention(head_view<const float> q, head_view<KT> k, head_vie
 /// call); pass one to the overload above to reuse it.
 template <class KT, class VT, class Mask, class Rule>
 void position_rule_attention(head_view<const float> q, head_view<KT> k, head_view<VT> v,
+                             head_view<float> o, const Mask& mask, const attention_params& params,
+                             const Rule& rule, const rope_frequencies& freqs,
+                             const cos_sin_table& table) {
+    auto ws = std::make_unique<attention_workspace>();
+    position_rule_attention(q, k, v, o, mask, params, rule, freqs, table, *ws);
+}
+
+/// position_rule_attention() over one sequence's paged K/V (paged_view.hpp).
+template <class KT, class VT, class Mask, class Rule>
+void position_rule_attention(head_view<const float> q, paged_view<KT> k, paged_view<VT> v,
+                             head_view<float> o, const Mask& mask, const attention_params& params,
+                             const Rule& rule, const rope_frequencies& freqs,
+                             const cos_sin_table& table, attention_workspace& ws) {
+    using KV = detail::attn::kv_element_t<KT, VT>;
+    const paged_view<const KV> kc = k, vc = v;
+    detail::attn::validate_attention(q, kc, vc, o, mask, params);
+    detail::require(v.head_dim == q.head_dim, "v.head_dim",
+                    "must equal q's head_dim with a position rule", v.head_dim);
+    detail::attn::validate_position_rule(rule, freqs, table, q, k.tokens, params);
+    detail::require(detail::rule_accepts_mask(rule, mask), "mask",
+                    "must be rule.mask() for this rule (its meaning fixes the sinks and the "
+                    "window)",
+                    std::string("another mask"));
+    position_rule_attention_blocked(default_arch{}, q, kc, vc, o, mask, params, rule, freqs, table,
+                                    head_range{0, q.heads}, query_range{0, q.tokens},
+                                    key_range{0, k.tokens}, ws);
+}
+
+/// position_rule_attention() over paged K/V in a freshly allocated workspace (about 1 MB per
+/// call).
+template <class KT, class VT, class Mask, class Rule>
+void position_rule_attention(head_view<const float> q, paged_view<KT> k, paged_view<VT> v,
                              head_view<float> o, const Mask& mask, const attention_params& params,
                              const Rule& rule, const rope_frequencies& freqs,
                              const cos_sin_table& table) {

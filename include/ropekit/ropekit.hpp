@@ -15,6 +15,7 @@
 #include "layout.hpp"
 #include "mask.hpp"
 #include "mrope.hpp"
+#include "paged_view.hpp"
 #include "position_rules.hpp"
 #include "positions.hpp"
 #include "rope.hpp"

@@ -14,6 +14,7 @@
 #include "../attention_types.hpp"
 #include "../config.hpp"
 #include "../mask.hpp"
+#include "../paged_view.hpp"
 #include "../position_rules.hpp"
 #include "../positions.hpp"
 #include "../table.hpp"
@@ -33,7 +34,7 @@ namespace detail::attn {
 /// rule_rotation<Rule> (attention_rules.hpp): with a rule, every tile computes the near
 /// product, the far one, or (only on the band around the window edge) both, selected per
 /// element by the score epilogue.
-template <class Arch, class KV, class Mask, class Pos>
+template <class Arch, class KV, class Mask, class Pos, class KVView = head_view<const KV>>
 class call {
   public:
     using Ops = vec_ops<Arch>;
@@ -45,9 +46,9 @@ class call {
     /// A rule is fused (the name predates rules whose inputs arrive rotated).
     static constexpr bool rotating = traits::rule;
 
-    call(const head_view<const float>& q, const head_view<const KV>& k,
-         const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
-         const attention_params& p, const Pos& pos, attention_workspace& ws) noexcept
+    call(const head_view<const float>& q, const KVView& k, const KVView& v,
+         const head_view<float>& o, const Mask& mask, const attention_params& p, const Pos& pos,
+         attention_workspace& ws) noexcept
         : q_(q),
           k_(k),
           v_(v),
@@ -239,7 +240,7 @@ class call {
     }
 
     head_view<const float> q_;
-    head_view<const KV> k_, v_;
+    KVView k_, v_;  // head_view or paged_view of the K/V storage
     head_view<float> o_;
     const Mask& mask_;
     const attention_params& p_;

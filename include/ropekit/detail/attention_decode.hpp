@@ -19,9 +19,9 @@
 ROPEKIT_BEGIN_NAMESPACE
 namespace detail::attn {
 
-template <class Arch, class KV, class Mask, class Pos>
-class decode_driver : public call<Arch, KV, Mask, Pos> {
-    using base = call<Arch, KV, Mask, Pos>;
+template <class Arch, class KV, class Mask, class Pos, class KVView = head_view<const KV>>
+class decode_driver : public call<Arch, KV, Mask, Pos, KVView> {
+    using base = call<Arch, KV, Mask, Pos, KVView>;
 
   public:
     using base::R;
@@ -34,9 +34,9 @@ class decode_driver : public call<Arch, KV, Mask, Pos> {
     /// (StreamingLLM: the far q is a second set of q rows, K is read as given).
     static constexpr bool decode_form = !rotating || !traits::rotate_inputs;
 
-    decode_driver(const head_view<const float>& q, const head_view<const KV>& k,
-                  const head_view<const KV>& v, const head_view<float>& o, const Mask& mask,
-                  const attention_params& p, const Pos& pos, attention_workspace& ws) noexcept
+    decode_driver(const head_view<const float>& q, const KVView& k, const KVView& v,
+                  const head_view<float>& o, const Mask& mask, const attention_params& p,
+                  const Pos& pos, attention_workspace& ws) noexcept
         : base(q, k, v, o, mask, p, pos, ws) {
         rs_ = std::max(this->D_, this->Dv_) <= decode_row_stride_small ? decode_row_stride_small
                                                                        : max_head_dim;
@@ -163,10 +163,12 @@ class decode_driver : public call<Arch, KV, Mask, Pos> {
         for (int ri = 0; ri < n_ranges; ++ri) {
             const std::int64_t b = std::max(ranges[ri].begin, keys.begin);
             const std::int64_t e = std::min(ranges[ri].end, keys.end);
-            for (std::int64_t c0 = b; c0 < e; c0 += decode_chunk) {
-                const int nc = int(std::min<std::int64_t>(decode_chunk, e - c0));
+            for (std::int64_t c0 = b, nc = 0; c0 < e; c0 += nc) {
+                // A chunk is one stride run of K and V rows: paged K/V cut it at page ends.
+                nc = std::min<std::int64_t>(
+                    {decode_chunk, e - c0, run_length(k_, c0), run_length(v_, c0)});
                 block_bounds bb;
-                const tile_visibility vis = this->classify_tile(qb, c0, nc, bb);
+                const tile_visibility vis = this->classify_tile(qb, c0, int(nc), bb);
                 if (vis == tile_visibility::none) continue;
                 // With a rule: which of the near and far products the chunk needs.
                 const typename base::products need = this->rule_products(bb);
@@ -174,8 +176,8 @@ class decode_driver : public call<Arch, KV, Mask, Pos> {
                     if (need.far && !far_ready) load_far_rows();
                 }
                 for (int sg = 0; sg < nseg; ++sg)
-                    chunk(need, vis, seg_g[sg], seg_r0[sg], seg_rows[sg], seg_nh[sg], c0, nc, nt,
-                          kpf, vpf, std::bool_constant<Cap>{});
+                    chunk(need, vis, seg_g[sg], seg_r0[sg], seg_rows[sg], seg_nh[sg], c0, int(nc),
+                          nt, kpf, vpf, std::bool_constant<Cap>{});
             }
         }
         for (int sg = 0; sg < nseg; ++sg)

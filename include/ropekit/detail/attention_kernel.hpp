@@ -21,9 +21,9 @@ ROPEKIT_BEGIN_NAMESPACE
 namespace detail::attn {
 
 /// The blocked kernel for one argument set (see call for `Pos`).
-template <class Arch, class KV, class Mask, class Pos>
-class kernel : public prefill_driver<Arch, KV, Mask, Pos> {
-    using base = prefill_driver<Arch, KV, Mask, Pos>;
+template <class Arch, class KV, class Mask, class Pos, class KVView = head_view<const KV>>
+class kernel : public prefill_driver<Arch, KV, Mask, Pos, KVView> {
+    using base = prefill_driver<Arch, KV, Mask, Pos, KVView>;
 
   public:
     using base::grouped;

@@ -20,10 +20,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <utility>
 
 #include "../config.hpp"
+#include "../paged_view.hpp"
 #include "attention_decode.hpp"
 
 #include "warnings_push.hpp"
@@ -31,10 +33,10 @@
 ROPEKIT_BEGIN_NAMESPACE
 namespace detail::attn {
 
-template <class Arch, class KV, class Mask, class Pos>
-class prefill_driver : public decode_driver<Arch, KV, Mask, Pos> {
-    using base = decode_driver<Arch, KV, Mask, Pos>;
-    using call_type = call<Arch, KV, Mask, Pos>;
+template <class Arch, class KV, class Mask, class Pos, class KVView = head_view<const KV>>
+class prefill_driver : public decode_driver<Arch, KV, Mask, Pos, KVView> {
+    using base = decode_driver<Arch, KV, Mask, Pos, KVView>;
+    using call_type = call<Arch, KV, Mask, Pos, KVView>;
 
   public:
     using base::C;
@@ -295,11 +297,10 @@ class prefill_driver : public decode_driver<Arch, KV, Mask, Pos> {
     /// A K or V tile as float rows: the stored rows themselves when they are float rows, else
     /// widened. `pack` copies fp32 rows too: a compact tile spans 8 pages instead of one page
     /// per row.
-    const float* float_tile(const head_view<const KV>& x, int dim, std::int64_t kvh,
-                            std::int64_t c0, int nc, float* buf, std::ptrdiff_t& stride,
-                            bool pack) noexcept {
+    const float* float_tile(const KVView& x, int dim, std::int64_t kvh, std::int64_t c0, int nc,
+                            float* buf, std::ptrdiff_t& stride, bool pack) noexcept {
         if constexpr (S::float_rows) {
-            if (!pack) {
+            if (!pack && run_length(x, c0) >= nc) {
                 stride = x.token_stride;
                 return x.at(c0, kvh);
             }
@@ -377,15 +378,18 @@ class prefill_driver : public decode_driver<Arch, KV, Mask, Pos> {
             const typename call_type::products need = this->rule_products(b);
             if (need.far && !far_q_ready_) load_far_q();
             alignas(64) float raw[max_head_dim];
+            // float rows are read in place: one base and stride when the tile is one run.
             const float* kraw_base = nullptr;
             std::ptrdiff_t kraw_stride = 0;
             if constexpr (S::float_rows) {
-                kraw_base = k_.at(c0, kvh);
-                kraw_stride = k_.token_stride;
+                if (run_length(k_, c0) >= nc) {
+                    kraw_base = k_.at(c0, kvh);
+                    kraw_stride = k_.token_stride;
+                }
             }
             auto raw_row = [&](int c) -> const float* {
                 if constexpr (S::float_rows) {
-                    return kraw_base + c * kraw_stride;
+                    return kraw_base ? kraw_base + c * kraw_stride : k_.at(c0 + c, kvh);
                 } else {
                     S::template widen<Arch>(k_.at(c0 + c, kvh), raw, D_);
                     return raw;
@@ -444,8 +448,15 @@ class prefill_driver : public decode_driver<Arch, KV, Mask, Pos> {
                     kcs = ks;
                 } else {  // identity: the key unrotated (ReRoPE)
                     if constexpr (S::float_rows) {
-                        kc = kraw_base;
-                        kcs = kraw_stride;
+                        if (kraw_base) {
+                            kc = kraw_base;
+                            kcs = kraw_stride;
+                        } else {  // a tile across pages: its rows gathered
+                            for (int c = 0; c < nc; ++c)
+                                std::memcpy(ws_.kc + c * max_rule_head_dim, k_.at(c0 + c, kvh),
+                                            std::size_t(D_) * sizeof(float));
+                            kc = ws_.kc;
+                        }
                     } else {
                         for (int c = 0; c < nc; ++c)
                             S::template widen<Arch>(k_.at(c0 + c, kvh),
