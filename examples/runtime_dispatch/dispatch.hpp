@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The kernel sets this program carries, declared (extern template) so that main.cpp, built
 // without AVX flags, never instantiates them itself; each kernels_<isa>.cpp instantiates one
-// set: the rope kernels, and causal attention over bfloat16 K/V.
+// set: the rope kernels, and causal attention over bfloat16 K/V (contiguous or paged).
 #pragma once
 
 #include <ropekit/attention.hpp>
@@ -10,10 +10,13 @@
 ROPEKIT_DECLARE_ROPE_KERNELS(xsimd::sse2)
 ROPEKIT_DECLARE_ROPE_KERNELS(xsimd::fma3<xsimd::avx2>)
 ROPEKIT_DECLARE_ROPE_KERNELS(xsimd::avx512bw)
-ROPEKIT_DECLARE_ATTENTION_KERNELS(xsimd::sse2, ::ropekit::bfloat16, ::ropekit::causal_mask)
-ROPEKIT_DECLARE_ATTENTION_KERNELS(xsimd::fma3<xsimd::avx2>, ::ropekit::bfloat16,
-                                  ::ropekit::causal_mask)
-ROPEKIT_DECLARE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16, ::ropekit::causal_mask)
+// Causal attention over bfloat16 K/V, contiguous and paged (the list macros take parenthesised
+// lists of storage types, masks and rules; ropekit::no_position_rule is plain attention).
+#define DISPATCH_ATTENTION_SET \
+    (::ropekit::bfloat16), (::ropekit::causal_mask), (::ropekit::no_position_rule)
+ROPEKIT_DECLARE_ATTENTION_LIST(xsimd::sse2, DISPATCH_ATTENTION_SET)
+ROPEKIT_DECLARE_ATTENTION_LIST(xsimd::fma3<xsimd::avx2>, DISPATCH_ATTENTION_SET)
+ROPEKIT_DECLARE_ATTENTION_LIST(xsimd::avx512bw, DISPATCH_ATTENTION_SET)
 
 namespace dispatch {
 

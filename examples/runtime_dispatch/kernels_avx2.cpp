@@ -5,5 +5,4 @@
 #include "dispatch.hpp"
 
 ROPEKIT_INSTANTIATE_ROPE_KERNELS(xsimd::fma3<xsimd::avx2>)
-ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(xsimd::fma3<xsimd::avx2>, ::ropekit::bfloat16,
-                                      ::ropekit::causal_mask)
+ROPEKIT_INSTANTIATE_ATTENTION_LIST(xsimd::fma3<xsimd::avx2>, DISPATCH_ATTENTION_SET)

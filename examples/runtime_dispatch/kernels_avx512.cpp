@@ -5,4 +5,4 @@
 #include "dispatch.hpp"
 
 ROPEKIT_INSTANTIATE_ROPE_KERNELS(xsimd::avx512bw)
-ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(xsimd::avx512bw, ::ropekit::bfloat16, ::ropekit::causal_mask)
+ROPEKIT_INSTANTIATE_ATTENTION_LIST(xsimd::avx512bw, DISPATCH_ATTENTION_SET)

@@ -5,4 +5,4 @@
 #include "dispatch.hpp"
 
 ROPEKIT_INSTANTIATE_ROPE_KERNELS(xsimd::sse2)
-ROPEKIT_INSTANTIATE_ATTENTION_KERNELS(xsimd::sse2, ::ropekit::bfloat16, ::ropekit::causal_mask)
+ROPEKIT_INSTANTIATE_ATTENTION_LIST(xsimd::sse2, DISPATCH_ATTENTION_SET)

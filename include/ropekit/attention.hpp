@@ -225,24 +225,28 @@ void run_blocked(const head_view<const float>& q, const KVView& k, const KVView&
 /// v_head_dim multiples of 32; decode reads the blocks directly, prefill dequantises tiles).
 /// \tparam Mask a mask policy from mask.hpp (or any type with the same three functions).
 template <class Arch, class KV, class Mask>
-void attention_blocked(Arch, head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
-                       head_view<float> o, const Mask& mask, const attention_params& params,
-                       head_range heads, query_range queries, key_range keys,
-                       attention_workspace& ws) {
-    ROPEKIT_TRACE_KERNEL("attention_blocked", Arch::name());
-    detail::attn::run_blocked<Arch, KV>(q, k, v, o, mask, params, heads, queries, keys, ws);
+ROPEKIT_ALWAYS_INLINE void attention_blocked(Arch arch, head_view<const float> q,
+                                             head_view<const KV> k, head_view<const KV> v,
+                                             head_view<float> o, const Mask& mask,
+                                             const attention_params& params, head_range heads,
+                                             query_range queries, key_range keys,
+                                             attention_workspace& ws) {
+    attention_run(arch, attention_problem<head_view<const KV>, Mask>{q, k, v, o, mask, params},
+                  attention_work{heads, queries, keys}, ws);
 }
 
 /// attention_blocked over a paged K/V cache (paged_view.hpp): the same kernel, reading each
 /// tile and decode chunk one page-long run at a time. `k` and `v` hold the sequence's
 /// k.tokens cached tokens; keys index them.
 template <class Arch, class KV, class Mask>
-void attention_blocked(Arch, head_view<const float> q, paged_view<const KV> k,
-                       paged_view<const KV> v, head_view<float> o, const Mask& mask,
-                       const attention_params& params, head_range heads, query_range queries,
-                       key_range keys, attention_workspace& ws) {
-    ROPEKIT_TRACE_KERNEL("attention_blocked(paged)", Arch::name());
-    detail::attn::run_blocked<Arch, KV>(q, k, v, o, mask, params, heads, queries, keys, ws);
+ROPEKIT_ALWAYS_INLINE void attention_blocked(Arch arch, head_view<const float> q,
+                                             paged_view<const KV> k, paged_view<const KV> v,
+                                             head_view<float> o, const Mask& mask,
+                                             const attention_params& params, head_range heads,
+                                             query_range queries, key_range keys,
+                                             attention_workspace& ws) {
+    attention_run(arch, attention_problem<paged_view<const KV>, Mask>{q, k, v, o, mask, params},
+                  attention_work{heads, queries, keys}, ws);
 }
 
 /// attention_blocked for K/V views of non-const elements (`head_view<bfloat16>`, ...): the
@@ -446,6 +450,35 @@ void run_rule_blocked(const head_view<const float>& q, const KVView& k, const KV
 }
 }  // namespace detail::attn
 
+/// The blocked entry point on a problem struct (attention_types.hpp): `work` of `problem`, hot
+/// path (no allocation, no throw; preconditions are ROPEKIT_ASSERTs and, with them compiled out,
+/// a failed one writes nothing). attention_blocked and position_rule_attention_blocked are this
+/// call with their arguments gathered; an instantiation names the problem type
+/// (ROPEKIT_INSTANTIATE_ATTENTION), not a signature.
+/// \tparam Problem attention_problem<KVView, Mask, Rule>
+template <class Arch, class Problem>
+void attention_run(Arch, const Problem& problem, const attention_work& work,
+                   attention_workspace& ws) {
+    using KVView = typename Problem::kv_view_type;
+    using KV = std::remove_const_t<std::remove_pointer_t<decltype(problem.k.at(0, 0))>>;
+    using Rule = typename Problem::rule_type;
+    const Problem& p = problem;
+    if constexpr (std::is_same_v<Rule, no_position_rule>) {
+        // Traced under the entry points' names (tests/abi, engines' logs).
+        ROPEKIT_TRACE_KERNEL("attention_blocked", Arch::name());
+        detail::attn::run_blocked<Arch, KV, typename Problem::mask_type, KVView>(
+            p.q, p.k, p.v, p.o, p.mask, p.params, work.heads, work.queries, work.keys, ws);
+    } else {
+        ROPEKIT_TRACE_KERNEL("position_rule_attention_blocked", Arch::name());
+        const bool tables = p.freqs != nullptr && p.table != nullptr;
+        ROPEKIT_ASSERT(tables, "attention_run: a position rule needs freqs and table");
+        if (!tables) return;
+        detail::attn::run_rule_blocked<Arch, KV, typename Problem::mask_type, Rule, KVView>(
+            p.q, p.k, p.v, p.o, p.mask, p.params, p.rule, *p.freqs, *p.table, work.heads,
+            work.queries, work.keys, ws);
+    }
+}
+
 /// Blocked attention under a relative-position rule (position_rules.hpp: rerope,
 /// leaky_rerope, self_extend, streaming_llm) in one pass with O(tile) memory: the hot-path
 /// kernel (no allocation, no throw; preconditions are ROPEKIT_ASSERTs and, with them compiled
@@ -460,28 +493,32 @@ void run_rule_blocked(const head_view<const float>& q, const KVView& k, const KV
 ///        every query and key position (checked here). Self-Extend's far rows and
 ///        StreamingLLM's conjugate rows missing from it are computed accurately.
 template <class Arch, class KV, class Mask, class Rule>
-void position_rule_attention_blocked(Arch, head_view<const float> q, head_view<const KV> k,
-                                     head_view<const KV> v, head_view<float> o, const Mask& mask,
-                                     const attention_params& params, const Rule& rule,
-                                     const rope_frequencies& freqs, const cos_sin_table& table,
-                                     head_range heads, query_range queries, key_range keys,
-                                     attention_workspace& ws) {
-    ROPEKIT_TRACE_KERNEL("position_rule_attention_blocked", Arch::name());
-    detail::attn::run_rule_blocked<Arch, KV>(q, k, v, o, mask, params, rule, freqs, table, heads,
-                                             queries, keys, ws);
+ROPEKIT_ALWAYS_INLINE void position_rule_attention_blocked(
+    Arch arch, head_view<const float> q, head_view<const KV> k, head_view<const KV> v,
+    head_view<float> o, const Mask& mask, const attention_params& params, const Rule& rule,
+    const rope_frequencies& freqs, const cos_sin_table& table, head_range heads,
+    query_range queries, key_range keys, attention_workspace& ws) {
+    static_assert(is_position_rule_v<Rule>,
+                  "Rule must have the shape of a position rule (position_rules.hpp)");
+    attention_run(arch,
+                  attention_problem<head_view<const KV>, Mask, Rule>{q, k, v, o, mask, params, rule,
+                                                                     &freqs, &table},
+                  attention_work{heads, queries, keys}, ws);
 }
 
 /// position_rule_attention_blocked over a paged K/V cache (paged_view.hpp).
 template <class Arch, class KV, class Mask, class Rule>
-void position_rule_attention_blocked(Arch, head_view<const float> q, paged_view<const KV> k,
-                                     paged_view<const KV> v, head_view<float> o, const Mask& mask,
-                                     const attention_params& params, const Rule& rule,
-                                     const rope_frequencies& freqs, const cos_sin_table& table,
-                                     head_range heads, query_range queries, key_range keys,
-                                     attention_workspace& ws) {
-    ROPEKIT_TRACE_KERNEL("position_rule_attention_blocked(paged)", Arch::name());
-    detail::attn::run_rule_blocked<Arch, KV>(q, k, v, o, mask, params, rule, freqs, table, heads,
-                                             queries, keys, ws);
+ROPEKIT_ALWAYS_INLINE void position_rule_attention_blocked(
+    Arch arch, head_view<const float> q, paged_view<const KV> k, paged_view<const KV> v,
+    head_view<float> o, const Mask& mask, const attention_params& params, const Rule& rule,
+    const rope_frequencies& freqs, const cos_sin_table& table, head_range heads,
+    query_range queries, key_range keys, attention_workspace& ws) {
+    static_assert(is_position_rule_v<Rule>,
+                  "Rule must have the shape of a position rule (position_rules.hpp)");
+    attention_run(arch,
+                  attention_problem<paged_view<const KV>, Mask, Rule>{q, k, v, o, mask, params,
+                                                                      rule, &freqs, &table},
+                  attention_work{heads, queries, keys}, ws);
 }
 
 /// position_rule_attention_blocked for K/V views of non-const elements.
@@ -765,28 +802,126 @@ ROPEKIT_END_ISA_NAMESPACE
 ROPEKIT_END_NAMESPACE
 
 /// \cond INTERNAL
-#define ROPEKIT_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK)                                 \
-    PREFIX template void ropekit::attention_blocked<ARCH, KV, MASK>(                       \
-        ARCH, ::ropekit::head_view<const float>, ::ropekit::head_view<const KV>,           \
-        ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,          \
-        const ::ropekit::attention_params&, ::ropekit::head_range, ::ropekit::query_range, \
-        ::ropekit::key_range, ::ropekit::attention_workspace&);
-#define ROPEKIT_POSITION_RULE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE)               \
-    PREFIX template void ropekit::position_rule_attention_blocked<ARCH, KV, MASK, RULE>(     \
-        ARCH, ::ropekit::head_view<const float>, ::ropekit::head_view<const KV>,             \
-        ::ropekit::head_view<const KV>, ::ropekit::head_view<float>, const MASK&,            \
-        const ::ropekit::attention_params&, const RULE&, const ::ropekit::rope_frequencies&, \
-        const ::ropekit::cos_sin_table&, ::ropekit::head_range, ::ropekit::query_range,      \
-        ::ropekit::key_range, ::ropekit::attention_workspace&);
+// Every attention instantiation is attention_run<ARCH, PROBLEM>: the problem type carries the
+// K/V view, mask and rule, so one macro names them all (PROBLEM may contain commas).
+#define ROPEKIT_ATTENTION_RUN_(PREFIX, ARCH, ...)                   \
+    PREFIX template void ropekit::attention_run<ARCH, __VA_ARGS__>( \
+        ARCH, const __VA_ARGS__&, const ::ropekit::attention_work&, \
+        ::ropekit::attention_workspace&);
+#define ROPEKIT_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK) \
+    ROPEKIT_ATTENTION_RUN_(PREFIX, ARCH,                   \
+                           ::ropekit::attention_problem<::ropekit::head_view<const KV>, MASK>)
+#define ROPEKIT_POSITION_RULE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE) \
+    ROPEKIT_ATTENTION_RUN_(                                                    \
+        PREFIX, ARCH, ::ropekit::attention_problem<::ropekit::head_view<const KV>, MASK, RULE>)
 // rerope_attention_blocked is an always-inline forwarder: instantiating the kernel it calls
 // is what the 0.2 macros need to do.
 #define ROPEKIT_REROPE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE) \
     ROPEKIT_POSITION_RULE_ATTENTION_KERNELS_(PREFIX, ARCH, KV, MASK, RULE)
+// The list helper: a fixed-arity FOR_EACH (up to 8 items per list), in three independent copies
+// because a macro cannot expand itself (the KV, mask and rule loops nest).
+// CALL expands the argument list before the FOR_n macro splits it (UNPAREN yields commas);
+// one per nesting level, like the loops.
+#define ROPEKIT_PP_CALL_A(M, args) M args
+#define ROPEKIT_PP_CALL_B(M, args) M args
+#define ROPEKIT_PP_CALL_C(M, args) M args
+#define ROPEKIT_PP_CALL_L(M, args) M args  // the lists may come from one macro
+#define ROPEKIT_PP_UNPAREN_(...) __VA_ARGS__
+#define ROPEKIT_PP_UNPAREN(x) ROPEKIT_PP_UNPAREN_ x
+#define ROPEKIT_PP_NARGS_(_1, _2, _3, _4, _5, _6, _7, _8, N, ...) N
+#define ROPEKIT_PP_NARGS(...) ROPEKIT_PP_NARGS_(__VA_ARGS__, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define ROPEKIT_PP_FOR_A_1(M, c, x) M(c, x)
+#define ROPEKIT_PP_FOR_A_2(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_A_1(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_A_3(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_A_2(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_A_4(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_A_3(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_A_5(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_A_4(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_A_6(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_A_5(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_A_7(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_A_6(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_A_8(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_A_7(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_B_1(M, c, x) M(c, x)
+#define ROPEKIT_PP_FOR_B_2(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_B_1(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_B_3(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_B_2(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_B_4(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_B_3(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_B_5(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_B_4(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_B_6(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_B_5(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_B_7(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_B_6(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_B_8(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_B_7(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_C_1(M, c, x) M(c, x)
+#define ROPEKIT_PP_FOR_C_2(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_C_1(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_C_3(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_C_2(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_C_4(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_C_3(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_C_5(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_C_4(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_C_6(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_C_5(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_C_7(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_C_6(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_C_8(M, c, x, ...) M(c, x) ROPEKIT_PP_FOR_C_7(M, c, __VA_ARGS__)
+#define ROPEKIT_PP_FOR_A(M, c, list)                                             \
+    ROPEKIT_PP_CALL_A(ROPEKIT_PP_CAT2(ROPEKIT_PP_FOR_A_, ROPEKIT_PP_NARGS list), \
+                      (M, c, ROPEKIT_PP_UNPAREN(list)))
+#define ROPEKIT_PP_FOR_B(M, c, list)                                             \
+    ROPEKIT_PP_CALL_B(ROPEKIT_PP_CAT2(ROPEKIT_PP_FOR_B_, ROPEKIT_PP_NARGS list), \
+                      (M, c, ROPEKIT_PP_UNPAREN(list)))
+#define ROPEKIT_PP_FOR_C(M, c, list)                                             \
+    ROPEKIT_PP_CALL_C(ROPEKIT_PP_CAT2(ROPEKIT_PP_FOR_C_, ROPEKIT_PP_NARGS list), \
+                      (M, c, ROPEKIT_PP_UNPAREN(list)))
+// Context tuples: (PREFIX, ARCH, MASKS, RULES) per KV, then (PREFIX, ARCH, KV, RULES) per mask,
+// then (PREFIX, ARCH, KV, MASK) per rule, which emits the head_view and paged_view problems.
+#define ROPEKIT_PP_GET0_(a, b, c, d) a
+#define ROPEKIT_PP_GET1_(a, b, c, d) b
+#define ROPEKIT_PP_GET2_(a, b, c, d) c
+#define ROPEKIT_PP_GET3_(a, b, c, d) d
+#define ROPEKIT_PP_GET0(t) ROPEKIT_PP_GET0_ t
+#define ROPEKIT_PP_GET1(t) ROPEKIT_PP_GET1_ t
+#define ROPEKIT_PP_GET2(t) ROPEKIT_PP_GET2_ t
+#define ROPEKIT_PP_GET3(t) ROPEKIT_PP_GET3_ t
+#define ROPEKIT_ATTENTION_LIST_RULE_(c, RULE)                                         \
+    ROPEKIT_ATTENTION_RUN_(                                                           \
+        ROPEKIT_PP_GET0(c), ROPEKIT_PP_GET1(c),                                       \
+        ::ropekit::attention_problem<::ropekit::head_view<const ROPEKIT_PP_GET2(c)>,  \
+                                     ROPEKIT_PP_GET3(c), RULE>)                       \
+    ROPEKIT_ATTENTION_RUN_(                                                           \
+        ROPEKIT_PP_GET0(c), ROPEKIT_PP_GET1(c),                                       \
+        ::ropekit::attention_problem<::ropekit::paged_view<const ROPEKIT_PP_GET2(c)>, \
+                                     ROPEKIT_PP_GET3(c), RULE>)
+#define ROPEKIT_ATTENTION_LIST_MASK_(c, MASK)                                            \
+    ROPEKIT_PP_FOR_C(ROPEKIT_ATTENTION_LIST_RULE_,                                       \
+                     (ROPEKIT_PP_GET0(c), ROPEKIT_PP_GET1(c), ROPEKIT_PP_GET2(c), MASK), \
+                     ROPEKIT_PP_GET3(c))
+#define ROPEKIT_ATTENTION_LIST_KV_(c, KV)                                              \
+    ROPEKIT_PP_FOR_B(ROPEKIT_ATTENTION_LIST_MASK_,                                     \
+                     (ROPEKIT_PP_GET0(c), ROPEKIT_PP_GET1(c), KV, ROPEKIT_PP_GET3(c)), \
+                     ROPEKIT_PP_GET2(c))
+#define ROPEKIT_ATTENTION_LIST_(PREFIX, ARCH, KVS, MASKS, RULES) \
+    ROPEKIT_PP_FOR_A(ROPEKIT_ATTENTION_LIST_KV_, (PREFIX, ARCH, MASKS, RULES), KVS)
 #define ROPEKIT_ATTENTION_TEMPERATURE_KERNELS_(PREFIX, ARCH)            \
     PREFIX template void ropekit::attention_temperature_blocked<ARCH>(  \
         ARCH, ::ropekit::head_view<float>, const ::ropekit::positions&, \
         const ::ropekit::attention_temperature&, ::ropekit::query_range);
 /// \endcond
+
+/// Declares (extern template) attention_run of architecture ARCH for one problem type (the rest
+/// of the arguments: `attention_problem<KVView, Mask, Rule>`, commas allowed), so a translation
+/// unit built without ARCH's flags can call `attention_run(ARCH{}, problem, work, ws)` (or
+/// attention_blocked / position_rule_attention_blocked, which forward to it) while the code
+/// lives in a TU built with those flags, which uses ROPEKIT_INSTANTIATE_ATTENTION.
+#define ROPEKIT_DECLARE_ATTENTION(ARCH, ...) ROPEKIT_ATTENTION_RUN_(extern, ARCH, __VA_ARGS__)
+
+/// Explicitly instantiates attention_run of ARCH for one problem type (see
+/// ROPEKIT_DECLARE_ATTENTION). Put it in a translation unit compiled with ARCH's flags.
+#define ROPEKIT_INSTANTIATE_ATTENTION(ARCH, ...) ROPEKIT_ATTENTION_RUN_(, ARCH, __VA_ARGS__)
+
+/// Declares (extern template) attention_run of ARCH for every combination of the three
+/// parenthesised lists (up to 8 items each), with contiguous and paged K/V:
+/// `ROPEKIT_DECLARE_ATTENTION_LIST(xsimd::avx512bw, (float, ::ropekit::bfloat16),
+/// (::ropekit::causal_mask, ::ropekit::sliding_window_mask), (::ropekit::no_position_rule,
+/// ::ropekit::streaming_llm))` is 2 x 2 x 2 x 2 problem types (the three lists may also come
+/// from one macro of your own). Each costs compile time: list what the engine runs.
+#define ROPEKIT_DECLARE_ATTENTION_LIST(ARCH, ...) \
+    ROPEKIT_PP_CALL_L(ROPEKIT_ATTENTION_LIST_, (extern, ARCH, __VA_ARGS__))
+
+/// Explicitly instantiates what ROPEKIT_DECLARE_ATTENTION_LIST declares, in one line (in a
+/// translation unit compiled with ARCH's flags).
+#define ROPEKIT_INSTANTIATE_ATTENTION_LIST(ARCH, ...) \
+    ROPEKIT_PP_CALL_L(ROPEKIT_ATTENTION_LIST_, (, ARCH, __VA_ARGS__))
 
 /// Declares (extern template) attention_temperature_blocked of ARCH (see
 /// ROPEKIT_DECLARE_ATTENTION_KERNELS).

@@ -16,6 +16,7 @@
 #include "mask.hpp"
 #include "positions.hpp"
 #include "table.hpp"
+#include "view.hpp"
 
 ROPEKIT_BEGIN_NAMESPACE
 
@@ -205,6 +206,51 @@ constexpr bool pack_f32_v = true;
 constexpr int max_pairs = max_rule_head_dim / 2;
 
 }  // namespace detail::attn
+
+/// "No relative-position rule": plain attention (q and k arrive rotated, or the layer has no
+/// RoPE). The default rule of attention_problem.
+struct no_position_rule {};
+
+/// One attention call for the blocked entry point attention_run: the operands, the mask, the
+/// parameters and (for a position rule, position_rules.hpp) the rule with the model's
+/// frequencies and a range cos/sin table of them. Non-owning. Build it as an aggregate,
+/// `attention_problem<head_view<const bfloat16>, causal_mask>{q, k, v, o, mask, params}` (the
+/// rule members last). Its type is what an instantiation macro names
+/// (ROPEKIT_INSTANTIATE_ATTENTION).
+/// \tparam KVView `head_view<const KV>` or `paged_view<const KV>` (paged_view.hpp)
+/// \tparam Mask a mask policy (mask.hpp)
+/// \tparam Rule no_position_rule or a position rule
+template <class KVView, class Mask, class Rule = no_position_rule>
+struct attention_problem {
+    using kv_view_type = KVView;  ///< the K/V view type
+    using mask_type = Mask;       ///< the mask policy
+    using rule_type = Rule;       ///< the position rule, or no_position_rule
+
+    head_view<const float> q;                 ///< queries, n_q x n_heads x head_dim
+    KVView k;                                 ///< keys, n_kv x n_kv_heads x head_dim
+    KVView v;                                 ///< values, n_kv x n_kv_heads x v_head_dim
+    head_view<float> o;                       ///< outputs, n_q x n_heads x v_head_dim
+    Mask mask;                                ///< which keys each query sees
+    attention_params params;                  ///< scale, positions, sinks, soft-cap, LSE
+    Rule rule{};                              ///< the relative-position rule, if any
+    const rope_frequencies* freqs = nullptr;  ///< the rule's frequencies (rules only)
+    const cos_sin_table* table = nullptr;     ///< a range table of them (rules only)
+};
+
+/// The part of an attention_problem one call computes: query heads x query tokens x keys, the
+/// ranges attention_blocked takes. Disjoint heads x queries may run on different threads; key
+/// ranges give partial results to merge (merge_attention).
+struct attention_work {
+    head_range heads;     ///< query heads
+    query_range queries;  ///< query tokens
+    key_range keys;       ///< keys
+
+    /// The whole problem: every head, query and key.
+    template <class Problem>
+    static attention_work all(const Problem& p) noexcept {
+        return {head_range{0, p.q.heads}, query_range{0, p.q.tokens}, key_range{0, p.k.tokens}};
+    }
+};
 
 /// Scratch memory of one attention call on one thread: every tile the kernel touches. Allocate
 /// one per worker thread (it is about 1 MB: `sizeof(attention_workspace)`) and reuse it; the

@@ -182,6 +182,21 @@ template <class T>
 ROPEKIT_ALWAYS_INLINE std::int64_t run_length(const paged_view<T>& v, std::int64_t t) noexcept {
     return v.run(t);
 }
+/// Elements from row t to the row the decode loop prefetches while it reads t, about `ahead`
+/// keys later: t + ahead in a contiguous view; in a paged one, the same slot of the page that
+/// many keys on (so one offset serves every row of t's run), or 0 past the sequence's end.
+template <class T>
+ROPEKIT_ALWAYS_INLINE std::ptrdiff_t prefetch_ahead(const head_view<T>& v, std::int64_t,
+                                                    std::int64_t ahead) noexcept {
+    return std::ptrdiff_t(ahead) * v.token_stride;
+}
+template <class T>
+ROPEKIT_ALWAYS_INLINE std::ptrdiff_t prefetch_ahead(const paged_view<T>& v, std::int64_t t,
+                                                    std::int64_t ahead) noexcept {
+    const std::int64_t target = t + (ahead + v.page_size - 1) / v.page_size * v.page_size;
+    if (target >= v.tokens) return 0;
+    return v.at(target, 0) - v.at(t, 0);
+}
 }  // namespace detail::attn
 
 ROPEKIT_END_NAMESPACE

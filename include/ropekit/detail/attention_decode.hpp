@@ -158,8 +158,6 @@ class decode_driver : public call<Arch, KV, Mask, Pos, KVView> {
         const int n_ranges = this->visible_key_ranges(qb, keys, ranges);
         const int pf_keys =
             std::max(decode_chunk, decode_prefetch_bytes / std::max(1, S::row_bytes(D_)));
-        const std::ptrdiff_t kpf = pf_keys * k_.token_stride;
-        const std::ptrdiff_t vpf = pf_keys * v_.token_stride;
         for (int ri = 0; ri < n_ranges; ++ri) {
             const std::int64_t b = std::max(ranges[ri].begin, keys.begin);
             const std::int64_t e = std::min(ranges[ri].end, keys.end);
@@ -175,6 +173,9 @@ class decode_driver : public call<Arch, KV, Mask, Pos, KVView> {
                 if constexpr (rotating) {
                     if (need.far && !far_ready) load_far_rows();
                 }
+                // The rows pf_keys on (in a paged cache: the same slot of a later page).
+                const std::ptrdiff_t kpf = prefetch_ahead(k_, c0, pf_keys);
+                const std::ptrdiff_t vpf = prefetch_ahead(v_, c0, pf_keys);
                 for (int sg = 0; sg < nseg; ++sg)
                     chunk(need, vis, seg_g[sg], seg_r0[sg], seg_rows[sg], seg_nh[sg], c0, int(nc),
                           nt, kpf, vpf, std::bool_constant<Cap>{});

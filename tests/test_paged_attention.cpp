@@ -4,10 +4,13 @@
 // K|V page, page sizes from 1 to 128 (and ones that are not a multiple of a tile), pages in
 // shuffled order and shared between sequences, decode, prefill and chunked prefill, every mask,
 // learned sinks, soft-cap, split keys, and the position rules. Unreferenced pool pages hold
-// NaN, so a read outside the sequence's pages shows up in the outputs.
+// NaN, so a read outside the sequence's pages shows up in the outputs. What is paged-specific
+// (cutting decode chunks at page ends, prefetch offsets, gathered tiles) is the same code on every
+// instruction set, so this program is built once, with the default flags, like tests/test_*.cpp;
+// the micro-kernels it reaches are checked per ISA by tests/isa/test_attention.cpp.
 #include "test_support.hpp"
 
-#include "attention_checks.hpp"
+#include "isa/attention_checks.hpp"
 
 #include <ropekit/attention.hpp>
 #include <ropekit/attention_reference.hpp>
