@@ -20,10 +20,11 @@
 //    rounding bound of the storage type and strategy, or a split decode that differs from the
 //    whole one; with wild inputs (inf, NaN, 1e30 values), only the sanitizers judge.
 //
-//   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
+//   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude
 //       tests/fuzz/fuzz_sink_cache.cpp -o /tmp/fuzz_sink_cache
-//   UBSAN_OPTIONS=halt_on_error=1 /tmp/fuzz_sink_cache -max_total_time=600 -malloc_limit_mb=2048 \
+//   UBSAN_OPTIONS=halt_on_error=1 /tmp/fuzz_sink_cache -max_total_time=600 -malloc_limit_mb=2048
 //       /tmp/sink_corpus tests/fuzz/corpus/sink_cache
+//   (one command each, written over two lines)
 
 #include <cstdint>
 #include <cstdio>
